@@ -1,0 +1,3 @@
+from casarray.cli import main
+
+main()

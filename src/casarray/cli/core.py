@@ -1,0 +1,115 @@
+"""`casarray run` and `casarray check`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from casarray.config import Config, ConfigErrors, load_config
+from casarray.errors import CasarrayError
+
+ConfigOption = Annotated[Path, typer.Option("-c", "--config", help="The casarray YAML config file.")]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one 'error:' line per problem to stderr; the caller raises the returned Exit(1)."""
+    for line in message.splitlines():
+        typer.echo(f"error: {line}", err=True)
+    return typer.Exit(1)
+
+
+def load_or_exit(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigErrors as exc:
+        raise fail(str(exc)) from None
+
+
+def setup_logging(level: str = "info") -> None:
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def use_uvloop() -> str:
+    """Install uvloop's event loop policy when it is installed; return the loop's name."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def check(config: ConfigOption) -> None:
+    """Validate a config file: every problem is printed with its file, line and key; exit 1 if any."""
+    cfg = load_or_exit(config)
+    problems = [f"{config}: {key}: cannot read {path!r}" for key, path in _files(cfg)
+                if not Path(path).is_file()]
+    if problems:
+        raise fail("\n".join(problems))
+    typer.echo(f"{config}: valid (mode {cfg.mode}, {len(cfg.servers)} servers, "
+               f"services {', '.join(cfg.services)})")
+
+
+def _files(cfg: Config) -> list[tuple[str, str]]:
+    files: list[tuple[str, str]] = []
+    if cfg.tls is not None:
+        files += [("tls.certificate", cfg.tls.certificate), ("tls.key", cfg.tls.key)]
+    if cfg.upstream_tls.ca is not None:
+        files.append(("upstream_tls.ca", cfg.upstream_tls.ca))
+    return files
+
+
+def run(config: ConfigOption,
+        log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info") -> None:
+    """Run the balancer until SIGTERM or SIGINT (then drain for timeouts.grace and stop)."""
+    cfg = load_or_exit(config)
+    setup_logging(log_level)
+    loop_name = use_uvloop()
+    logging.getLogger("casarray").info("starting on %s with %s", loop_name, config)
+    try:
+        asyncio.run(_serve(cfg))
+    except CasarrayError as exc:
+        raise fail(str(exc)) from None
+
+
+async def _serve(cfg: Config) -> None:
+    from casarray.engine.balancer import Balancer
+
+    balancer = Balancer(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            logging.getLogger("casarray").info("%s received: stopping", signal.Signals(signum).name)
+            stop.set()
+        else:
+            logging.getLogger("casarray").warning("second signal: closing every connection now")
+            if balancer.frontend is not None:
+                for client in list(balancer.frontend.clients):
+                    client.abort()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await balancer.start()
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await balancer.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("check")(check)

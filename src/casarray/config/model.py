@@ -1,0 +1,191 @@
+"""Typed configuration (DESIGN.md §3). Frozen pydantic models; unknown keys are errors.
+
+Each field's description is what docs/config.md shows; defaults fit Exchange (DESIGN.md §6).
+This module does no I/O: loading and error locations live in `casarray.config.load`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from casarray.config.units import parse_duration, parse_size
+from casarray.exchange import catalog
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
+
+
+def check_dns_name(value: str) -> str:
+    """A host name as DNS allows it (RFC 1123 labels), at least two labels; returned lower-cased."""
+    name = value.rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"expected a DNS name such as outlook.example.com, got {value!r}")
+    return name.lower()
+
+
+DnsName = Annotated[str, BeforeValidator(lambda v: check_dns_name(v) if isinstance(v, str) else v)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Model):
+    address: str = Field("0.0.0.0", description="The virtual IP to listen on (any local address).")
+    https_port: Port = Field(443, description="Port of the HTTPS (or l4 pass-through) listener.")
+    http_port: Port | None = Field(
+        None, description="Optional plain-HTTP port; in l7 it redirects to https://<namespace>/owa."
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"expected an IP address such as 10.0.1.250, got {value!r}") from None
+        return value
+
+
+class Tls(_Model):
+    certificate: str = Field(description="PEM file: the certificate chain clients see (l7).")
+    key: str = Field(description="PEM file: the private key of that certificate (l7).")
+
+
+class UpstreamTls(_Model):
+    ca: str | None = Field(None, description="PEM bundle trusted for the Exchange servers; default: system store.")
+    verify: bool = Field(True, description="Verify the servers' certificates (health checks, l7 re-encryption).")
+    server_name: str | None = Field(
+        None, description="SNI and the name verified on the servers' certificates; default: the namespace."
+    )
+
+
+class Server(_Model):
+    name: str = Field(description="Exchange server name, e.g. MB1 (used in logs, cookies, the API).",
+                      min_length=1, max_length=64)
+    address: str = Field(description="IP address or resolvable host name of the server.", min_length=1)
+    port: Port = Field(443, description="HTTPS port of the server's front end (never the 444 back end).")
+    weight: int = Field(1, ge=0, le=256, description="Relative share of new connections; 0 takes none.")
+    maxconn: int | None = Field(None, ge=1, description="Most concurrent connections to this server; beyond "
+                                "it clients wait in the queue.")
+
+
+class Health(_Model):
+    enabled: bool = Field(True, description="Run health checks; when false every server counts as up.")
+    interval: Duration = Field(5.0, gt=0, description="Time between two checks of one (server, service).")
+    timeout: Duration = Field(3.0, gt=0, description="Time one check may take (connect, TLS, response).")
+    rise: int = Field(2, ge=1, description="Consecutive successes that bring a member up.")
+    fall: int = Field(2, ge=1, description="Consecutive failures that take a member down.")
+    jitter: float = Field(0.1, ge=0, le=0.5,
+                          description="Random spread of the interval (fraction) so checks do not align.")
+
+
+class Timeouts(_Model):
+    connect: Duration = Field(5.0, gt=0, description="Time to establish a TCP connection to a server.")
+    # ActiveSync Ping holds a request up to 59 min (MS-ASCMD 2.2.3.88.1): idle timeouts must be >= 1 h.
+    client_idle: Duration = Field(3600.0, gt=0, description="Close a connection when the client side is "
+                                  "silent this long (>= 1h for ActiveSync Direct Push).")
+    server_idle: Duration = Field(3600.0, gt=0, description="Close a connection when the server side is "
+                                  "silent this long.")
+    queue: Duration = Field(30.0, gt=0, description="Longest wait in the queue when maxconn is reached.")
+    grace: Duration = Field(30.0, ge=0, description="On SIGTERM, how long open connections may finish.")
+
+
+class Limits(_Model):
+    maxconn: int = Field(20000, ge=1, description="Most concurrent client connections on the listener.")
+    queue: int = Field(1024, ge=0, description="Most connections waiting for a free slot (FIFO).")
+
+
+class Admin(_Model):
+    listen: str = Field("127.0.0.1:9090", description="Address:port of the admin API and dashboard.")
+    token_file: str | None = Field(None, description="File holding the bearer token for changes.")
+
+
+class MailProtocol(_Model):
+    ports: list[Port] = Field(description="Ports listened on the VIP for this protocol.")
+
+
+class Mail(_Model):
+    imap: MailProtocol | None = None
+    pop3: MailProtocol | None = None
+    smtp: MailProtocol | None = None
+
+
+ServiceName = Literal["owa", "ecp", "ews", "mapi", "rpc", "oab", "eas", "autodiscover", "powershell"]
+assert set(ServiceName.__args__) == set(catalog.SERVICE_NAMES)  # type: ignore[attr-defined]
+
+
+class Config(_Model):
+    namespace: DnsName = Field(description="The unified client-access name, e.g. outlook.alwayshotcafe.com.")
+    autodiscover: DnsName | None = Field(None, description="Second name served on the same VIP.")
+    mode: Literal["l4", "l7"] = Field("l4", description="l4: TCP pass-through; l7: TLS termination "
+                                      "and per-service routing.")
+    listen: Listen = Field(default_factory=lambda: Listen(), description="Where clients connect.")
+    tls: Tls | None = Field(None, description="Certificate clients see (l7 only).")
+    upstream_tls: UpstreamTls = Field(default_factory=lambda: UpstreamTls(),
+                                      description="TLS to the Exchange servers.")
+    servers: list[Server] = Field(min_length=1, description="The Exchange servers of the array.")
+    services: list[ServiceName] = Field(default_factory=lambda: list(catalog.SERVICE_NAMES),
+                                        description="Services balanced and health-checked.")
+    l4_require: list[ServiceName] | None = Field(
+        None, description="l4: services that must all be up for a server to take connections; "
+        "default: every configured service (l4 cannot tell which service a connection is for)."
+    )
+    balance: Literal["roundrobin", "leastconn", "source"] = Field(
+        "roundrobin", description="How a server is chosen: roundrobin, leastconn or source "
+        "(rendezvous hash of the client address).")
+    affinity: Literal["none", "source", "cookie"] = Field("none", description="Stickiness: none "
+                                                          "(Microsoft's recommendation), source, cookie (l7).")
+    retries: int = Field(2, ge=0, le=10, description="Further servers tried when a connect fails.")
+    health: Health = Field(default_factory=lambda: Health(), description="Health checks.")
+    timeouts: Timeouts = Field(default_factory=lambda: Timeouts(), description="Timeouts.")
+    limits: Limits = Field(default_factory=lambda: Limits(), description="Connection limits.")
+    admin: Admin | None = Field(None, description="Admin API and dashboard.")
+    mail: Mail | None = Field(None, description="POP3, IMAP and SMTP listeners (l4).")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every client-facing name served on the VIP."""
+        return (self.namespace,) + ((self.autodiscover,) if self.autodiscover else ())
+
+    @property
+    def check_server_name(self) -> str:
+        """SNI and Host of health checks and re-encryption: upstream_tls.server_name or the namespace."""
+        return self.upstream_tls.server_name or self.namespace
+
+    @property
+    def required_services(self) -> tuple[str, ...]:
+        return tuple(self.l4_require if self.l4_require is not None else self.services)
+
+
+def semantic_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-field rules, as (location, message) pairs so the loader can name the line."""
+    errors: list[tuple[tuple[str | int, ...], str]] = []
+    seen: dict[str, int] = {}
+    for i, server in enumerate(config.servers):
+        key = server.name.lower()
+        if key in seen:
+            errors.append((("servers", i, "name"), f"duplicate server name {server.name!r} "
+                           f"(also servers[{seen[key]}])"))
+        seen[key] = i
+    if len(set(config.services)) != len(config.services):
+        errors.append((("services",), "a service is listed twice"))
+    if config.l4_require is not None:
+        for i, name in enumerate(config.l4_require):
+            if name not in config.services:
+                errors.append((("l4_require", i), f"{name!r} is not in services {list(config.services)}"))
+    if config.affinity == "cookie" and config.mode != "l7":
+        errors.append((("affinity",), "cookie affinity needs mode: l7 (l4 cannot see cookies)"))
+    if config.mode == "l7" and config.tls is None:
+        errors.append((("mode",), "mode: l7 needs a tls: section (certificate and key clients see)"))
+    if all(s.weight == 0 for s in config.servers):
+        errors.append((("servers",), "every server has weight 0: none would take traffic"))
+    return errors

@@ -1,0 +1,366 @@
+"""Layer 4: TCP pass-through. The client's TLS goes through untouched to an Exchange server.
+
+Hot path: two asyncio Protocols per connection writing straight into each other's transport; no
+streams, no per-chunk allocation beyond what the loop hands us. Backpressure: when one side's write
+buffer passes the high-water mark, reading from the other side pauses (pause_writing/resume_writing),
+so memory per connection stays bounded whatever the peers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Sequence
+from typing import cast
+
+from casarray.balance.algorithm import Algorithm
+from casarray.balance.queue import WaitQueue
+from casarray.balance.state import ServerState
+from casarray.config.model import Config
+
+log = logging.getLogger("casarray.l4")
+
+HIGH_WATER = 256 * 1024  # bytes buffered towards one peer before reading from the other pauses
+LOW_WATER = 64 * 1024
+
+
+def _nodelay(transport: asyncio.BaseTransport) -> None:
+    # Interactive protocols (RPC/HTTP, MAPI PENDING chunks) must not wait for Nagle's algorithm.
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+class L4Upstream(asyncio.Protocol):
+    """The server side of one relayed connection."""
+
+    __slots__ = ("client", "transport")
+
+    def __init__(self, client: L4Client) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        client.bytes_out += len(data)
+        client.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.client.server_eof()
+        return True  # keep our write side open: the client may still be sending (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.upstream_lost(exc)
+
+    def pause_writing(self) -> None:  # our buffer towards the server is full: stop reading the client
+        self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.client.transport.resume_reading()
+
+
+class L4Client(asyncio.Protocol):
+    """The client side of one relayed connection; owns the connection's state."""
+
+    __slots__ = (
+        "_idle_handle", "_quiet_in", "_quiet_out", "_seen_in", "_seen_out", "bytes_in", "bytes_out",
+        "closed", "eof_client", "eof_server", "frontend", "pending", "server", "transport", "upstream",
+    )
+
+    def __init__(self, frontend: L4Frontend) -> None:
+        self.frontend = frontend
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made
+        self.upstream: asyncio.Transport | None = None
+        self.server: ServerState | None = None
+        self.pending: list[bytes] = []
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.eof_client = False
+        self.eof_server = False
+        self.closed = False
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._seen_in = self._seen_out = 0
+        self._quiet_in = self._quiet_out = 0.0
+
+    @property
+    def peer(self) -> str:
+        peername = self.transport.get_extra_info("peername")
+        return f"{peername[0]}:{peername[1]}" if peername else "?"
+
+    # client transport events
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        transport.pause_reading()  # nothing is read until a server is connected
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        _nodelay(transport)
+        self.frontend.accepted(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.write(data)
+        else:
+            self.pending.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof_client = True
+        if self.upstream is None:
+            return True
+        if self.eof_server:
+            self.close()
+        elif self.upstream.can_write_eof():
+            self.upstream.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def pause_writing(self) -> None:  # our buffer towards the client is full: stop reading the server
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    # upstream events
+    def attach(self, server: ServerState, upstream: asyncio.Transport) -> None:
+        self.server = server
+        self.upstream = upstream
+        upstream.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        _nodelay(upstream)
+        for chunk in self.pending:
+            upstream.write(chunk)
+        self.pending.clear()
+        if self.eof_client and upstream.can_write_eof():
+            upstream.write_eof()
+        else:
+            self.transport.resume_reading()
+        loop = asyncio.get_running_loop()
+        self._quiet_in = self._quiet_out = loop.time()
+        self._idle_handle = loop.call_later(self.frontend.idle_tick, self._idle_check)
+
+    def server_eof(self) -> None:
+        self.eof_server = True
+        if self.eof_client:
+            self.close()
+        elif self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def _idle_check(self) -> None:
+        """Runs every `idle_tick` (1/8 of the shortest idle timeout): byte counters that did not move
+        mean silence, so the hot path pays nothing for idle tracking."""
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.bytes_in != self._seen_in:
+            self._seen_in, self._quiet_in = self.bytes_in, now
+        if self.bytes_out != self._seen_out:
+            self._seen_out, self._quiet_out = self.bytes_out, now
+        fe = self.frontend
+        if now - self._quiet_in >= fe.client_idle:
+            log.info("closing %s -> %s: client idle for %.0fs (timeouts.client_idle)", self.peer,
+                     self.server.name if self.server else "-", now - self._quiet_in)
+            self.close()
+        elif now - self._quiet_out >= fe.server_idle:
+            log.info("closing %s -> %s: server idle for %.0fs (timeouts.server_idle)", self.peer,
+                     self.server.name if self.server else "-", now - self._quiet_out)
+            self.close()
+        else:
+            self._idle_handle = loop.call_later(fe.idle_tick, self._idle_check)
+
+    def close(self) -> None:
+        """Close both sides (buffered data is flushed first) and release the slot. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        self.transport.close()
+        if self.upstream is not None:
+            self.upstream.close()
+        self.frontend.finished(self)
+
+    def abort(self) -> None:
+        self.transport.abort()
+        if self.upstream is not None:
+            self.upstream.abort()
+        self.close()
+
+
+class L4Frontend:
+    """Accepts client connections on the listener and gives each one a server (or a queue slot)."""
+
+    def __init__(self, config: Config, servers: Sequence[ServerState], algorithm: Algorithm) -> None:
+        self.config = config
+        self.servers = list(servers)
+        self.required = config.required_services
+        self.algorithm = algorithm
+        self.eligible: list[ServerState] = []
+        self.clients: set[L4Client] = set()
+        self._connecting: set[L4Client] = set()
+        self.serving = 0  # clients connecting or relaying (counted against limits.maxconn)
+        self.queue: WaitQueue[L4Client] = WaitQueue(config.limits.queue)
+        self.client_idle = config.timeouts.client_idle
+        self.server_idle = config.timeouts.server_idle
+        self.idle_tick = max(0.05, min(self.client_idle, self.server_idle) / 8)
+        self._queue_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.refresh()
+
+    def protocol_factory(self) -> L4Client:
+        return L4Client(self)
+
+    def refresh(self) -> None:
+        """Recompute which servers take connections; log each server that joins or leaves."""
+        before = set(self.eligible)
+        self.eligible = [s for s in self.servers if s.serves_all(self.required)]
+        after = set(self.eligible)
+        for server in self.servers:
+            if server in after and server not in before:
+                log.info("server %s joins the l4 pool (%d of %d up)", server.name, len(after), len(self.servers))
+            elif server in before and server not in after:
+                log.warning("server %s leaves the l4 pool: %s (%d of %d up)", server.name,
+                            server.why_out(self.required), len(after), len(self.servers))
+        if not self.eligible and before:
+            log.error("no server is up: new connections will be closed at once")
+        self._serve_queue()
+
+    # connection lifecycle
+    def accepted(self, client: L4Client) -> None:
+        self.clients.add(client)
+        self._empty.clear()
+        if not self.eligible:
+            log.warning("refused %s: no server is up", client.peer)
+            client.close()
+            return
+        if self.serving >= self.config.limits.maxconn or all(s.full for s in self.eligible):
+            self._enqueue(client)
+            return
+        self._dispatch(client)
+
+    def finished(self, client: L4Client) -> None:
+        self.clients.discard(client)
+        if client.server is not None:
+            client.server.closed(client.bytes_in, client.bytes_out)
+            client.server = None
+            self.serving -= 1
+        elif client in self._connecting:
+            pass  # the connect task notices client.closed and releases its slot
+        else:
+            self.queue.remove(client)
+        if not self.clients:
+            self._empty.set()
+        self._serve_queue()
+
+    def _dispatch(self, client: L4Client) -> None:
+        self.serving += 1
+        self._connecting.add(client)
+        task = asyncio.get_running_loop().create_task(self._connect(client))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, client: L4Client) -> None:
+        """Connect to a server; on refusal, timeout or reset try the next one (`retries`)."""
+        loop = asyncio.get_running_loop()
+        tried: list[ServerState] = []
+        key = b""
+        if self.config.balance == "source" or self.config.affinity == "source":
+            peername = client.transport.get_extra_info("peername")
+            key = str(peername[0]).encode() if peername else b""
+        try:
+            for _ in range(self.config.retries + 1):
+                candidates = [s for s in self.eligible if not s.full and s not in tried]
+                if not candidates or client.closed:
+                    break
+                server = self.algorithm.pick(candidates, key)
+                tried.append(server)
+                server.opened()
+                try:
+                    async with asyncio.timeout(self.config.timeouts.connect):
+                        upstream, _ = await loop.create_connection(
+                            lambda: L4Upstream(client), server.address, server.port)
+                except (OSError, TimeoutError) as exc:
+                    server.closed(0, 0)
+                    server.connect_errors += 1
+                    reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+                    log.warning("connect to %s (%s:%d) for %s failed: %s", server.name, server.address,
+                                server.port, client.peer, reason)
+                    continue
+                upstream = cast(asyncio.Transport, upstream)
+                if client.closed:
+                    upstream.close()
+                    server.closed(0, 0)
+                    return
+                client.attach(server, upstream)
+                return
+            if not client.closed:
+                log.warning("refused %s: no server accepted the connection (tried %s)", client.peer,
+                            ", ".join(s.name for s in tried) or "none: every server is full or down")
+                client.close()
+        finally:
+            self._connecting.discard(client)
+            if client.server is None:
+                self.serving -= 1
+                self._serve_queue()
+
+    def _enqueue(self, client: L4Client) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.queue.push(client, loop.time() + self.config.timeouts.queue):
+            log.warning("refused %s: maxconn reached and the queue is full (%d waiting)", client.peer,
+                        len(self.queue))
+            client.close()
+            return
+        if self._queue_timer is None:
+            self._arm_queue_timer()
+
+    def _arm_queue_timer(self) -> None:
+        deadline = self.queue.next_deadline()
+        self._queue_timer = None
+        if deadline is not None:
+            self._queue_timer = asyncio.get_running_loop().call_at(deadline, self._queue_expired)
+
+    def _queue_expired(self) -> None:
+        for client in self.queue.expired(asyncio.get_running_loop().time()):
+            log.warning("refused %s: waited %.0fs in the queue (timeouts.queue)", client.peer,
+                        self.config.timeouts.queue)
+            client.close()
+        self._arm_queue_timer()
+
+    def _serve_queue(self) -> None:
+        if not self.queue:
+            return
+        now = asyncio.get_running_loop().time()
+        for client in self.queue.expired(now):
+            client.close()
+        while (self.queue and self.serving < self.config.limits.maxconn and self.eligible
+               and not all(s.full for s in self.eligible)):
+            client = self.queue.pop()
+            if client is not None and not client.closed:
+                self._dispatch(client)
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to `grace` seconds for open connections to finish, then close the rest."""
+        try:
+            async with asyncio.timeout(grace):
+                await self._empty.wait()
+        except TimeoutError:
+            log.warning("grace period over: closing %d open connection(s)", len(self.clients))
+            for client in list(self.clients):
+                client.abort()
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,1 @@
+"""Exchange knowledge: the service catalog and the namespace toolkit."""

@@ -1,0 +1,100 @@
+"""The service catalog: the single source of truth for what casarray knows about Exchange services.
+
+Every other part (router, health checker, lab, namespace toolkit, exporters) reads this module; none
+repeats a vdir path or cmdlet name.
+
+Sources (see shared research, §1.3, §1.5, §1.10):
+- one health probe per vdir at /<vdir>/healthcheck.htm (Microsoft "Load balancing in Exchange Server";
+  KB 3002351: never probe "/", it answers 302);
+- idle timeouts: ActiveSync Ping heartbeat up to 59 min (MS-ASCMD 2.2.3.88.1), EWS streaming up to 30 min,
+  RPC/HTTP 12/15 min inactivity, MAPI/HTTP PENDING every 30 s (MS-OXCMAPIHTTP 2.2.3.3.5);
+- body limits: OWA 35 MB, EWS 64 MiB (client-message-size-limits), RPC_IN_DATA announces 1 GB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+HOUR = 3600.0
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One Exchange client-access protocol / virtual directory."""
+
+    name: str  # casarray's config name: owa, ecp, ews, ...
+    title: str  # human name for tables and logs
+    vdir: str  # the IIS virtual directory as Exchange spells it (no slashes)
+    inventory_type: str | None  # "Type" in the inventory file; None for Outlook Anywhere (own list)
+    get_cmdlet: str
+    set_cmdlet: str
+    url_suffix: str  # the path Microsoft documents for the unified URL (after the host)
+    scheme: str  # https, except PowerShell which stays http (Kerberos)
+    has_internal_url: bool  # Autodiscover: no InternalUrl, the SCP is used instead
+    idle_timeout: float  # seconds of silence a long-lived request of this service may see
+    max_body: int  # bytes; at least what Exchange itself accepts
+
+    @property
+    def health_path(self) -> str:
+        """The Managed Availability probe: exists only while the protocol's component is Active."""
+        return f"/{self.vdir}/healthcheck.htm"
+
+    @property
+    def prefix(self) -> str:
+        """Lower-cased first path segment used for routing (IIS matches case-insensitively)."""
+        return self.vdir.lower()
+
+
+_SERVICES: tuple[Service, ...] = (
+    Service("owa", "Outlook on the web", "owa", "Owa", "Get-OwaVirtualDirectory",
+            "Set-OwaVirtualDirectory", "/owa", "https", True, 1 * HOUR, 35_000_000),
+    Service("ecp", "Exchange admin center", "ecp", "Ecp", "Get-EcpVirtualDirectory",
+            "Set-EcpVirtualDirectory", "/ecp", "https", True, 1 * HOUR, 35_000_000),
+    Service("ews", "Exchange Web Services", "EWS", "WebServices", "Get-WebServicesVirtualDirectory",
+            "Set-WebServicesVirtualDirectory", "/EWS/Exchange.asmx", "https", True, 1 * HOUR, 64 * MIB),
+    Service("mapi", "MAPI over HTTP", "mapi", "Mapi", "Get-MapiVirtualDirectory",
+            "Set-MapiVirtualDirectory", "/mapi", "https", True, 1 * HOUR, 2 * 1024 * MIB),
+    Service("rpc", "Outlook Anywhere (RPC over HTTP)", "Rpc", None, "Get-OutlookAnywhere",
+            "Set-OutlookAnywhere", "/rpc/rpcproxy.dll", "https", True, 1 * HOUR, 2 * 1024 * MIB),
+    Service("oab", "Offline address book", "OAB", "Oab", "Get-OabVirtualDirectory",
+            "Set-OabVirtualDirectory", "/OAB", "https", True, 1 * HOUR, 64 * MIB),
+    Service("eas", "Exchange ActiveSync", "Microsoft-Server-ActiveSync", "ActiveSync",
+            "Get-ActiveSyncVirtualDirectory", "Set-ActiveSyncVirtualDirectory",
+            "/Microsoft-Server-ActiveSync", "https", True, 1 * HOUR, 64 * MIB),
+    Service("autodiscover", "Autodiscover", "Autodiscover", "Autodiscover",
+            "Get-AutodiscoverVirtualDirectory", "Set-AutodiscoverVirtualDirectory",
+            "/Autodiscover/Autodiscover.xml", "https", False, 1 * HOUR, 1 * MIB),
+    Service("powershell", "Remote PowerShell", "PowerShell", "PowerShell",
+            "Get-PowerShellVirtualDirectory", "Set-PowerShellVirtualDirectory", "/PowerShell", "http",
+            True, 1 * HOUR, 64 * MIB),
+)
+
+SERVICES: Mapping[str, Service] = {s.name: s for s in _SERVICES}
+SERVICE_NAMES: tuple[str, ...] = tuple(SERVICES)
+BY_PREFIX: Mapping[str, Service] = {s.prefix: s for s in _SERVICES}
+BY_INVENTORY_TYPE: Mapping[str, Service] = {
+    s.inventory_type: s for s in _SERVICES if s.inventory_type is not None
+}
+
+# Mail protocols (l4 only, own listeners). Ports from Microsoft's list of ports to load-balance.
+MAIL_DEFAULT_PORTS: Mapping[str, tuple[int, ...]] = {"imap": (143, 993), "pop3": (110, 995),
+                                                      "smtp": (25, 587)}
+IMPLICIT_TLS_PORTS: frozenset[int] = frozenset({993, 995, 465})
+
+
+def get(name: str) -> Service:
+    """The service called `name` (config name, case-insensitive); KeyError if there is none."""
+    return SERVICES[name.lower()]
+
+
+def for_path(path: str) -> Service | None:
+    """The service whose vdir is the first segment of `path` (case-insensitive, like IIS), else None."""
+    segment = path.lstrip("/").split("/", 1)[0].split("?", 1)[0].lower()
+    return BY_PREFIX.get(segment)
+
+
+def iter_services(names: tuple[str, ...] | list[str] | None = None) -> Iterator[Service]:
+    for name in names if names is not None else SERVICE_NAMES:
+        yield SERVICES[name]

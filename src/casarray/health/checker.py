@@ -1,0 +1,164 @@
+"""The health checker: one loop per (server, service) probing GET /<vdir>/healthcheck.htm directly on
+each server (never the VIP: that would hit a random server; never "/": it answers 302, KB 3002351).
+
+Results feed each member's HealthState; every transition is logged once and reported to listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from casarray.balance.state import Member
+from casarray.health.state import CheckResult, Transition
+from casarray.health.verdict import judge
+from casarray.http.errors import ProtocolError
+from casarray.http.response_head import ResponseHead
+
+log = logging.getLogger("casarray.health")
+
+OnTransition = Callable[[Member, Transition], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsProbe:
+    """Where and how to probe: the server's own address, with SNI/Host set to the namespace so the
+    certificate (shared by all servers behind the VIP) verifies."""
+
+    address: str
+    port: int
+    path: str
+    server_name: str
+    ssl_context: ssl.SSLContext
+    timeout: float
+
+
+class _ProbeProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.head = ResponseHead()
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.head.receive_data(data)
+        except ProtocolError as exc:
+            self._finish(exc)
+            return
+        if self.head.done:
+            self._finish(None)
+
+    def eof_received(self) -> bool:
+        try:
+            self.head.connection_closed()
+        except ProtocolError as exc:
+            self._finish(exc)
+        else:
+            self._finish(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(exc or ProtocolError("connection closed before a response", 502))
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if not self.finished.done():
+            if exc is None:
+                self.finished.set_result(None)
+            else:
+                self.finished.set_exception(exc)
+
+
+async def probe_https(probe: HttpsProbe) -> CheckResult:
+    """One check. Connect (L4), TLS handshake (L6), request and verdict (L7), all within probe.timeout."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    deadline = start + probe.timeout
+    transport: asyncio.BaseTransport | None = None
+
+    def result(ok: bool, code: str, reason: str) -> CheckResult:
+        return CheckResult(ok, code, reason, loop.time() - start)
+
+    try:
+        try:
+            async with asyncio.timeout_at(deadline):
+                transport, protocol = await loop.create_connection(_ProbeProtocol, probe.address, probe.port)
+        except TimeoutError:
+            return result(False, "L4TOUT", "connect timeout")
+        except ConnectionRefusedError:
+            return result(False, "L4CON", "connect refused")
+        except OSError as exc:
+            return result(False, "L4CON", f"connect error: {exc.strerror or exc}")
+        try:
+            async with asyncio.timeout_at(deadline):
+                tls = await loop.start_tls(transport, protocol, probe.ssl_context,
+                                           server_hostname=probe.server_name)
+        except TimeoutError:
+            return result(False, "L6TOUT", "TLS handshake timeout")
+        except ssl.SSLCertVerificationError as exc:
+            return result(False, "L6RSP", f"TLS certificate rejected: {exc.verify_message}")
+        except (ssl.SSLError, OSError, ConnectionError) as exc:
+            return result(False, "L6RSP", f"TLS error: {exc}")
+        if tls is None:
+            return result(False, "L6RSP", "TLS error: connection closed during the handshake")
+        transport = tls
+        request = (f"GET {probe.path} HTTP/1.1\r\nHost: {probe.server_name}\r\n"
+                   "User-Agent: casarray-check\r\nConnection: close\r\n\r\n").encode("ascii")
+        tls.write(request)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await protocol.finished
+        except TimeoutError:
+            return result(False, "L7TOUT", "no complete response before the check timeout")
+        except (ProtocolError, OSError, ssl.SSLError) as exc:
+            return result(False, "L7RSP", str(exc))
+        assert protocol.head.status is not None
+        ok, code, reason = judge(protocol.head.status, protocol.head.body)
+        return result(ok, code, reason)
+    finally:
+        if transport is not None:
+            transport.abort()
+
+
+class HealthChecker:
+    """Runs one probing loop per member until stopped. `on_transition` is called for every change."""
+
+    def __init__(self, members: list[tuple[Member, HttpsProbe]], interval: float, jitter: float,
+                 on_transition: OnTransition) -> None:
+        self._members = members
+        self._interval = interval
+        self._jitter = jitter
+        self._on_transition = on_transition
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def first_round(self) -> None:
+        """Check every member once, concurrently, so the balancer starts with real states."""
+        results = await asyncio.gather(*(probe_https(probe) for _, probe in self._members))
+        for (member, _), res in zip(self._members, results, strict=True):
+            self._record(member, res)
+
+    def start(self) -> None:
+        for member, probe in self._members:
+            self._tasks.append(asyncio.create_task(self._loop(member, probe),
+                                                   name=f"check {member.server.name}/{member.service}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _loop(self, member: Member, probe: HttpsProbe) -> None:
+        while True:
+            spread = self._interval * self._jitter
+            await asyncio.sleep(self._interval + random.uniform(-spread, spread))
+            self._record(member, await probe_https(probe))
+
+    def _record(self, member: Member, res: CheckResult) -> None:
+        transition = member.health.record(res, asyncio.get_running_loop().time())
+        if transition is not None:
+            log.info("health %s/%s %s -> %s %s %r (check %.0fms)", member.server.name, member.service,
+                     transition.old, transition.new, res.code, res.reason, res.duration * 1000)
+            self._on_transition(member, transition)
