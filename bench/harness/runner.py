@@ -1,0 +1,203 @@
+"""The measuring loop: sanity checks, warm-up, then every scenario against every target."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends import Context, Target, check_response
+from .procs import BenchError, cpu_seconds
+from .suites import CANDIDATE, REFERENCE, TARGET_ORDER, Scenario, Suite
+from .wrk import WrkResult, run_wrk
+
+
+@dataclass(frozen=True, slots=True)
+class Durations:
+    warmup_s: float
+    measure_s: float
+    settle_s: float
+
+
+@dataclass(slots=True)
+class Measurement:
+    target: str
+    wrk: WrkResult
+    cpu_seconds: float | None
+
+    def value(self, scenario: Scenario) -> float:
+        return self.wrk.mib_per_s if scenario.metric == "mib_per_s" else self.wrk.requests_per_s
+
+    @property
+    def cpu_s_per_1k_requests(self) -> float | None:
+        if self.cpu_seconds is None or self.wrk.requests == 0:
+            return None
+        return self.cpu_seconds / self.wrk.requests * 1000.0
+
+    def to_json(self, scenario: Scenario) -> dict[str, Any]:
+        return {
+            "value": self.value(scenario),
+            "unit": scenario.unit,
+            "cpu_seconds": self.cpu_seconds,
+            "cpu_s_per_1k_requests": self.cpu_s_per_1k_requests,
+            "wrk": self.wrk.to_json(),
+        }
+
+
+@dataclass(slots=True)
+class ScenarioResult:
+    scenario: Scenario
+    measurements: dict[str, Measurement] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def value(self, target: str) -> float | None:
+        found = self.measurements.get(target)
+        return found.value(self.scenario) if found else None
+
+    @property
+    def ratio(self) -> float | None:
+        reference, candidate = self.value(REFERENCE), self.value(CANDIDATE)
+        if reference is None or candidate is None or reference == 0:
+            return None
+        return candidate / reference
+
+    @property
+    def passed(self) -> bool | None:
+        ratio = self.ratio
+        return None if ratio is None else ratio >= self.scenario.target_ratio
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.scenario
+        return {
+            "key": s.key,
+            "title": s.title,
+            "path": s.path,
+            "connections": s.connections,
+            "headers": list(s.headers),
+            "metric": s.metric,
+            "unit": s.unit,
+            "target": f"{CANDIDATE} >= {s.target_ratio:g} x {REFERENCE}",
+            "target_ratio": s.target_ratio,
+            "ratio": self.ratio,
+            "passed": self.passed,
+            "results": {name: m.to_json(s) for name, m in self.measurements.items()},
+            "skipped": self.skipped,
+        }
+
+
+@dataclass(slots=True)
+class SuiteResult:
+    suite: Suite
+    targets: list[Target]
+    scenarios: list[ScenarioResult]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _measure(ctx: Context, target: Target, scenario: Scenario, duration_s: float) -> Measurement:
+    proc = target.process
+    before = cpu_seconds(proc.pid) if proc else None
+    result = run_wrk(
+        ctx.wrk,
+        target.url(scenario.path),
+        duration_s=duration_s,
+        connections=scenario.connections,
+        headers=scenario.headers,
+    )
+    after = cpu_seconds(proc.pid) if proc else None
+    used = after - before if before is not None and after is not None else None
+    return Measurement(target.name, result, used)
+
+
+_TRACEBACK_FILE = re.compile(r'^\s*File "([^"]+)", line (\d+)')
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b.*")
+
+
+def _last_error(output: str) -> str:
+    """'; it raised X at file:line' from the last traceback in a log, or '' when there is none."""
+    where, error = "", ""
+    for line in output.splitlines():
+        if found := _TRACEBACK_FILE.match(line):
+            where = f" at {found.group(1)}:{found.group(2)}"
+        elif found := _EXCEPTION.match(line.strip()):
+            error, where = f"; it raised {found.group(0)}{where}", ""
+    return error
+
+
+def _lost(target: Target) -> str | None:
+    """Why a target that was running can no longer be measured (its process exited)."""
+    if target.process is not None and not target.process.alive():
+        return (
+            f"{target.name} exited with status {target.process.proc.returncode} during the run; "
+            f"its output:\n{target.process.log_tail()}"
+        )
+    return None
+
+
+def run_suite(suite: Suite, ctx: Context, stack: ExitStack, durations: Durations) -> SuiteResult:
+    log(f"[{suite.name}] starting nginx, haproxy and casarray in {ctx.workdir}")
+    targets = sorted(suite.setup(ctx, stack), key=lambda t: TARGET_ORDER.index(t.name))
+
+    for target in targets:
+        if not target.available:
+            continue
+        for scenario in suite.scenarios:
+            problem = check_response(target, scenario.path, scenario.expected_size)
+            if problem is None:
+                continue
+            if target.name != CANDIDATE:
+                raise BenchError(f"{target.name}: sanity check failed: {problem}")
+            target.skip_reason = f"sanity check failed: {problem}"
+            if target.process is not None:
+                tail = target.process.log_tail(40)
+                target.process.stop()  # free its CPU for the others
+                target.skip_reason += f"{_last_error(tail)}; its output:\n{tail}"
+            break
+    for target in targets:
+        if target.skip_reason:
+            log(f"[{suite.name}] SKIPPING {target.name}: {target.skip_reason}")
+
+    live = [t for t in targets if t.available]
+    if durations.warmup_s > 0:
+        for target in live:
+            log(f"[{suite.name}] warm-up {target.name} ({durations.warmup_s:g}s)")
+            warm = suite.scenarios[0]
+            run_wrk(
+                ctx.wrk, target.url(warm.path), duration_s=durations.warmup_s, connections=warm.connections
+            )
+
+    results: list[ScenarioResult] = []
+    for scenario in suite.scenarios:
+        outcome = ScenarioResult(scenario)
+        for target in targets:
+            if not target.available:
+                outcome.skipped[target.name] = target.skip_reason or "not available"
+                continue
+            time.sleep(durations.settle_s)
+            measurement = _measure(ctx, target, scenario, durations.measure_s)
+            lost = _lost(target)
+            if lost is not None:
+                target.skip_reason = lost
+                outcome.skipped[target.name] = lost
+                log(f"[{suite.name}] {target.name} is gone: {lost}")
+                continue
+            outcome.measurements[target.name] = measurement
+            log(_progress_line(suite, scenario, measurement))
+        results.append(outcome)
+    return SuiteResult(suite, targets, results)
+
+
+def _progress_line(suite: Suite, scenario: Scenario, m: Measurement) -> str:
+    line = f"[{suite.name}] {scenario.key:<16} {m.target:<9} {m.value(scenario):>11,.1f} {scenario.unit}"
+    if m.wrk.p99_ms is not None:
+        line += f"  p99 {m.wrk.p99_ms:.2f} ms"
+    if m.cpu_s_per_1k_requests is not None:
+        line += f"  cpu {m.cpu_s_per_1k_requests:.4f} s/1k req"
+    if m.wrk.error_count:
+        line += f"  errors {m.wrk.socket_errors} non-2xx/3xx {m.wrk.non_2xx_3xx}"
+    return line
