@@ -33,8 +33,11 @@ def load_or_exit(path: Path) -> Config:
 
 
 def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def use_uvloop() -> str:
@@ -50,12 +53,14 @@ def use_uvloop() -> str:
 def check(config: ConfigOption) -> None:
     """Validate a config file: every problem is printed with its file, line and key; exit 1 if any."""
     cfg = load_or_exit(config)
-    problems = [f"{config}: {key}: cannot read {path!r}" for key, path in _files(cfg)
-                if not Path(path).is_file()]
+    problems = [
+        f"{config}: {key}: cannot read {path!r}" for key, path in _files(cfg) if not Path(path).is_file()
+    ]
     if problems:
         raise fail("\n".join(problems))
-    typer.echo(f"{config}: valid (mode {cfg.mode}, {len(cfg.servers)} servers, "
-               f"services {', '.join(cfg.services)})")
+    typer.echo(
+        f"{config}: valid (mode {cfg.mode}, {len(cfg.servers)} servers, services {', '.join(cfg.services)})"
+    )
 
 
 def _files(cfg: Config) -> list[tuple[str, str]]:
@@ -67,8 +72,10 @@ def _files(cfg: Config) -> list[tuple[str, str]]:
     return files
 
 
-def run(config: ConfigOption,
-        log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info") -> None:
+def run(
+    config: ConfigOption,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
     """Run the balancer until SIGTERM or SIGINT (then drain for timeouts.grace and stop)."""
     cfg = load_or_exit(config)
     setup_logging(log_level)

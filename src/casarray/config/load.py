@@ -46,13 +46,19 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigErrors([f"{filename}{line}: invalid YAML: {exc.problem or exc.context}"]) from None
     if not isinstance(data, dict):
-        raise ConfigErrors([f"{filename}:1: expected a mapping of settings (namespace:, servers:, …), "
-                            f"found {type(data).__name__}"])
+        raise ConfigErrors(
+            [
+                f"{filename}:1: expected a mapping of settings (namespace:, servers:, …), "
+                f"found {type(data).__name__}"
+            ]
+        )
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigErrors([_describe(filename, data, err) for err in exc.errors()]) from None
-    problems = [f"{filename}:{_line(data, loc)}: {_dotted(loc)}: {msg}" for loc, msg in semantic_errors(config)]
+    problems = [
+        f"{filename}:{_line(data, loc)}: {_dotted(loc)}: {msg}" for loc, msg in semantic_errors(config)
+    ]
     if problems:
         raise ConfigErrors(problems)
     return config

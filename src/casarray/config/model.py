@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -61,21 +61,31 @@ class Tls(_Model):
 
 
 class UpstreamTls(_Model):
-    ca: str | None = Field(None, description="PEM bundle trusted for the Exchange servers; default: system store.")
-    verify: bool = Field(True, description="Verify the servers' certificates (health checks, l7 re-encryption).")
+    ca: str | None = Field(
+        None, description="PEM bundle trusted for the Exchange servers; default: system store."
+    )
+    verify: bool = Field(
+        True, description="Verify the servers' certificates (health checks, l7 re-encryption)."
+    )
     server_name: str | None = Field(
         None, description="SNI and the name verified on the servers' certificates; default: the namespace."
     )
 
 
 class Server(_Model):
-    name: str = Field(description="Exchange server name, e.g. MB1 (used in logs, cookies, the API).",
-                      min_length=1, max_length=64)
+    name: str = Field(
+        description="Exchange server name, e.g. MB1 (used in logs, cookies, the API).",
+        min_length=1,
+        max_length=64,
+    )
     address: str = Field(description="IP address or resolvable host name of the server.", min_length=1)
     port: Port = Field(443, description="HTTPS port of the server's front end (never the 444 back end).")
     weight: int = Field(1, ge=0, le=256, description="Relative share of new connections; 0 takes none.")
-    maxconn: int | None = Field(None, ge=1, description="Most concurrent connections to this server; beyond "
-                                "it clients wait in the queue.")
+    maxconn: int | None = Field(
+        None,
+        ge=1,
+        description="Most concurrent connections to this server; beyond it clients wait in the queue.",
+    )
 
 
 class Health(_Model):
@@ -84,17 +94,23 @@ class Health(_Model):
     timeout: Duration = Field(3.0, gt=0, description="Time one check may take (connect, TLS, response).")
     rise: int = Field(2, ge=1, description="Consecutive successes that bring a member up.")
     fall: int = Field(2, ge=1, description="Consecutive failures that take a member down.")
-    jitter: float = Field(0.1, ge=0, le=0.5,
-                          description="Random spread of the interval (fraction) so checks do not align.")
+    jitter: float = Field(
+        0.1, ge=0, le=0.5, description="Random spread of the interval (fraction) so checks do not align."
+    )
 
 
 class Timeouts(_Model):
     connect: Duration = Field(5.0, gt=0, description="Time to establish a TCP connection to a server.")
     # ActiveSync Ping holds a request up to 59 min (MS-ASCMD 2.2.3.88.1): idle timeouts must be >= 1 h.
-    client_idle: Duration = Field(3600.0, gt=0, description="Close a connection when the client side is "
-                                  "silent this long (>= 1h for ActiveSync Direct Push).")
-    server_idle: Duration = Field(3600.0, gt=0, description="Close a connection when the server side is "
-                                  "silent this long.")
+    client_idle: Duration = Field(
+        3600.0,
+        gt=0,
+        description="Close a connection when the client side is "
+        "silent this long (>= 1h for ActiveSync Direct Push).",
+    )
+    server_idle: Duration = Field(
+        3600.0, gt=0, description="Close a connection when the server side is silent this long."
+    )
     queue: Duration = Field(30.0, gt=0, description="Longest wait in the queue when maxconn is reached.")
     grace: Duration = Field(30.0, ge=0, description="On SIGTERM, how long open connections may finish.")
 
@@ -120,30 +136,39 @@ class Mail(_Model):
 
 
 ServiceName = Literal["owa", "ecp", "ews", "mapi", "rpc", "oab", "eas", "autodiscover", "powershell"]
-assert set(ServiceName.__args__) == set(catalog.SERVICE_NAMES)  # type: ignore[attr-defined]
+_ALL_SERVICES: tuple[ServiceName, ...] = get_args(ServiceName)
+assert set(_ALL_SERVICES) == set(catalog.SERVICE_NAMES), "ServiceName must list the catalog's services"
 
 
 class Config(_Model):
     namespace: DnsName = Field(description="The unified client-access name, e.g. outlook.alwayshotcafe.com.")
     autodiscover: DnsName | None = Field(None, description="Second name served on the same VIP.")
-    mode: Literal["l4", "l7"] = Field("l4", description="l4: TCP pass-through; l7: TLS termination "
-                                      "and per-service routing.")
+    mode: Literal["l4", "l7"] = Field(
+        "l4", description="l4: TCP pass-through; l7: TLS termination and per-service routing."
+    )
     listen: Listen = Field(default_factory=lambda: Listen(), description="Where clients connect.")
     tls: Tls | None = Field(None, description="Certificate clients see (l7 only).")
-    upstream_tls: UpstreamTls = Field(default_factory=lambda: UpstreamTls(),
-                                      description="TLS to the Exchange servers.")
+    upstream_tls: UpstreamTls = Field(
+        default_factory=lambda: UpstreamTls(), description="TLS to the Exchange servers."
+    )
     servers: list[Server] = Field(min_length=1, description="The Exchange servers of the array.")
-    services: list[ServiceName] = Field(default_factory=lambda: list(catalog.SERVICE_NAMES),
-                                        description="Services balanced and health-checked.")
+    services: list[ServiceName] = Field(
+        default_factory=lambda: list(_ALL_SERVICES),
+        description="Services balanced and health-checked.",
+    )
     l4_require: list[ServiceName] | None = Field(
-        None, description="l4: services that must all be up for a server to take connections; "
-        "default: every configured service (l4 cannot tell which service a connection is for)."
+        None,
+        description="l4: services that must all be up for a server to take connections; "
+        "default: every configured service (l4 cannot tell which service a connection is for).",
     )
     balance: Literal["roundrobin", "leastconn", "source"] = Field(
-        "roundrobin", description="How a server is chosen: roundrobin, leastconn or source "
-        "(rendezvous hash of the client address).")
-    affinity: Literal["none", "source", "cookie"] = Field("none", description="Stickiness: none "
-                                                          "(Microsoft's recommendation), source, cookie (l7).")
+        "roundrobin",
+        description="How a server is chosen: roundrobin, leastconn or source "
+        "(rendezvous hash of the client address).",
+    )
+    affinity: Literal["none", "source", "cookie"] = Field(
+        "none", description="Stickiness: none (Microsoft's recommendation), source, cookie (l7)."
+    )
     retries: int = Field(2, ge=0, le=10, description="Further servers tried when a connect fails.")
     health: Health = Field(default_factory=lambda: Health(), description="Health checks.")
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts(), description="Timeouts.")
@@ -173,8 +198,9 @@ def semantic_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
     for i, server in enumerate(config.servers):
         key = server.name.lower()
         if key in seen:
-            errors.append((("servers", i, "name"), f"duplicate server name {server.name!r} "
-                           f"(also servers[{seen[key]}])"))
+            errors.append(
+                (("servers", i, "name"), f"duplicate server name {server.name!r} (also servers[{seen[key]}])")
+            )
         seen[key] = i
     if len(set(config.services)) != len(config.services):
         errors.append((("services",), "a service is listed twice"))

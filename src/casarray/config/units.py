@@ -12,9 +12,23 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
-    "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-    "t": 1000**4, "tb": 1000**4, "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2,
-    "gi": 1024**3, "gib": 1024**3, "ti": 1024**4, "tib": 1024**4,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "ti": 1024**4,
+    "tib": 1024**4,
 }
 
 
@@ -27,7 +41,7 @@ def parse_duration(value: object) -> float:
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
     else:
-        raise ValueError(f"expected a duration such as 250ms, 5s, 1h or a number of seconds")
+        raise ValueError("expected a duration such as 250ms, 5s, 1h or a number of seconds")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
     return seconds
@@ -42,7 +56,7 @@ def parse_size(value: object) -> int:
     elif isinstance(value, str) and (match := _SIZE.match(value)):
         size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
     else:
-        raise ValueError(f"expected a size such as 64MiB, 35MB or a number of bytes")
+        raise ValueError("expected a size such as 64MiB, 35MB or a number of bytes")
     if size < 0:
         raise ValueError(f"a size cannot be negative, got {value!r}")
     return size

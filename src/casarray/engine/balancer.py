@@ -31,8 +31,11 @@ async def resolve(config: Config) -> list[str]:
         try:
             infos = await loop.getaddrinfo(server.address, server.port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise StartupError(f"cannot resolve {server.address!r} ({server.name}): {exc.strerror}",
-                               f"servers[{i}].address", "use an IP address or a name DNS resolves") from None
+            raise StartupError(
+                f"cannot resolve {server.address!r} ({server.name}): {exc.strerror}",
+                f"servers[{i}].address",
+                "use an IP address or a name DNS resolves",
+            ) from None
         out.append(str(infos[0][4][0]))
     return out
 
@@ -67,23 +70,42 @@ class Balancer:
                 state.members[name] = member
                 if not config.health.enabled:
                     member.health.force_up(now)
-                probes.append((member, HttpsProbe(address, server_config.port, catalog.get(name).health_path,
-                                                  config.check_server_name, ssl_context,
-                                                  config.health.timeout)))
+                probes.append(
+                    (
+                        member,
+                        HttpsProbe(
+                            address,
+                            server_config.port,
+                            catalog.get(name).health_path,
+                            config.check_server_name,
+                            ssl_context,
+                            config.health.timeout,
+                        ),
+                    )
+                )
             self.servers.append(state)
         frontend = L4Frontend(config, self.servers, make_algorithm(config.balance, config.affinity))
         listen = config.listen
         try:
-            self._server = await loop.create_server(frontend.protocol_factory, listen.address, listen.https_port,
-                                                    reuse_address=True, backlog=4096, start_serving=False)
+            self._server = await loop.create_server(
+                frontend.protocol_factory,
+                listen.address,
+                listen.https_port,
+                reuse_address=True,
+                backlog=4096,
+                start_serving=False,
+            )
         except OSError as exc:
-            raise StartupError(f"cannot listen on {listen.address}:{listen.https_port}: "
-                               f"{exc.strerror or exc}", "listen",
-                               "is another process using the port, or is the address not local?") from None
+            raise StartupError(
+                f"cannot listen on {listen.address}:{listen.https_port}: {exc.strerror or exc}",
+                "listen",
+                "is another process using the port, or is the address not local?",
+            ) from None
         self.frontend = frontend
         if config.health.enabled:
-            self.checker = HealthChecker(probes, config.health.interval, config.health.jitter,
-                                         self._on_transition)
+            self.checker = HealthChecker(
+                probes, config.health.interval, config.health.jitter, self._on_transition
+            )
             await self.checker.first_round()
             frontend.refresh()
             self.checker.start()
@@ -91,8 +113,15 @@ class Balancer:
             log.warning("health checks are disabled (health.enabled: false): every server counts as up")
             frontend.refresh()
         await self._server.start_serving()
-        log.info("listening on %s:%d (mode %s, %d servers, %d services, balance %s)", listen.address,
-                 self.port, config.mode, len(self.servers), len(config.services), config.balance)
+        log.info(
+            "listening on %s:%d (mode %s, %d servers, %d services, balance %s)",
+            listen.address,
+            self.port,
+            config.mode,
+            len(self.servers),
+            len(config.services),
+            config.balance,
+        )
 
     def _on_transition(self, member: Member, transition: Transition) -> None:
         if self.frontend is not None:
@@ -105,8 +134,11 @@ class Balancer:
         if self.frontend is not None:
             open_now = len(self.frontend.clients)
             if open_now:
-                log.info("stopped accepting; waiting up to %.0fs for %d connection(s)",
-                         self.config.timeouts.grace if grace is None else grace, open_now)
+                log.info(
+                    "stopped accepting; waiting up to %.0fs for %d connection(s)",
+                    self.config.timeouts.grace if grace is None else grace,
+                    open_now,
+                )
             await self.frontend.drain(self.config.timeouts.grace if grace is None else grace)
         if self.checker is not None:
             await self.checker.stop()

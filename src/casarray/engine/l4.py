@@ -9,6 +9,7 @@ so memory per connection stays bounded whatever the peers do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Sequence
@@ -29,10 +30,8 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
     # Interactive protocols (RPC/HTTP, MAPI PENDING chunks) must not wait for Nagle's algorithm.
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
 
 class L4Upstream(asyncio.Protocol):
@@ -70,8 +69,21 @@ class L4Client(asyncio.Protocol):
     """The client side of one relayed connection; owns the connection's state."""
 
     __slots__ = (
-        "_idle_handle", "_quiet_in", "_quiet_out", "_seen_in", "_seen_out", "bytes_in", "bytes_out",
-        "closed", "eof_client", "eof_server", "frontend", "pending", "server", "transport", "upstream",
+        "_idle_handle",
+        "_quiet_in",
+        "_quiet_out",
+        "_seen_in",
+        "_seen_out",
+        "bytes_in",
+        "bytes_out",
+        "closed",
+        "eof_client",
+        "eof_server",
+        "frontend",
+        "pending",
+        "server",
+        "transport",
+        "upstream",
     )
 
     def __init__(self, frontend: L4Frontend) -> None:
@@ -97,8 +109,8 @@ class L4Client(asyncio.Protocol):
     # client transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        transport.pause_reading()  # nothing is read until a server is connected
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.transport.pause_reading()  # nothing is read until a server is connected
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         _nodelay(transport)
         self.frontend.accepted(self)
 
@@ -171,12 +183,20 @@ class L4Client(asyncio.Protocol):
             self._seen_out, self._quiet_out = self.bytes_out, now
         fe = self.frontend
         if now - self._quiet_in >= fe.client_idle:
-            log.info("closing %s -> %s: client idle for %.0fs (timeouts.client_idle)", self.peer,
-                     self.server.name if self.server else "-", now - self._quiet_in)
+            log.info(
+                "closing %s -> %s: client idle for %.0fs (timeouts.client_idle)",
+                self.peer,
+                self.server.name if self.server else "-",
+                now - self._quiet_in,
+            )
             self.close()
         elif now - self._quiet_out >= fe.server_idle:
-            log.info("closing %s -> %s: server idle for %.0fs (timeouts.server_idle)", self.peer,
-                     self.server.name if self.server else "-", now - self._quiet_out)
+            log.info(
+                "closing %s -> %s: server idle for %.0fs (timeouts.server_idle)",
+                self.peer,
+                self.server.name if self.server else "-",
+                now - self._quiet_out,
+            )
             self.close()
         else:
             self._idle_handle = loop.call_later(fe.idle_tick, self._idle_check)
@@ -232,10 +252,17 @@ class L4Frontend:
         after = set(self.eligible)
         for server in self.servers:
             if server in after and server not in before:
-                log.info("server %s joins the l4 pool (%d of %d up)", server.name, len(after), len(self.servers))
+                log.info(
+                    "server %s joins the l4 pool (%d of %d up)", server.name, len(after), len(self.servers)
+                )
             elif server in before and server not in after:
-                log.warning("server %s leaves the l4 pool: %s (%d of %d up)", server.name,
-                            server.why_out(self.required), len(after), len(self.servers))
+                log.warning(
+                    "server %s leaves the l4 pool: %s (%d of %d up)",
+                    server.name,
+                    server.why_out(self.required),
+                    len(after),
+                    len(self.servers),
+                )
         if not self.eligible and before:
             log.error("no server is up: new connections will be closed at once")
         self._serve_queue()
@@ -293,15 +320,21 @@ class L4Frontend:
                 try:
                     async with asyncio.timeout(self.config.timeouts.connect):
                         upstream, _ = await loop.create_connection(
-                            lambda: L4Upstream(client), server.address, server.port)
+                            lambda: L4Upstream(client), server.address, server.port
+                        )
                 except (OSError, TimeoutError) as exc:
                     server.closed(0, 0)
                     server.connect_errors += 1
                     reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-                    log.warning("connect to %s (%s:%d) for %s failed: %s", server.name, server.address,
-                                server.port, client.peer, reason)
+                    log.warning(
+                        "connect to %s (%s:%d) for %s failed: %s",
+                        server.name,
+                        server.address,
+                        server.port,
+                        client.peer,
+                        reason,
+                    )
                     continue
-                upstream = cast(asyncio.Transport, upstream)
                 if client.closed:
                     upstream.close()
                     server.closed(0, 0)
@@ -309,8 +342,11 @@ class L4Frontend:
                 client.attach(server, upstream)
                 return
             if not client.closed:
-                log.warning("refused %s: no server accepted the connection (tried %s)", client.peer,
-                            ", ".join(s.name for s in tried) or "none: every server is full or down")
+                log.warning(
+                    "refused %s: no server accepted the connection (tried %s)",
+                    client.peer,
+                    ", ".join(s.name for s in tried) or "none: every server is full or down",
+                )
                 client.close()
         finally:
             self._connecting.discard(client)
@@ -321,8 +357,9 @@ class L4Frontend:
     def _enqueue(self, client: L4Client) -> None:
         loop = asyncio.get_running_loop()
         if not self.queue.push(client, loop.time() + self.config.timeouts.queue):
-            log.warning("refused %s: maxconn reached and the queue is full (%d waiting)", client.peer,
-                        len(self.queue))
+            log.warning(
+                "refused %s: maxconn reached and the queue is full (%d waiting)", client.peer, len(self.queue)
+            )
             client.close()
             return
         if self._queue_timer is None:
@@ -336,8 +373,11 @@ class L4Frontend:
 
     def _queue_expired(self) -> None:
         for client in self.queue.expired(asyncio.get_running_loop().time()):
-            log.warning("refused %s: waited %.0fs in the queue (timeouts.queue)", client.peer,
-                        self.config.timeouts.queue)
+            log.warning(
+                "refused %s: waited %.0fs in the queue (timeouts.queue)",
+                client.peer,
+                self.config.timeouts.queue,
+            )
             client.close()
         self._arm_queue_timer()
 
@@ -347,11 +387,15 @@ class L4Frontend:
         now = asyncio.get_running_loop().time()
         for client in self.queue.expired(now):
             client.close()
-        while (self.queue and self.serving < self.config.limits.maxconn and self.eligible
-               and not all(s.full for s in self.eligible)):
-            client = self.queue.pop()
-            if client is not None and not client.closed:
-                self._dispatch(client)
+        while (
+            self.queue
+            and self.serving < self.config.limits.maxconn
+            and self.eligible
+            and not all(s.full for s in self.eligible)
+        ):
+            waiting = self.queue.pop()
+            if waiting is not None and not waiting.closed:
+                self._dispatch(waiting)
 
     async def drain(self, grace: float) -> None:
         """Wait up to `grace` seconds for open connections to finish, then close the rest."""

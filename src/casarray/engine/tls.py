@@ -21,8 +21,11 @@ def upstream_context(config: Config) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=tls.ca)
         except (OSError, ssl.SSLError) as exc:
-            raise StartupError(f"cannot read the CA bundle {tls.ca!r}: {getattr(exc, 'strerror', None) or exc}",
-                               "upstream_tls.ca", "give a readable PEM file") from None
+            raise StartupError(
+                f"cannot read the CA bundle {tls.ca!r}: {getattr(exc, 'strerror', None) or exc}",
+                "upstream_tls.ca",
+                "give a readable PEM file",
+            ) from None
     if not tls.verify:
         log.warning("upstream_tls.verify is false: the Exchange servers' certificates are NOT verified")
         context.check_hostname = False

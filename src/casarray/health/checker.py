@@ -76,7 +76,7 @@ async def probe_https(probe: HttpsProbe) -> CheckResult:
     loop = asyncio.get_running_loop()
     start = loop.time()
     deadline = start + probe.timeout
-    transport: asyncio.BaseTransport | None = None
+    transport: asyncio.Transport | None = None
 
     def result(ok: bool, code: str, reason: str) -> CheckResult:
         return CheckResult(ok, code, reason, loop.time() - start)
@@ -93,8 +93,9 @@ async def probe_https(probe: HttpsProbe) -> CheckResult:
             return result(False, "L4CON", f"connect error: {exc.strerror or exc}")
         try:
             async with asyncio.timeout_at(deadline):
-                tls = await loop.start_tls(transport, protocol, probe.ssl_context,
-                                           server_hostname=probe.server_name)
+                tls = await loop.start_tls(
+                    transport, protocol, probe.ssl_context, server_hostname=probe.server_name
+                )
         except TimeoutError:
             return result(False, "L6TOUT", "TLS handshake timeout")
         except ssl.SSLCertVerificationError as exc:
@@ -104,8 +105,10 @@ async def probe_https(probe: HttpsProbe) -> CheckResult:
         if tls is None:
             return result(False, "L6RSP", "TLS error: connection closed during the handshake")
         transport = tls
-        request = (f"GET {probe.path} HTTP/1.1\r\nHost: {probe.server_name}\r\n"
-                   "User-Agent: casarray-check\r\nConnection: close\r\n\r\n").encode("ascii")
+        request = (
+            f"GET {probe.path} HTTP/1.1\r\nHost: {probe.server_name}\r\n"
+            "User-Agent: casarray-check\r\nConnection: close\r\n\r\n"
+        ).encode("ascii")
         tls.write(request)
         try:
             async with asyncio.timeout_at(deadline):
@@ -125,8 +128,13 @@ async def probe_https(probe: HttpsProbe) -> CheckResult:
 class HealthChecker:
     """Runs one probing loop per member until stopped. `on_transition` is called for every change."""
 
-    def __init__(self, members: list[tuple[Member, HttpsProbe]], interval: float, jitter: float,
-                 on_transition: OnTransition) -> None:
+    def __init__(
+        self,
+        members: list[tuple[Member, HttpsProbe]],
+        interval: float,
+        jitter: float,
+        on_transition: OnTransition,
+    ) -> None:
         self._members = members
         self._interval = interval
         self._jitter = jitter
@@ -141,8 +149,11 @@ class HealthChecker:
 
     def start(self) -> None:
         for member, probe in self._members:
-            self._tasks.append(asyncio.create_task(self._loop(member, probe),
-                                                   name=f"check {member.server.name}/{member.service}"))
+            self._tasks.append(
+                asyncio.create_task(
+                    self._loop(member, probe), name=f"check {member.server.name}/{member.service}"
+                )
+            )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -159,6 +170,14 @@ class HealthChecker:
     def _record(self, member: Member, res: CheckResult) -> None:
         transition = member.health.record(res, asyncio.get_running_loop().time())
         if transition is not None:
-            log.info("health %s/%s %s -> %s %s %r (check %.0fms)", member.server.name, member.service,
-                     transition.old, transition.new, res.code, res.reason, res.duration * 1000)
+            log.info(
+                "health %s/%s %s -> %s %s %r (check %.0fms)",
+                member.server.name,
+                member.service,
+                transition.old,
+                transition.new,
+                res.code,
+                res.reason,
+                res.duration * 1000,
+            )
             self._on_transition(member, transition)

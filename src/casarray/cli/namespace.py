@@ -1,0 +1,313 @@
+"""`casarray namespace collector|plan|script|verify|dns`: the namespace toolkit's command line.
+
+Thin: parses options, calls casarray.exchange.namespace, prints. Exit codes (DESIGN.md §4): 0 success,
+1 a failed check or bad input (one "error: …" line on stderr), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from casarray.errors import CasarrayError
+from casarray.exchange.namespace.collector import collector_script
+from casarray.exchange.namespace.dns import DEFAULT_TTL_S, AutodiscoverAs, dns_plan
+from casarray.exchange.namespace.inventory import load_inventory
+from casarray.exchange.namespace.plan import Action, Plan, Targets, make_plan
+from casarray.exchange.namespace.script import apply_script, rollback_script
+from casarray.exchange.namespace.verify import Check, Verification, verify
+
+app = typer.Typer(
+    help="Plan, script and verify the unified namespace of the Exchange virtual directories.",
+    no_args_is_help=True,
+)
+
+InventoryOption = Annotated[
+    Path,
+    typer.Option("--inventory", "-i", help="The inventory JSON written by 'casarray namespace collector'."),
+]
+NamespaceOption = Annotated[
+    str | None,
+    typer.Option("--namespace", "-n", help="The unified client-access name, e.g. outlook.contoso.com."),
+]
+AutodiscoverOption = Annotated[
+    str | None,
+    typer.Option(help="The Autodiscover name (SCP and DNS); default: the (internal) namespace."),
+]
+InternalNamespaceOption = Annotated[
+    str | None, typer.Option(help="Internal URLs' name, when it differs from the external one.")
+]
+ExternalNamespaceOption = Annotated[
+    str | None, typer.Option(help="External URLs' name, when it differs from the internal one.")
+]
+InternalOnlyOption = Annotated[
+    bool, typer.Option("--internal-only", help="Only internal URLs, host name and the SCP.")
+]
+ExternalOnlyOption = Annotated[
+    bool, typer.Option("--external-only", help="Only external URLs and host name.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.command()
+def collector(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the script here instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the read-only PowerShell that writes the inventory file (for the Exchange Management Shell)."""
+    text = collector_script()
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    with _errors():
+        _write_script(output, text)
+    typer.echo(f"Wrote {output}. In the Exchange Management Shell: .\\{output.name} -Path inventory.json")
+
+
+@app.command()
+def plan(
+    inventory: InventoryOption,
+    namespace: NamespaceOption = None,
+    autodiscover: AutodiscoverOption = None,
+    internal_namespace: InternalNamespaceOption = None,
+    external_namespace: ExternalNamespaceOption = None,
+    internal_only: InternalOnlyOption = False,
+    external_only: ExternalOnlyOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show, per server and setting, the current value, the target and whether it changes."""
+    options = (namespace, internal_namespace, external_namespace, autodiscover, internal_only, external_only)
+    with _errors():
+        targets = _targets(*options)
+        the_plan = make_plan(load_inventory(inventory), targets)
+    if as_json:
+        typer.echo(json.dumps([item.as_json() for item in the_plan.items], indent=2))
+        return
+    _print_plan(the_plan)
+
+
+@app.command()
+def script(
+    inventory: InventoryOption,
+    namespace: NamespaceOption = None,
+    autodiscover: AutodiscoverOption = None,
+    internal_namespace: InternalNamespaceOption = None,
+    external_namespace: ExternalNamespaceOption = None,
+    internal_only: InternalOnlyOption = False,
+    external_only: ExternalOnlyOption = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The apply script; default: stdout.")
+    ] = None,
+    rollback: Annotated[
+        Path | None, typer.Option(help="Also write the script that restores the inventory's values.")
+    ] = None,
+) -> None:
+    """Write the apply script (only the changes, idempotent, -WhatIf) and optionally its rollback."""
+    options = (namespace, internal_namespace, external_namespace, autodiscover, internal_only, external_only)
+    with _errors():
+        targets = _targets(*options)
+        loaded = load_inventory(inventory)
+        the_plan = make_plan(loaded, targets)
+        apply_text = apply_script(the_plan, loaded)
+        if output is not None:
+            _write_script(output, apply_text)
+        if rollback is not None:
+            _write_script(rollback, rollback_script(the_plan, loaded))
+    changes = len(the_plan.changes)
+    summary = f"{changes} change{'s' if changes != 1 else ''}"
+    if output is None:
+        typer.echo(apply_text, nl=False)
+    else:
+        typer.echo(f"Wrote {output} ({summary}).")
+    if rollback is not None:
+        typer.echo(f"Wrote {rollback} (restores the inventory's values).", err=output is None)
+
+
+@app.command(name="verify")
+def verify_command(
+    inventory: InventoryOption,
+    namespace: NamespaceOption = None,
+    autodiscover: AutodiscoverOption = None,
+    internal_namespace: InternalNamespaceOption = None,
+    external_namespace: ExternalNamespaceOption = None,
+    internal_only: InternalOnlyOption = False,
+    external_only: ExternalOnlyOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check that every URL, Outlook Anywhere host name and the SCP are on the namespace (exit 1 if not)."""
+    options = (namespace, internal_namespace, external_namespace, autodiscover, internal_only, external_only)
+    with _errors():
+        targets = _targets(*options)
+        result = verify(load_inventory(inventory), targets)
+    if as_json:
+        typer.echo(json.dumps([check.as_json() for check in result.checks], indent=2))
+    else:
+        _print_verification(result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def dns(
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="The unified client-access name.")],
+    vip: Annotated[str, typer.Option(help="The balancer's virtual IP address (IPv4 or IPv6).")],
+    autodiscover: Annotated[
+        str | None, typer.Option(help="Also publish this Autodiscover name on the VIP.")
+    ] = None,
+    zone: Annotated[
+        str | None, typer.Option(help="The DNS zone; default: the namespace's parent domain.")
+    ] = None,
+    srv: Annotated[
+        bool, typer.Option("--srv", help="Add the _autodiscover._tcp SRV record (port 443).")
+    ] = False,
+    autodiscover_cname: Annotated[
+        bool,
+        typer.Option(
+            "--autodiscover-cname", help="Autodiscover as a CNAME to the namespace (default: an A record)."
+        ),
+    ] = False,
+    ttl: Annotated[int, typer.Option(help="Record TTL in seconds.")] = DEFAULT_TTL_S,
+) -> None:
+    """Print the DNS records for the VIP: zone-file lines and Windows DNS Server cmdlets."""
+    with _errors():
+        records = dns_plan(
+            namespace,
+            vip,
+            autodiscover=autodiscover,
+            zone=zone,
+            autodiscover_as=AutodiscoverAs.CNAME if autodiscover_cname else AutodiscoverAs.A,
+            srv=srv,
+            ttl=ttl,
+        )
+    typer.echo("; Zone file")
+    typer.echo("\n".join(records.zone_lines()))
+    typer.echo("")
+    typer.echo("# Windows DNS Server (run on the DNS server, or add -ComputerName <server>)")
+    typer.echo("\n".join(records.powershell_lines()))
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Bad input becomes one 'error:' line on stderr and exit status 1."""
+    try:
+        yield
+    except CasarrayError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _targets(
+    namespace: str | None,
+    internal_namespace: str | None,
+    external_namespace: str | None,
+    autodiscover: str | None,
+    internal_only: bool,
+    external_only: bool,
+) -> Targets:
+    if internal_only and external_only:
+        raise typer.BadParameter(
+            "give at most one of them", param_hint="'--internal-only' / '--external-only'"
+        )
+    internal, external = not external_only, not internal_only
+    if (internal and not (namespace or internal_namespace)) or (
+        external and not (namespace or external_namespace)
+    ):
+        raise typer.BadParameter(
+            "required (or both --internal-namespace and --external-namespace)", param_hint="'--namespace'"
+        )
+    return Targets.build(
+        namespace,
+        internal_namespace=internal_namespace,
+        external_namespace=external_namespace,
+        autodiscover=autodiscover,
+        internal=internal,
+        external=external,
+    )
+
+
+def _write_script(path: Path, text: str) -> None:
+    # Windows PowerShell 5.1 reads a .ps1 without a BOM in the ANSI code page: the BOM keeps any
+    # non-ASCII name in the script intact (about_Character_Encoding).
+    path.write_text(text, encoding="utf-8-sig", newline="\r\n")
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped or redirected: wide enough that a URL never has to wrap.
+        console.width = 200
+    return console
+
+
+def _print_plan(the_plan: Plan) -> None:
+    console = _console()
+    table = Table("Server", "Kind", "Property", "Current", "Target", "Action")
+    notes: dict[str, None] = {}
+    for item in the_plan.items:
+        if item.target is None:
+            notes[item.note] = None
+            target = Text("(not set by casarray)", style="dim")
+            action = Text("ok", style="dim")
+        else:
+            target = Text(item.target)
+            changing = item.action is Action.CHANGE
+            action = Text(item.action.value, style="bold yellow" if changing else "green")
+        table.add_row(item.server, item.kind, item.property, _value(item.current), target, action)
+    console.print(table)
+    for note in notes:
+        console.print(Text(f"Autodiscover virtual directory: {note}.", style="dim"))
+    changes = the_plan.changes
+    servers = len({item.server.lower() for item in changes})
+    if changes:
+        console.print(
+            f"{len(changes)} settings to change on {servers} servers; "
+            "write them with 'casarray namespace script'."
+        )
+    else:
+        console.print("Nothing to change: every setting is already on the namespace.")
+
+
+def _print_verification(result: Verification) -> None:
+    # The original check's layout (GetVirtDirs: Server, Name, InternalUrl, ExternalUrl), one row per
+    # object, with each cell marked on or off the namespace.
+    console = _console()
+    rows: dict[tuple[str, str, str], dict[str, Check]] = {}
+    for check in result.checks:
+        side = "external" if check.property.startswith("External") else "internal"
+        rows.setdefault((check.server, check.kind, check.identity), {})[side] = check
+    table = Table("Server", "Kind", "Identity", "Internal", "External")
+    for (server, kind, identity), sides in rows.items():
+        table.add_row(server, kind, identity, _cell(sides.get("internal")), _cell(sides.get("external")))
+    console.print(table)
+    failures = result.failures
+    for check in failures:
+        console.print(Text(f"off  {check.server} {check.kind} {check.property}: {check.reason}", style="red"))
+    if failures:
+        console.print(Text(f"{len(failures)} settings are not on the namespace.", style="bold red"))
+    else:
+        console.print(Text("Every setting is on the namespace.", style="bold green"))
+
+
+def _cell(check: Check | None) -> Text:
+    if check is None:
+        return Text("")
+    if check.expected is None:
+        return Text(f"{check.current or '(not set)'} (not used)", style="dim")
+    return Text(f"{check.current or '(not set)'}", style="green" if check.ok else "bold red")
+
+
+def _value(value: str | None) -> Text:
+    return Text("(not set)", style="dim") if value is None else Text(value)

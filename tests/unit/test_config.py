@@ -1,0 +1,153 @@
+import textwrap
+
+import pytest
+
+from casarray.config import ConfigErrors, parse_config
+
+GOOD = """\
+namespace: outlook.alwayshotcafe.com
+autodiscover: autodiscover.alwayshotcafe.com
+mode: l4
+listen:
+  address: 10.0.1.250
+  https_port: 443
+servers:
+  - {name: MB1, address: 10.0.1.11, port: 443, weight: 1}
+  - {name: MB2, address: 10.0.1.12}
+balance: roundrobin
+health: {interval: 5s, timeout: 3s, rise: 2, fall: 2}
+timeouts: {connect: 5s, client_idle: 1h, server_idle: 1h}
+limits: {maxconn: 20000}
+admin: {listen: 127.0.0.1:9090, token_file: /etc/casarray/admin.token}
+mail: {imap: {ports: [143, 993]}, pop3: {ports: [110, 995]}, smtp: {ports: [25, 587]}}
+"""
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(textwrap.dedent(text), "casarray.yaml")
+    return info.value.problems
+
+
+def test_the_design_example_is_valid_and_defaults_fit_exchange() -> None:
+    cfg = parse_config(GOOD, "casarray.yaml")
+    assert cfg.servers[1].port == 443
+    assert cfg.timeouts.client_idle == 3600.0  # ActiveSync Ping holds up to 59 min
+    assert cfg.health.interval == 5.0
+    assert cfg.services == ["owa", "ecp", "ews", "mapi", "rpc", "oab", "eas", "autodiscover", "powershell"]
+    assert cfg.required_services == tuple(cfg.services)
+    assert cfg.names == ("outlook.alwayshotcafe.com", "autodiscover.alwayshotcafe.com")
+    assert cfg.check_server_name == "outlook.alwayshotcafe.com"
+    assert cfg.retries == 2
+
+
+def test_misspelt_key_is_an_error_on_its_line() -> None:
+    problems = errors_of(
+        GOOD.replace("{name: MB2, address: 10.0.1.12}", "{name: MB2, address: 10.0.1.12, wieght: 2}")
+    )
+    assert problems == [
+        "casarray.yaml:9: servers[1].wieght: unknown key 'wieght'; "
+        "expected one of: name, address, port, weight, maxconn"
+    ]
+
+
+def test_each_problem_names_line_key_found_and_expected() -> None:
+    problems = errors_of("""\
+        namespace: outlook.alwayshotcafe.com
+        servers:
+          - name: MB1
+            address: 10.0.1.11
+            port: 99999
+        health:
+          interval: 5x
+        balance: random
+        """)
+    assert (
+        "casarray.yaml:5: servers[0].port: Input should be less than or equal to 65535; found 99999"
+        in problems
+    )
+    assert any(
+        p.startswith("casarray.yaml:7: health.interval: expected a duration") and "found '5x'" in p
+        for p in problems
+    )
+    assert any(
+        p.startswith("casarray.yaml:8: balance: ") and "'roundrobin'" in p and "found 'random'" in p
+        for p in problems
+    )
+
+
+def test_missing_required_key() -> None:
+    assert errors_of("servers: [{name: MB1, address: 10.0.1.11}]\n") == [
+        "casarray.yaml:1: namespace: required key is missing"
+    ]
+
+
+def test_bad_namespace_and_listen_address() -> None:
+    problems = errors_of("""\
+        namespace: not_a_name
+        listen: {address: outlook}
+        servers: [{name: MB1, address: 10.0.1.11}]
+        """)
+    assert any(p.startswith("casarray.yaml:1: namespace: expected a DNS name") for p in problems)
+    assert any(p.startswith("casarray.yaml:2: listen.address: expected an IP address") for p in problems)
+
+
+def test_unknown_service_and_l4_require_outside_services() -> None:
+    problems = errors_of("""\
+        namespace: outlook.alwayshotcafe.com
+        servers: [{name: MB1, address: 10.0.1.11}]
+        services: [owa, ews]
+        l4_require: [owa, mapi]
+        """)
+    assert problems == ["casarray.yaml:4: l4_require[1]: 'mapi' is not in services ['owa', 'ews']"]
+
+
+def test_cross_field_rules_name_their_line() -> None:
+    problems = errors_of("""\
+        namespace: outlook.alwayshotcafe.com
+        mode: l7
+        servers:
+          - {name: MB1, address: 10.0.1.11}
+          - {name: mb1, address: 10.0.1.12}
+        affinity: cookie
+        """)
+    assert "casarray.yaml:5: servers[1].name: duplicate server name 'mb1' (also servers[0])" in problems
+    assert (
+        "casarray.yaml:2: mode: mode: l7 needs a tls: section (certificate and key clients see)" in problems
+    )
+
+
+def test_cookie_affinity_needs_l7() -> None:
+    problems = errors_of("""\
+        namespace: outlook.alwayshotcafe.com
+        servers: [{name: MB1, address: 10.0.1.11}]
+        affinity: cookie
+        """)
+    assert problems == ["casarray.yaml:3: affinity: cookie affinity needs mode: l7 (l4 cannot see cookies)"]
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    problems = errors_of("namespace: outlook.alwayshotcafe.com\nservers: [\n  {name: MB1\n")
+    assert len(problems) == 1
+    assert problems[0].startswith("casarray.yaml:")
+    assert "invalid YAML" in problems[0]
+
+
+def test_duplicate_key_is_an_error() -> None:
+    problems = errors_of(
+        "namespace: a.example.com\nnamespace: b.example.com\nservers: [{name: A, address: x}]\n"
+    )
+    assert "invalid YAML" in problems[0]
+    assert problems[0].startswith("casarray.yaml:2:")
+
+
+def test_not_a_mapping() -> None:
+    assert errors_of("- just\n- a list\n") == [
+        "casarray.yaml:1: expected a mapping of settings (namespace:, servers:, …), found CommentedSeq"
+    ]
+
+
+def test_config_is_frozen() -> None:
+    cfg = parse_config(GOOD)
+    with pytest.raises(ValueError, match="frozen"):
+        cfg.mode = "l7"  # type: ignore[misc]

@@ -1,0 +1,98 @@
+import pytest
+
+from casarray.health.state import CheckResult, HealthState
+from casarray.health.verdict import judge
+from casarray.http.errors import ProtocolError
+from casarray.http.response_head import ResponseHead
+
+OK = CheckResult(True, "L7OK", "HTTP 200", 0.01)
+BAD = CheckResult(False, "L7STS", "HTTP 503", 0.01)
+
+
+def test_first_result_decides_at_once() -> None:
+    state = HealthState(rise=3, fall=3)
+    assert state.name == "init"
+    transition = state.record(OK, 1.0)
+    assert transition is not None
+    assert (transition.old, transition.new) == ("init", "up")
+
+
+def test_fall_then_rise() -> None:
+    state = HealthState(rise=2, fall=3)
+    state.record(OK, 0.0)
+    assert state.record(BAD, 1.0) is None
+    assert state.record(BAD, 2.0) is None
+    transition = state.record(BAD, 3.0)
+    assert transition is not None
+    assert (transition.old, transition.new, transition.result.code) == ("up", "down", "L7STS")
+    assert state.record(OK, 4.0) is None
+    transition = state.record(OK, 5.0)
+    assert transition is not None
+    assert transition.new == "up"
+    assert state.last_change == 5.0
+
+
+def test_a_success_between_failures_resets_the_count() -> None:
+    state = HealthState(rise=2, fall=2)
+    state.record(OK, 0.0)
+    state.record(BAD, 1.0)
+    state.record(OK, 2.0)
+    assert state.record(BAD, 3.0) is None
+    assert state.up
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "ok", "code"),
+    [
+        (200, b"200 OK<br/>MB1.ALWAYSHOTCAFE.COM", True, "L7OK"),
+        (503, b"503 Service Unavailable", False, "L7STS"),
+        (302, b"", False, "L7STS"),
+        (401, b"", False, "L7STS"),
+        (200, b"<html>IIS welcome</html>", False, "L7RSP"),
+    ],
+)
+def test_verdict(status: int, body: bytes, ok: bool, code: str) -> None:
+    assert judge(status, body)[:2] == (ok, code)
+
+
+def test_verdict_reasons() -> None:
+    assert judge(503, b"")[2] == "HTTP 503"
+    assert "MB1.ALWAYSHOTCAFE.COM" in judge(200, b"200 OK<br/>MB1.ALWAYSHOTCAFE.COM")[2]
+
+
+def test_response_head_in_pieces() -> None:
+    head = ResponseHead()
+    raw = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 34\r\nX-FEServer: MB1\r\n\r\n"
+        b"200 OK<br/>MB1.ALWAYSHOTCAFE.COM\r\n"
+    )
+    for i in range(len(raw)):
+        head.receive_data(raw[i : i + 1])
+    assert head.done
+    assert head.status == 200
+    assert head.body.startswith(b"200 OK<br/>MB1")
+
+
+def test_response_head_delimited_by_close() -> None:
+    head = ResponseHead()
+    head.receive_data(b"HTTP/1.0 200 OK\r\n\r\n200 OK")
+    assert not head.done
+    head.connection_closed()
+    assert head.done
+    assert head.body == b"200 OK"
+
+
+def test_response_head_garbage_and_early_close() -> None:
+    head = ResponseHead()
+    with pytest.raises(ProtocolError) as info:
+        head.receive_data(b"SSH-2.0-OpenSSH_9.2\r\n")
+    assert info.value.status == 502
+    with pytest.raises(ProtocolError, match="closed before a response"):
+        ResponseHead().connection_closed()
+
+
+def test_response_head_keeps_only_the_start_of_a_big_body() -> None:
+    head = ResponseHead(keep=16)
+    head.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50_000)
+    assert head.done
+    assert head.body == b"x" * 16
