@@ -130,9 +130,9 @@ class MailProtocol(_Model):
 
 
 class Mail(_Model):
-    imap: MailProtocol | None = None
-    pop3: MailProtocol | None = None
-    smtp: MailProtocol | None = None
+    imap: MailProtocol | None = Field(None, description="IMAP4 listeners (143, 993).")
+    pop3: MailProtocol | None = Field(None, description="POP3 listeners (110, 995).")
+    smtp: MailProtocol | None = Field(None, description="SMTP listeners (25, 587).")
 
 
 ServiceName = Literal["owa", "ecp", "ews", "mapi", "rpc", "oab", "eas", "autodiscover", "powershell"]

@@ -58,6 +58,11 @@ class Balancer:
         config = self.config
         if config.mode != "l4":
             raise StartupError("mode l7 is not available in this version", "mode", "use mode: l4")
+        if config.mail is not None:
+            raise StartupError("mail listeners are not available in this version", "mail",
+                               "remove the mail: section")
+        if config.admin is not None:
+            log.warning("admin: the admin API is not available in this version; the section is ignored")
         addresses = await resolve(config)
         ssl_context = upstream_context(config)
         loop = asyncio.get_running_loop()

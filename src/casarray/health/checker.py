@@ -41,6 +41,8 @@ class _ProbeProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.head = ResponseHead()
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A failed handshake also ends here; the caller reports it from start_tls, not from this future.
+        self.finished.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -18,4 +18,4 @@ def judge(status: int, body_start: bytes) -> tuple[bool, str, str]:
     if not body_start.startswith(HEALTHY_BODY):
         shown = body_start[:40].decode("latin-1").replace("\r", " ").replace("\n", " ")
         return False, "L7RSP", f"HTTP 200 but body does not start with '200 OK': {shown!r}"
-    return True, "L7OK", "HTTP 200 " + body_start.decode("latin-1").replace("<br/>", " ").strip()[:80]
+    return True, "L7OK", body_start.decode("latin-1").replace("<br/>", " ").strip()[:80]

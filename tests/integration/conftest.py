@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from casarray.lab.pki import CertFiles, make_lab_pki
+from tests.support import DOMAIN, NAMESPACE, Proc, casarray, free_port
+
+SIM_IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    return make_lab_pki(tmp_path_factory.mktemp("pki"))
+
+
+class Lab:
+    """Simulated Exchange servers and balancers as real processes on 127.0.0.x."""
+
+    def __init__(self, directory: Path, pki: CertFiles) -> None:
+        self.dir = directory
+        self.pki = pki
+        self.procs: list[Proc] = []
+        self.sims: dict[str, tuple[str, int, Proc]] = {}
+
+    def sim(self, name: str, address: str, *extra: str) -> Proc:
+        port = free_port(address)
+        proc = Proc(casarray("sim-cas", "--name", name, "--listen", f"{address}:{port}", "--domain", DOMAIN,
+                             "--cert", str(self.pki.certificate), "--key", str(self.pki.key), *extra),
+                    self.dir / f"sim-{name}.log")
+        self.procs.append(proc)
+        self.sims[name] = (address, port, proc)
+        proc.wait_log("listening on")
+        return proc
+
+    def sims3(self) -> None:
+        for i, address in enumerate(SIM_IPS):
+            self.sim(f"MB{i + 1}", address)
+
+    def servers_yaml(self) -> str:
+        return "\n".join(f"  - {{name: {name}, address: {address}, port: {port}}}"
+                         for name, (address, port, _) in self.sims.items())
+
+    def config(self, body: str, name: str = "casarray.yaml") -> Path:
+        path = self.dir / name
+        path.write_text(textwrap.dedent(body))
+        return path
+
+    def balancer(self, extra: str = "", servers: str | None = None, port: int | None = None,
+                 wait: bool = True, health: str = "{interval: 200ms, timeout: 1s, rise: 1, fall: 1}",
+                 ) -> tuple[Proc, int]:
+        port = port or free_port()
+        text = (f"namespace: {NAMESPACE}\nmode: l4\nlisten: {{address: 127.0.0.1, https_port: {port}}}\n"
+                f"upstream_tls: {{ca: {self.pki.ca}}}\n"
+                f"servers:\n{servers if servers is not None else self.servers_yaml()}\n"
+                f"health: {health}\n" + textwrap.dedent(extra))
+        path = self.dir / f"balancer-{port}.yaml"
+        path.write_text(text)
+        proc = Proc(casarray("run", "-c", str(path)), self.dir / f"balancer-{port}.log")
+        self.procs.append(proc)
+        if wait:
+            proc.wait_log("listening on")
+        return proc, port
+
+    def control(self, name: str, path: str) -> None:
+        from tests.support import https_request
+
+        address, port, _ = self.sims[name]
+        resp = https_request(address, port, path, self.pki.ca, method="POST", host=address)
+        assert resp.status == 200, resp
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+@pytest.fixture
+def lab(tmp_path: Path, pki: CertFiles) -> Iterator[Lab]:
+    lab = Lab(tmp_path, pki)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+LabFactory = Callable[[], Lab]

@@ -1,0 +1,136 @@
+"""Shared test helpers: free ports, wait-until, processes with captured logs, TLS clients."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+NAMESPACE = "outlook.alwayshotcafe.com"
+DOMAIN = "alwayshotcafe.com"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
+               what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Proc:
+    """A child process whose stderr+stdout go to a file the test can search."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args = args
+        self.log_path = log
+        self._log = log.open("wb")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 15.0) -> None:
+        def found() -> bool:
+            if self.popen.poll() is not None and text not in self.log:
+                raise AssertionError(f"{self.args[3:5]} exited ({self.popen.returncode}) before "
+                                     f"logging {text!r}:\n{self.log}")
+            return text in self.log
+
+        wait_until(found, timeout, what=f"{text!r} in the log of {' '.join(self.args[2:5])}:\n{self.log}")
+
+    def signal(self, signum: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        return int(self.popen.returncode)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+
+
+def casarray(*args: str) -> list[str]:
+    return [sys.executable, "-m", "casarray", *args]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def server(self) -> str:
+        return self.headers.get("X-FEServer", "")
+
+
+def tls_context(ca: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    return ctx
+
+
+def https_request(address: str, port: int, path: str, ca: Path, *, method: str = "GET",
+                  host: str = NAMESPACE, source: str | None = None, timeout: float = 10.0,
+                  body: bytes | None = None) -> Response:
+    """One request on a new connection to address:port, with SNI and Host = `host` (like curl --resolve)."""
+    ctx = tls_context(ca)
+    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
+    raw = socket.create_connection((address, port), timeout=timeout,
+                                   source_address=(source, 0) if source else None)
+    conn.sock = ctx.wrap_socket(raw, server_hostname=host)
+    try:
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def tls_connection(address: str, port: int, ca: Path, host: str = NAMESPACE,
+                   timeout: float = 10.0) -> Iterator[ssl.SSLSocket]:
+    ctx = tls_context(ca)
+    raw = socket.create_connection((address, port), timeout=timeout)
+    try:
+        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+            yield tls
+    finally:
+        raw.close()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
