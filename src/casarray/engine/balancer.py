@@ -59,8 +59,9 @@ class Balancer:
         if config.mode != "l4":
             raise StartupError("mode l7 is not available in this version", "mode", "use mode: l4")
         if config.mail is not None:
-            raise StartupError("mail listeners are not available in this version", "mail",
-                               "remove the mail: section")
+            raise StartupError(
+                "mail listeners are not available in this version", "mail", "remove the mail: section"
+            )
         if config.admin is not None:
             log.warning("admin: the admin API is not available in this version; the section is ignored")
         addresses = await resolve(config)
@@ -107,6 +108,7 @@ class Balancer:
                 "is another process using the port, or is the address not local?",
             ) from None
         self.frontend = frontend
+        frontend.start()
         if config.health.enabled:
             self.checker = HealthChecker(
                 probes, config.health.interval, config.health.jitter, self._on_transition

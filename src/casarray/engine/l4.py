@@ -1,7 +1,10 @@
 """Layer 4: TCP pass-through. The client's TLS goes through untouched to an Exchange server.
 
 Hot path: two asyncio Protocols per connection writing straight into each other's transport; no
-streams, no per-chunk allocation beyond what the loop hands us. Backpressure: when one side's write
+streams, no per-chunk allocation beyond what the loop hands us, no per-connection timer (one sweep per
+listener checks idleness from byte counters). TCP_NODELAY: both uvloop and asyncio set it on every TCP
+transport (interactive RPC/HTTP and MAPI PENDING chunks must not wait for Nagle's algorithm); the
+integration tests check it on the relayed sockets. Backpressure: when one side's write
 buffer passes the high-water mark, reading from the other side pauses (pause_writing/resume_writing),
 so memory per connection stays bounded whatever the peers do.
 """
@@ -9,9 +12,7 @@ so memory per connection stays bounded whatever the peers do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 from collections.abc import Sequence
 from typing import cast
 
@@ -24,14 +25,6 @@ log = logging.getLogger("casarray.l4")
 
 HIGH_WATER = 256 * 1024  # bytes buffered towards one peer before reading from the other pauses
 LOW_WATER = 64 * 1024
-
-
-def _nodelay(transport: asyncio.BaseTransport) -> None:
-    # Interactive protocols (RPC/HTTP, MAPI PENDING chunks) must not wait for Nagle's algorithm.
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class L4Upstream(asyncio.Protocol):
@@ -69,7 +62,6 @@ class L4Client(asyncio.Protocol):
     """The client side of one relayed connection; owns the connection's state."""
 
     __slots__ = (
-        "_idle_handle",
         "_quiet_in",
         "_quiet_out",
         "_seen_in",
@@ -97,7 +89,6 @@ class L4Client(asyncio.Protocol):
         self.eof_client = False
         self.eof_server = False
         self.closed = False
-        self._idle_handle: asyncio.TimerHandle | None = None
         self._seen_in = self._seen_out = 0
         self._quiet_in = self._quiet_out = 0.0
 
@@ -111,7 +102,6 @@ class L4Client(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.transport.pause_reading()  # nothing is read until a server is connected
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        _nodelay(transport)
         self.frontend.accepted(self)
 
     def data_received(self, data: bytes) -> None:
@@ -148,7 +138,6 @@ class L4Client(asyncio.Protocol):
         self.server = server
         self.upstream = upstream
         upstream.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        _nodelay(upstream)
         for chunk in self.pending:
             upstream.write(chunk)
         self.pending.clear()
@@ -156,9 +145,7 @@ class L4Client(asyncio.Protocol):
             upstream.write_eof()
         else:
             self.transport.resume_reading()
-        loop = asyncio.get_running_loop()
-        self._quiet_in = self._quiet_out = loop.time()
-        self._idle_handle = loop.call_later(self.frontend.idle_tick, self._idle_check)
+        self._quiet_in = self._quiet_out = asyncio.get_running_loop().time()
 
     def server_eof(self) -> None:
         self.eof_server = True
@@ -170,13 +157,11 @@ class L4Client(asyncio.Protocol):
     def upstream_lost(self, exc: Exception | None) -> None:
         self.close()
 
-    def _idle_check(self) -> None:
-        """Runs every `idle_tick` (1/8 of the shortest idle timeout): byte counters that did not move
-        mean silence, so the hot path pays nothing for idle tracking."""
-        if self.closed:
+    def idle_check(self, now: float) -> None:
+        """Called by the listener's sweep every `idle_tick` (1/8 of the shortest idle timeout): byte
+        counters that did not move mean silence, so the hot path pays nothing for idle tracking."""
+        if self.upstream is None or self.closed:
             return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
         if self.bytes_in != self._seen_in:
             self._seen_in, self._quiet_in = self.bytes_in, now
         if self.bytes_out != self._seen_out:
@@ -184,7 +169,7 @@ class L4Client(asyncio.Protocol):
         fe = self.frontend
         if now - self._quiet_in >= fe.client_idle:
             log.info(
-                "closing %s -> %s: client idle for %.0fs (timeouts.client_idle)",
+                "closing %s -> %s: client idle for %.1fs (timeouts.client_idle)",
                 self.peer,
                 self.server.name if self.server else "-",
                 now - self._quiet_in,
@@ -192,22 +177,18 @@ class L4Client(asyncio.Protocol):
             self.close()
         elif now - self._quiet_out >= fe.server_idle:
             log.info(
-                "closing %s -> %s: server idle for %.0fs (timeouts.server_idle)",
+                "closing %s -> %s: server idle for %.1fs (timeouts.server_idle)",
                 self.peer,
                 self.server.name if self.server else "-",
                 now - self._quiet_out,
             )
             self.close()
-        else:
-            self._idle_handle = loop.call_later(fe.idle_tick, self._idle_check)
 
     def close(self) -> None:
         """Close both sides (buffered data is flushed first) and release the slot. Idempotent."""
         if self.closed:
             return
         self.closed = True
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
         self.transport.close()
         if self.upstream is not None:
             self.upstream.close()
@@ -237,6 +218,8 @@ class L4Frontend:
         self.server_idle = config.timeouts.server_idle
         self.idle_tick = max(0.05, min(self.client_idle, self.server_idle) / 8)
         self._queue_timer: asyncio.TimerHandle | None = None
+        self._sweep: asyncio.TimerHandle | None = None
+        self.now = 0.0  # loop time of the last sweep (the idle clock's resolution is idle_tick)
         self._tasks: set[asyncio.Task[None]] = set()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -244,6 +227,19 @@ class L4Frontend:
 
     def protocol_factory(self) -> L4Client:
         return L4Client(self)
+
+    def start(self) -> None:
+        """Start the idle sweep (call once the loop runs)."""
+        loop = asyncio.get_running_loop()
+        self.now = loop.time()
+        self._sweep = loop.call_later(self.idle_tick, self._idle_sweep)
+
+    def _idle_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.now = now = loop.time()
+        for client in list(self.clients):
+            client.idle_check(now)
+        self._sweep = loop.call_later(self.idle_tick, self._idle_sweep)
 
     def refresh(self) -> None:
         """Recompute which servers take connections; log each server that joins or leaves."""
@@ -399,6 +395,8 @@ class L4Frontend:
 
     async def drain(self, grace: float) -> None:
         """Wait up to `grace` seconds for open connections to finish, then close the rest."""
+        if self._sweep is not None:
+            self._sweep.cancel()
         try:
             async with asyncio.timeout(grace):
                 await self._empty.wait()
