@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from casarray.cli import core, lab, namespace
+from casarray.cli import core, lab, namespace, tools
 
 app = typer.Typer(
     name="casarray",
@@ -19,6 +19,7 @@ app = typer.Typer(
 
 core.register(app)
 lab.register(app)
+tools.register(app)
 app.add_typer(namespace.app, name="namespace")
 
 

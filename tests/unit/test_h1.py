@@ -1,0 +1,221 @@
+"""The sans-I/O HTTP/1.1 framing, driven with plain bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from casarray.http.errors import ProtocolError
+from casarray.http.h1 import (
+    CHUNKED,
+    END,
+    NO_BODY,
+    UNTIL_CLOSE,
+    Body,
+    Event,
+    Limits,
+    RequestHead,
+    RequestReader,
+    ResponseHead,
+    ResponseReader,
+    serialize_head,
+)
+
+
+def body_of(events: list[Event]) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, Body))
+
+
+def test_rpc_in_data_with_a_1gb_length_streams_in_pieces() -> None:
+    reader = RequestReader()
+    events = reader.feed(
+        b"RPC_IN_DATA /rpc/rpcproxy.dll?mb1:6001 HTTP/1.1\r\nHost: outlook.alwayshotcafe.com\r\n"
+        b"Content-Length: 1073741824\r\n\r\nabc"
+    )
+    head = events[0]
+    assert isinstance(head, RequestHead)
+    assert head.method == b"RPC_IN_DATA"
+    assert head.length == 1073741824
+    assert events[1:] == [Body(b"abc")]
+    chunk = b"x" * 65536
+    more = reader.feed(chunk)
+    assert len(more) == 1
+    assert more[0].data is chunk  # type: ignore[union-attr]  # zero copy when the whole read is body
+
+
+def test_header_case_and_order_are_kept() -> None:
+    raw = b"GET /Microsoft-Server-ActiveSync?Cmd=Ping HTTP/1.1\r\nHost: h.example.com\r\nMS-ASProtocolVersion: 14.1\r\nX-MS-PolicyKey: 1\r\ncontent-type: x\r\n\r\n"
+    (head, end) = RequestReader().feed(raw)
+    assert isinstance(head, RequestHead)
+    assert head.headers == [
+        (b"Host", b"h.example.com"),
+        (b"MS-ASProtocolVersion", b"14.1"),
+        (b"X-MS-PolicyKey", b"1"),
+        (b"content-type", b"x"),
+    ]
+    assert end is END
+    assert serialize_head(b"GET / HTTP/1.1", head.headers).split(b"\r\n")[1:5] == [
+        b"Host: h.example.com",
+        b"MS-ASProtocolVersion: 14.1",
+        b"X-MS-PolicyKey: 1",
+        b"content-type: x",
+    ]
+
+
+def test_chunked_body_is_passed_raw_and_ends_exactly() -> None:
+    reader = RequestReader()
+    raw = b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: a.b\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    events: list[Event] = []
+    wire = raw + body + b"GET / HTTP/1.1\r\nHost: a.b\r\n\r\n"
+    for i, byte in enumerate(wire):
+        events += reader.feed(bytes([byte]))
+        if events and events[-1] is END:
+            assert i == len(raw + body) - 1
+            break
+    assert reader.feed(wire[len(raw + body) :]) == []  # held while paused
+    head = events[0]
+    assert isinstance(head, RequestHead)
+    assert head.length == CHUNKED
+    assert body_of(events) == body
+    (nxt, end) = reader.next_message()
+    assert isinstance(nxt, RequestHead)
+    assert end is END
+
+
+def test_pipelined_requests_wait_for_next_message() -> None:
+    reader = RequestReader()
+    events = reader.feed(b"GET /a HTTP/1.1\r\nHost: x.y\r\n\r\nGET /b HTTP/1.1\r\nHost: x.y\r\n\r\n")
+    assert [type(e).__name__ for e in events] == ["RequestHead", "End"]
+    events = reader.next_message()
+    assert isinstance(events[0], RequestHead)
+    assert events[0].target == b"/b"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "what"),
+    [
+        (
+            b"POST / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+            "both",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            400,
+            "conflicting",
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a.b\r\nContent-Length: -1\r\n\r\n", 400, "invalid Content-Length"),
+        (b"POST / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 1x\r\n\r\n", 400, "invalid Content-Length"),
+        (b"POST / HTTP/1.1\r\nHost: a.b\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "transfer coding"),
+        (b"POST / HTTP/1.1\r\nHost: a.b\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501, "transfer coding"),
+        (b"GET / HTTP/1.1\r\nHost : a.b\r\n\r\n", 400, "whitespace before the colon"),
+        (b"GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n", 400, "control character"),
+        (b"GET / HTTP/1.1\r\nHost: a.b\r\nX: 1\r\n folded\r\n\r\n", 400, "folding"),
+        (b"GET / HTTP/1.1\r\n\r\n", 400, "missing Host"),
+        (b"GET / HTTP/1.1\r\nHost: a.b\r\nHost: c.d\r\n\r\n", 400, "more than one Host"),
+        (b"GET / HTTP/2.0\r\nHost: a.b\r\n\r\n", 505, "version"),
+        (b"GET  / HTTP/1.1\r\nHost: a.b\r\n\r\n", 400, "request line"),
+        (b"G@T / HTTP/1.1\r\nHost: a.b\r\n\r\n", 400, "request line"),
+        (b"POST / HTTP/1.1\r\nHost: a.b\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "chunk size"),
+        (
+            b"POST / HTTP/1.1\r\nHost: a.b\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX\r\n",
+            400,
+            "CRLF after chunk",
+        ),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "HTTP/1.0"),
+    ],
+)
+def test_malformed_requests_are_refused(raw: bytes, status: int, what: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        RequestReader().feed(raw)
+    assert info.value.status == status
+    assert what in info.value.what
+
+
+def test_http10_without_host_is_fine_and_closes() -> None:
+    (head, _) = RequestReader().feed(b"GET / HTTP/1.0\r\n\r\n")
+    assert isinstance(head, RequestHead)
+    assert not head.keep_alive
+
+
+def test_limits() -> None:
+    limits = Limits(max_request_line=100, max_head=1000, max_headers=3)
+    with pytest.raises(ProtocolError) as info:
+        RequestReader(limits).feed(b"GET /" + b"a" * 200)
+    assert info.value.status == 414
+    with pytest.raises(ProtocolError) as info:
+        RequestReader(limits).feed(b"GET / HTTP/1.1\r\nHost: a.b\r\nX: " + b"a" * 2000)
+    assert info.value.status == 431
+    with pytest.raises(ProtocolError) as info:
+        RequestReader(limits).feed(b"GET / HTTP/1.1\r\nHost: a.b\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n")
+    assert info.value.status == 431
+
+
+def test_keep_alive_rules() -> None:
+    (a, _) = RequestReader().feed(b"GET / HTTP/1.1\r\nHost: a.b\r\nConnection: close\r\n\r\n")
+    (b, _) = RequestReader().feed(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+    assert isinstance(a, RequestHead)
+    assert isinstance(b, RequestHead)
+    assert (a.keep_alive, b.keep_alive) == (False, True)
+
+
+def test_expect_continue() -> None:
+    (head, *_) = RequestReader().feed(
+        b"POST /ews/ HTTP/1.1\r\nHost: a.b\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+    )
+    assert isinstance(head, RequestHead)
+    assert head.expect_continue
+
+
+def test_response_framings() -> None:
+    reader = ResponseReader()
+    (head, body, end) = reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-FEServer: MB1\r\n\r\nok")
+    assert isinstance(head, ResponseHead)
+    assert (head.status, head.length, body, end) == (200, 2, Body(b"ok"), END)
+    assert head.headers[1] == (b"X-FEServer", b"MB1")
+
+    reader = ResponseReader()
+    reader.expect(b"HEAD")
+    (head, end) = reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    assert isinstance(head, ResponseHead)
+    assert head.length == NO_BODY
+
+    reader = ResponseReader()
+    (cont, end1) = reader.feed(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert isinstance(cont, ResponseHead)
+    assert cont.status == 100
+    (final, *_) = reader.next_message() + reader.feed(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert isinstance(final, ResponseHead)
+    assert final.length == NO_BODY
+
+    reader = ResponseReader()
+    (head, body) = reader.feed(b"HTTP/1.0 200 OK\r\n\r\nuntil close")
+    assert isinstance(head, ResponseHead)
+    assert head.length == UNTIL_CLOSE
+    assert not head.keep_alive
+    assert reader.eof() == [END]
+
+
+def test_mapi_pending_chunks_arrive_one_by_one() -> None:
+    reader = ResponseReader()
+    events = reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(events[0], ResponseHead)
+    for _ in range(3):
+        assert reader.feed(b"9\r\nPENDING\r\n\r\n") == [Body(b"9\r\nPENDING\r\n\r\n")]
+    assert reader.feed(b"0\r\n\r\n") == [Body(b"0\r\n\r\n"), END]
+
+
+def test_truncated_message_is_an_error_on_eof() -> None:
+    reader = RequestReader()
+    reader.feed(b"POST / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 10\r\n\r\nabc")
+    with pytest.raises(ProtocolError, match="middle of a message"):
+        reader.eof()
+
+
+def test_bad_responses_are_502() -> None:
+    with pytest.raises(ProtocolError) as info:
+        ResponseReader().feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    assert info.value.status == 502
+    with pytest.raises(ProtocolError) as info:
+        ResponseReader().feed(b"SSH-2.0\r\n\r\n")
+    assert info.value.status == 502
