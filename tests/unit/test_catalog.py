@@ -22,6 +22,7 @@ def test_routing_is_case_insensitive_like_iis() -> None:
 
 def test_exchange_limits_and_timeouts() -> None:
     assert catalog.get("ews").max_body >= 64 * 1024 * 1024
-    assert catalog.get("eas").idle_timeout >= 3600
+    assert catalog.get("eas").long_lived
+    assert not catalog.get("owa").long_lived
     assert catalog.get("powershell").scheme == "http"
     assert not catalog.get("autodiscover").has_internal_url

@@ -28,6 +28,7 @@ class Member:
     service: str
     health: HealthState
     operator: Operator = Operator.READY
+    requests: int = 0  # l7 requests sent to this member
 
     @property
     def available(self) -> bool:

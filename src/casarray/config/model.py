@@ -55,9 +55,19 @@ class Listen(_Model):
         return value
 
 
+class CertificatePair(_Model):
+    certificate: str = Field(description="PEM file: a certificate chain (leaf first).")
+    key: str = Field(description="PEM file: the private key of that certificate.")
+
+
 class Tls(_Model):
-    certificate: str = Field(description="PEM file: the certificate chain clients see (l7).")
+    certificate: str = Field(description="PEM file: the certificate chain clients see (l7). With Extended "
+                             "Protection it must be the one the Exchange servers use.")
     key: str = Field(description="PEM file: the private key of that certificate (l7).")
+    extra: list[CertificatePair] = Field(
+        default_factory=list, description="More certificates, chosen by SNI for the names they cover."
+    )
+    min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version clients may use.")
 
 
 class UpstreamTls(_Model):
@@ -112,6 +122,16 @@ class Timeouts(_Model):
         3600.0, gt=0, description="Close a connection when the server side is silent this long."
     )
     queue: Duration = Field(30.0, gt=0, description="Longest wait in the queue when maxconn is reached.")
+    request_header: Duration = Field(10.0, gt=0, description="l7: time a client has to send a whole request "
+                                     "head once it started one (slowloris); beyond it 408.")
+    keepalive: Duration = Field(120.0, gt=0, description="l7: idle time allowed between two requests on a "
+                                "client connection (IIS closes idle connections after 120s).")
+    body_idle: Duration = Field(120.0, gt=0, description="l7: silence allowed inside a request or response "
+                                "body of short-lived services (owa, ecp, oab, autodiscover); long-lived "
+                                "services (ews, mapi, rpc, eas, powershell) use client_idle/server_idle.")
+    # ActiveSync Ping may hold a request up to 59 min before the response starts (MS-ASCMD 2.2.3.88.1).
+    server: Duration = Field(3900.0, gt=0, description="l7: time a server has to start its response once "
+                             "the request was sent (>= 1h for ActiveSync Ping); beyond it 504.")
     grace: Duration = Field(30.0, ge=0, description="On SIGTERM, how long open connections may finish.")
 
 
@@ -170,11 +190,28 @@ class Config(_Model):
         "none", description="Stickiness: none (Microsoft's recommendation), source, cookie (l7)."
     )
     retries: int = Field(2, ge=0, le=10, description="Further servers tried when a connect fails.")
+    affinity_cookie: str = Field(
+        "CASARRAY", pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="Name of the cookie that pins a browser to a server (affinity: cookie).")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="l7: networks (CIDR) whose X-Forwarded-For is kept and appended "
+        "to; from anyone else it is replaced by the client address.")
+    host_check: bool = Field(True, description="l7: answer 421 to a Host that is not one of the served names.")
     health: Health = Field(default_factory=lambda: Health(), description="Health checks.")
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts(), description="Timeouts.")
     limits: Limits = Field(default_factory=lambda: Limits(), description="Connection limits.")
     admin: Admin | None = Field(None, description="Admin API and dashboard.")
     mail: Mail | None = Field(None, description="POP3, IMAP and SMTP listeners (l4).")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"expected a network such as 10.0.0.0/8, got {item!r}") from None
+        return value
 
     @property
     def names(self) -> tuple[str, ...]:

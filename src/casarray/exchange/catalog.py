@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-HOUR = 3600.0
 MIB = 1024 * 1024
 
 
@@ -33,7 +32,7 @@ class Service:
     url_suffix: str  # the path Microsoft documents for the unified URL (after the host)
     scheme: str  # https, except PowerShell which stays http (Kerberos)
     has_internal_url: bool  # Autodiscover: no InternalUrl, the SCP is used instead
-    idle_timeout: float  # seconds of silence a long-lived request of this service may see
+    long_lived: bool  # requests may stay open and silent for a long time (long-polls, RPC channels)
     max_body: int  # bytes; at least what Exchange itself accepts
 
     @property
@@ -58,7 +57,7 @@ _SERVICES: tuple[Service, ...] = (
         "/owa",
         "https",
         True,
-        1 * HOUR,
+        False,
         35_000_000,
     ),
     Service(
@@ -71,7 +70,7 @@ _SERVICES: tuple[Service, ...] = (
         "/ecp",
         "https",
         True,
-        1 * HOUR,
+        False,
         35_000_000,
     ),
     Service(
@@ -84,7 +83,7 @@ _SERVICES: tuple[Service, ...] = (
         "/EWS/Exchange.asmx",
         "https",
         True,
-        1 * HOUR,
+        True,
         64 * MIB,
     ),
     Service(
@@ -97,7 +96,7 @@ _SERVICES: tuple[Service, ...] = (
         "/mapi",
         "https",
         True,
-        1 * HOUR,
+        True,
         2 * 1024 * MIB,
     ),
     Service(
@@ -110,7 +109,7 @@ _SERVICES: tuple[Service, ...] = (
         "/rpc/rpcproxy.dll",
         "https",
         True,
-        1 * HOUR,
+        True,
         2 * 1024 * MIB,
     ),
     Service(
@@ -123,7 +122,7 @@ _SERVICES: tuple[Service, ...] = (
         "/OAB",
         "https",
         True,
-        1 * HOUR,
+        False,
         64 * MIB,
     ),
     Service(
@@ -136,7 +135,7 @@ _SERVICES: tuple[Service, ...] = (
         "/Microsoft-Server-ActiveSync",
         "https",
         True,
-        1 * HOUR,
+        True,
         64 * MIB,
     ),
     Service(
@@ -149,7 +148,7 @@ _SERVICES: tuple[Service, ...] = (
         "/Autodiscover/Autodiscover.xml",
         "https",
         False,
-        1 * HOUR,
+        False,
         1 * MIB,
     ),
     Service(
@@ -162,7 +161,7 @@ _SERVICES: tuple[Service, ...] = (
         "/PowerShell",
         "http",
         True,
-        1 * HOUR,
+        True,
         64 * MIB,
     ),
 )
