@@ -104,8 +104,7 @@ async def _serve(cfg: Config) -> None:
         else:
             logging.getLogger("casarray").warning("second signal: closing every connection now")
             if balancer.frontend is not None:
-                for client in list(balancer.frontend.clients):
-                    client.abort()
+                balancer.frontend.close_all()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)

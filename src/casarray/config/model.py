@@ -18,6 +18,7 @@ from casarray.exchange import catalog
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+ListenPort = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port (tests)
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
 
@@ -40,7 +41,7 @@ class _Model(BaseModel):
 
 class Listen(_Model):
     address: str = Field("0.0.0.0", description="The virtual IP to listen on (any local address).")
-    https_port: Port = Field(443, description="Port of the HTTPS (or l4 pass-through) listener.")
+    https_port: ListenPort = Field(443, description="Port of the HTTPS (or l4 pass-through) listener.")
     http_port: Port | None = Field(
         None, description="Optional plain-HTTP port; in l7 it redirects to https://<namespace>/owa."
     )
@@ -61,8 +62,10 @@ class CertificatePair(_Model):
 
 
 class Tls(_Model):
-    certificate: str = Field(description="PEM file: the certificate chain clients see (l7). With Extended "
-                             "Protection it must be the one the Exchange servers use.")
+    certificate: str = Field(
+        description="PEM file: the certificate chain clients see (l7). With Extended "
+        "Protection it must be the one the Exchange servers use."
+    )
     key: str = Field(description="PEM file: the private key of that certificate (l7).")
     extra: list[CertificatePair] = Field(
         default_factory=list, description="More certificates, chosen by SNI for the names they cover."
@@ -122,16 +125,32 @@ class Timeouts(_Model):
         3600.0, gt=0, description="Close a connection when the server side is silent this long."
     )
     queue: Duration = Field(30.0, gt=0, description="Longest wait in the queue when maxconn is reached.")
-    request_header: Duration = Field(10.0, gt=0, description="l7: time a client has to send a whole request "
-                                     "head once it started one (slowloris); beyond it 408.")
-    keepalive: Duration = Field(120.0, gt=0, description="l7: idle time allowed between two requests on a "
-                                "client connection (IIS closes idle connections after 120s).")
-    body_idle: Duration = Field(120.0, gt=0, description="l7: silence allowed inside a request or response "
-                                "body of short-lived services (owa, ecp, oab, autodiscover); long-lived "
-                                "services (ews, mapi, rpc, eas, powershell) use client_idle/server_idle.")
+    request_header: Duration = Field(
+        10.0,
+        gt=0,
+        description="l7: time a client has to send a whole request "
+        "head once it started one (slowloris); beyond it 408.",
+    )
+    keepalive: Duration = Field(
+        120.0,
+        gt=0,
+        description="l7: idle time allowed between two requests on a "
+        "client connection (IIS closes idle connections after 120s).",
+    )
+    body_idle: Duration = Field(
+        120.0,
+        gt=0,
+        description="l7: silence allowed inside a request or response "
+        "body of short-lived services (owa, ecp, oab, autodiscover); long-lived "
+        "services (ews, mapi, rpc, eas, powershell) use client_idle/server_idle.",
+    )
     # ActiveSync Ping may hold a request up to 59 min before the response starts (MS-ASCMD 2.2.3.88.1).
-    server: Duration = Field(3900.0, gt=0, description="l7: time a server has to start its response once "
-                             "the request was sent (>= 1h for ActiveSync Ping); beyond it 504.")
+    server: Duration = Field(
+        3900.0,
+        gt=0,
+        description="l7: time a server has to start its response once "
+        "the request was sent (>= 1h for ActiveSync Ping); beyond it 504.",
+    )
     grace: Duration = Field(30.0, ge=0, description="On SIGTERM, how long open connections may finish.")
 
 
@@ -191,12 +210,18 @@ class Config(_Model):
     )
     retries: int = Field(2, ge=0, le=10, description="Further servers tried when a connect fails.")
     affinity_cookie: str = Field(
-        "CASARRAY", pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
-        description="Name of the cookie that pins a browser to a server (affinity: cookie).")
+        "CASARRAY",
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="Name of the cookie that pins a browser to a server (affinity: cookie).",
+    )
     trusted_proxies: list[str] = Field(
-        default_factory=list, description="l7: networks (CIDR) whose X-Forwarded-For is kept and appended "
-        "to; from anyone else it is replaced by the client address.")
-    host_check: bool = Field(True, description="l7: answer 421 to a Host that is not one of the served names.")
+        default_factory=list,
+        description="l7: networks (CIDR) whose X-Forwarded-For is kept and appended "
+        "to; from anyone else it is replaced by the client address.",
+    )
+    host_check: bool = Field(
+        True, description="l7: answer 421 to a Host that is not one of the served names."
+    )
     health: Health = Field(default_factory=lambda: Health(), description="Health checks.")
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts(), description="Timeouts.")
     limits: Limits = Field(default_factory=lambda: Limits(), description="Connection limits.")

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
+from collections.abc import Callable
 
 from casarray.balance.algorithm import make_algorithm
 from casarray.balance.state import Member, ServerState
 from casarray.config.model import Config
 from casarray.engine.l4 import L4Frontend
-from casarray.engine.tls import upstream_context
+from casarray.engine.l7 import HttpRedirector, L7Frontend
+from casarray.engine.tls import server_context, upstream_context
 from casarray.errors import StartupError
 from casarray.exchange import catalog
 from casarray.health.checker import HealthChecker, HttpsProbe
@@ -44,9 +47,10 @@ class Balancer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.servers: list[ServerState] = []
-        self.frontend: L4Frontend | None = None
+        self.frontend: L4Frontend | L7Frontend | None = None
         self.checker: HealthChecker | None = None
         self._server: asyncio.Server | None = None
+        self._redirect: asyncio.Server | None = None
 
     @property
     def port(self) -> int:
@@ -56,8 +60,6 @@ class Balancer:
 
     async def start(self) -> None:
         config = self.config
-        if config.mode != "l4":
-            raise StartupError("mode l7 is not available in this version", "mode", "use mode: l4")
         if config.mail is not None:
             raise StartupError(
                 "mail listeners are not available in this version", "mail", "remove the mail: section"
@@ -90,23 +92,29 @@ class Balancer:
                     )
                 )
             self.servers.append(state)
-        frontend = L4Frontend(config, self.servers, make_algorithm(config.balance, config.affinity))
+        frontend: L4Frontend | L7Frontend
         listen = config.listen
-        try:
-            self._server = await loop.create_server(
-                frontend.protocol_factory,
-                listen.address,
-                listen.https_port,
-                reuse_address=True,
-                backlog=4096,
-                start_serving=False,
-            )
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen on {listen.address}:{listen.https_port}: {exc.strerror or exc}",
-                "listen",
-                "is another process using the port, or is the address not local?",
-            ) from None
+        server_ssl: ssl.SSLContext | None = None
+        if config.mode == "l7":
+            server_ssl = server_context(config)
+            frontend = L7Frontend(config, self.servers, ssl_context)
+        else:
+            frontend = L4Frontend(config, self.servers, make_algorithm(config.balance, config.affinity))
+        self._server = await self._listen(
+            frontend.protocol_factory, listen.address, listen.https_port, server_ssl
+        )
+        if config.mode == "l7" and listen.http_port is not None:
+            namespace = config.namespace.encode()
+            try:
+                self._redirect = await self._listen(
+                    lambda: HttpRedirector(namespace, listen.https_port),
+                    listen.address,
+                    listen.http_port,
+                    None,
+                )
+            except StartupError:
+                self._server.close()
+                raise
         self.frontend = frontend
         frontend.start()
         if config.health.enabled:
@@ -120,6 +128,8 @@ class Balancer:
             log.warning("health checks are disabled (health.enabled: false): every server counts as up")
             frontend.refresh()
         await self._server.start_serving()
+        if self._redirect is not None:
+            await self._redirect.start_serving()
         log.info(
             "listening on %s:%d (mode %s, %d servers, %d services, balance %s)",
             listen.address,
@@ -130,14 +140,42 @@ class Balancer:
             config.balance,
         )
 
+    async def _listen(
+        self,
+        factory: Callable[[], asyncio.Protocol],
+        address: str,
+        port: int,
+        server_ssl: ssl.SSLContext | None,
+    ) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.create_server(
+                factory,
+                address,
+                port,
+                reuse_address=True,
+                backlog=4096,
+                ssl=server_ssl,
+                start_serving=False,
+                ssl_handshake_timeout=self.config.timeouts.request_header if server_ssl else None,
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {address}:{port}: {exc.strerror or exc}",
+                "listen",
+                "is another process using the port, or is the address not local?",
+            ) from None
+
     def _on_transition(self, member: Member, transition: Transition) -> None:
-        if self.frontend is not None:
+        if self.frontend is not None and self.checker is not None and self.checker.running:
             self.frontend.refresh()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let open connections finish for `grace` seconds, then close the rest."""
         if self._server is not None:
             self._server.close()
+        if self._redirect is not None:
+            self._redirect.close()
         if self.frontend is not None:
             open_now = len(self.frontend.clients)
             if open_now:

@@ -393,6 +393,10 @@ class L4Frontend:
             if waiting is not None and not waiting.closed:
                 self._dispatch(waiting)
 
+    def close_all(self) -> None:
+        for client in list(self.clients):
+            client.abort()
+
     async def drain(self, grace: float) -> None:
         """Wait up to `grace` seconds for open connections to finish, then close the rest."""
         if self._sweep is not None:

@@ -37,9 +37,12 @@ def _load_chain(context: ssl.SSLContext, certificate: str, key: str, where: str)
     try:
         context.load_cert_chain(certificate, key)
     except (OSError, ssl.SSLError) as exc:
-        raise StartupError(f"cannot load the certificate {certificate!r} with key {key!r}: "
-                           f"{getattr(exc, 'strerror', None) or exc}", where,
-                           "give readable PEM files: the chain (leaf first) and its private key") from None
+        raise StartupError(
+            f"cannot load the certificate {certificate!r} with key {key!r}: "
+            f"{getattr(exc, 'strerror', None) or exc}",
+            where,
+            "give readable PEM files: the chain (leaf first) and its private key",
+        ) from None
 
 
 def _server_base(min_version: str) -> ssl.SSLContext:

@@ -149,6 +149,11 @@ class HealthChecker:
         for (member, _), res in zip(self._members, results, strict=True):
             self._record(member, res)
 
+    @property
+    def running(self) -> bool:
+        """True once the first round is over and the periodic checks run."""
+        return bool(self._tasks)
+
     def start(self) -> None:
         for member, probe in self._members:
             self._tasks.append(

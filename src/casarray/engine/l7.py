@@ -1,0 +1,897 @@
+"""Layer 7: TLS termination, per-service routing, re-encryption to the servers (SSL bridging).
+
+The rules it enforces (DESIGN.md §6, with the sources in shared research):
+- NTLM/Negotiate authenticate a *connection* and IIS keeps it authenticated, so each client connection
+  owns at most one upstream connection (`L7Client.upstream`) and an upstream connection belongs to
+  exactly one client connection for its whole life (`L7Upstream.owner`, set once). There is no pool
+  shared between clients: sharing would hand one user's authenticated connection to another (HAProxy
+  issues 581 and 2985).
+- Bodies stream both ways as they arrive (RPC_IN_DATA announces 1 GB and trickles for hours; MAPI/HTTP
+  sends PENDING chunks every 30 s): never buffered whole, backpressure by pausing the other side.
+- Header names keep their case and order (old Outlook and ActiveSync clients break otherwise).
+- Extended Protection forbids offloading TLS to plain HTTP: every upstream connection is TLS again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import cast
+
+from casarray.balance.algorithm import Algorithm, make_algorithm
+from casarray.balance.state import ServerState
+from casarray.config.model import Config
+from casarray.exchange import catalog
+from casarray.http.errors import ProtocolError
+from casarray.http.h1 import (
+    END,
+    NO_BODY,
+    UNTIL_CLOSE,
+    Body,
+    End,
+    Event,
+    Headers,
+    Limits,
+    RequestHead,
+    RequestReader,
+    ResponseHead,
+    ResponseReader,
+    serialize_head,
+)
+
+log = logging.getLogger("casarray.l7")
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+# RFC 9110 §7.6.1: connection-specific fields a proxy must not forward. Transfer-Encoding is kept: the
+# body is relayed with its framing unchanged, so the next hop needs it. Upgrade is dropped: Exchange
+# client protocols do not switch protocols, and a tunnel would escape the per-request rules.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"trailer",
+    }
+)
+_IDEMPOTENT_RETRY = frozenset({b"GET", b"HEAD"})
+
+_REASONS = {
+    301: "Moved Permanently",
+    302: "Found",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    421: "Misdirected Request",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+# Phases of a client connection (what the sweep's deadline means).
+IDLE, HEAD, EXCHANGE, CLOSING = 0, 1, 2, 3
+
+
+def error_response(
+    status: int, detail: str, *, close: bool, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> bytes:
+    reason = _REASONS.get(status, "Error")
+    body = (
+        f"<!DOCTYPE html><html><head><title>{status} {reason}</title></head><body><h1>{status} "
+        f"{reason}</h1><p>{detail}</p><hr><p>casarray</p></body></html>\n"
+    ).encode()
+    headers: Headers = [
+        (b"Content-Type", b"text/html; charset=utf-8"),
+        (b"Content-Length", str(len(body)).encode()),
+        (b"Cache-Control", b"no-store"),
+    ]
+    headers += list(extra)
+    if close:
+        headers.append((b"Connection", b"close"))
+    return serialize_head(f"HTTP/1.1 {status} {reason}".encode(), headers) + body
+
+
+def _forward_headers(headers: Headers) -> Headers:
+    """Drop hop-by-hop fields and those the Connection header names (RFC 9110 §7.6.1)."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    return [(n, v) for n, v in headers if (low := n.lower()) not in _HOP_BY_HOP and low not in named]
+
+
+class Router:
+    """Maps a request to a service and a member; holds the per-service algorithms. No I/O."""
+
+    def __init__(self, config: Config, servers: Sequence[ServerState]) -> None:
+        self.config = config
+        self.servers = list(servers)
+        self.names = {name.encode() for name in config.names}
+        self.services = {catalog.get(name).prefix: name for name in config.services}
+        self.algorithms: dict[str, Algorithm] = {
+            name: make_algorithm(config.balance, "none" if config.affinity == "cookie" else config.affinity)
+            for name in config.services
+        }
+        secret = hashlib.sha256(b"casarray affinity " + config.namespace.encode()).digest()
+        self.cookie_name = config.affinity_cookie.encode()
+        self.cookie_of = {
+            s.name: hmac.new(secret, s.name.encode(), "sha256").hexdigest()[:16].encode()
+            for s in self.servers
+        }
+        self.server_of_cookie = {v: k for k, v in self.cookie_of.items()}
+        self.trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
+
+    def service_for(self, path: bytes) -> str | None:
+        segment = path[1:].split(b"/", 1)[0].split(b"?", 1)[0].lower()
+        return self.services.get(segment.decode("latin-1"))
+
+    def candidates(self, service: str) -> list[ServerState]:
+        return [s for s in self.servers if s.members[service].available]
+
+    def pick(
+        self, service: str, key: bytes, cookie: bytes | None, exclude: Sequence[ServerState] = ()
+    ) -> ServerState | None:
+        candidates = [s for s in self.candidates(service) if s not in exclude]
+        if not candidates:
+            return None
+        if cookie is not None:
+            name = self.server_of_cookie.get(cookie)
+            for server in candidates:
+                if server.name == name:
+                    return server
+        return self.algorithms[service].pick(candidates, key)
+
+    def affinity_cookie(self, headers: Headers) -> bytes | None:
+        prefix = self.cookie_name + b"="
+        for name, value in headers:
+            if name.lower() == b"cookie":
+                for part in value.split(b";"):
+                    part = part.strip()
+                    if part.startswith(prefix):
+                        return part[len(prefix) :]
+        return None
+
+    def trusted_peer(self, address: str) -> bool:
+        if not self.trusted:
+            return False
+        ip = ipaddress.ip_address(address)
+        return any(ip in net for net in self.trusted)
+
+
+class L7Upstream(asyncio.Protocol):
+    """One TLS connection to one Exchange server, owned by exactly one client connection."""
+
+    __slots__ = ("bytes_in", "bytes_out", "closed", "owner", "reader", "server", "transport")
+
+    def __init__(self, owner: L7Client, server: ServerState) -> None:
+        self.owner = owner  # never reassigned: the NTLM rule lives here
+        self.server = server
+        self.reader = ResponseReader()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.closed = False
+        self.bytes_in = 0  # client -> server
+        self.bytes_out = 0  # server -> client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.owner.upstream_data(self, data)
+
+    def eof_received(self) -> bool:
+        self.owner.upstream_eof(self)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.server.closed(self.bytes_in, self.bytes_out)
+            self.owner.upstream_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.owner.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.owner.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.transport.close()
+
+
+class L7Client(asyncio.Protocol):
+    """One client connection: reads requests, routes each, relays the response."""
+
+    __slots__ = (
+        "_connect_task",
+        "_last_in",
+        "_last_out",
+        "_seen_in",
+        "_seen_out",
+        "bytes_in",
+        "bytes_out",
+        "close_after",
+        "closed",
+        "deadline",
+        "events",
+        "frontend",
+        "head",
+        "interim",
+        "paused",
+        "peer",
+        "phase",
+        "reader",
+        "request_done",
+        "response_started",
+        "retries_left",
+        "retry_head",
+        "service",
+        "set_cookie",
+        "transport",
+        "tried",
+        "upstream",
+        "upstream_keep",
+    )
+
+    def __init__(self, frontend: L7Frontend) -> None:
+        self.frontend = frontend
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.reader = RequestReader(frontend.limits)
+        self.upstream: L7Upstream | None = None
+        self.events: list[Event] = []  # parsed but not yet handled (while connecting or paused)
+        self.head: RequestHead | None = None  # request in flight
+        self.service = ""
+        self.retry_head: bytes | None = None  # the serialized head, kept to retry a bodiless GET/HEAD
+        self.tried: list[ServerState] = []
+        self.set_cookie: bytes | None = None
+        self.request_done = False
+        self.response_started = False
+        self.interim = False
+        self.upstream_keep = True
+        self.retries_left = 0
+        self.close_after = False
+        self.closed = False
+        self.paused = False
+        self.phase = IDLE
+        self.deadline = 0.0
+        self.peer = "?"
+        self._connect_task: asyncio.Task[None] | None = None
+        self.bytes_in = self.bytes_out = 0
+        self._seen_in = self._seen_out = 0
+        self._last_in = self._last_out = 0.0
+
+    # --- client transport events -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        peername = transport.get_extra_info("peername")
+        self.peer = str(peername[0]) if peername else "?"
+        self.frontend.accepted(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self.phase == IDLE:
+            self.phase = HEAD
+            self.deadline = self.frontend.now + self.frontend.request_header_timeout
+        try:
+            events = self.reader.feed(data)
+        except ProtocolError as exc:
+            if self.head is not None:  # in the middle of a body: nothing more goes to the server
+                self.fail(exc.status, f"malformed request body: {exc.what}")
+            else:
+                self.refuse(exc.status, exc.what, log_level=logging.WARNING)
+            return
+        if self.events:
+            self.events += events
+        else:
+            self.events = events
+        self.process()
+
+    def eof_received(self) -> bool:
+        if self.head is None and not self.reader.buffered:
+            self.close()
+            return False
+        self.close_after = True
+        return True  # let an exchange in flight finish
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and not self.upstream.closed:
+            self.upstream.transport.resume_reading()
+
+    def resume_reading(self) -> None:
+        if not self.paused and not self.closed:
+            self.transport.resume_reading()
+
+    # --- request handling --------------------------------------------------------------------------
+    def process(self) -> None:
+        """Handle queued events until one needs to wait (connecting, or the response to come)."""
+        while self.events and not self.closed:
+            if self.request_done or (self.head is not None and self.upstream is None):
+                # waiting: for the response (no pipelining upstream) or for the connection
+                self.pause()
+                return
+            event = self.events.pop(0)
+            if isinstance(event, RequestHead):
+                self.request_head(event)
+            elif isinstance(event, Body):
+                if self.upstream is not None and self.head is not None:
+                    self.upstream.write(event.data)
+            elif isinstance(event, End):
+                self.request_end()
+
+    def pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def unpause(self) -> None:
+        if self.paused:
+            self.paused = False
+            if not self.closed:
+                self.transport.resume_reading()
+
+    def request_head(self, head: RequestHead) -> None:
+        fe = self.frontend
+        router = fe.router
+        self.phase = EXCHANGE
+        self.response_started = False
+        self.request_done = False
+        self.set_cookie = None
+        self.tried = []
+        self.retries_left = fe.config.retries
+        method, target = head.method, head.target
+        if method == b"CONNECT":
+            self.refuse(405, "CONNECT is not served", log_level=logging.WARNING)
+            return
+        host = head.host
+        if not target.startswith(b"/"):
+            # absolute-form (RFC 9112 §3.2.2): the target's authority replaces Host.
+            scheme, sep, rest = target.partition(b"://")
+            if not sep or scheme.lower() not in (b"http", b"https"):
+                self.refuse(400, f"request target {target[:60]!r} is not a path", log_level=logging.WARNING)
+                return
+            host, slash, path = rest.partition(b"/")
+            target = b"/" + path if slash else b"/"
+        hostname = host.rsplit(b":", 1)[0] if not host.endswith(b"]") else host
+        hostname = hostname.lower().rstrip(b".")
+        if fe.config.host_check and hostname not in router.names:
+            self.refuse(
+                421,
+                f"host {hostname.decode('latin-1')!r} is not served here",
+                log_level=logging.WARNING,
+                keep=head,
+            )
+            return
+        path_only = target.split(b"?", 1)[0]
+        if path_only == b"/" or path_only.lower() == b"/owa":
+            self.redirect(head, b"/owa/")
+            return
+        service = router.service_for(target)
+        if service is None:
+            self.refuse(
+                404,
+                f"{path_only[:80].decode('latin-1')!r} is not an Exchange virtual directory",
+                log_level=logging.INFO,
+                keep=head,
+            )
+            return
+        self.head = head
+        self.service = service
+        headers = _forward_headers(head.headers)
+        if target is not head.target:
+            headers = [(n, host if n.lower() == b"host" else v) for n, v in headers]
+        headers = self.forwarded(headers)
+        out = serialize_head(method + b" " + target + b" HTTP/" + head.version, headers)
+        self.retry_head = out if (method in _IDEMPOTENT_RETRY and head.length == NO_BODY) else None
+        upstream = self.upstream
+        if upstream is not None and not upstream.closed and upstream.server.members[service].available:
+            self.send_head(upstream, out)  # stay on the pinned connection (NTLM state lives there)
+            return
+        if upstream is not None:
+            # The pinned server cannot serve this service: a new connection; the client re-authenticates.
+            log.info(
+                "%s: %s not available on %s for %s: new upstream connection",
+                self.peer,
+                service,
+                upstream.server.name,
+                path_only[:60].decode("latin-1"),
+            )
+            self.drop_upstream()
+        self.connect(out)
+
+    def forwarded(self, headers: Headers) -> Headers:
+        """X-Forwarded-For: appended to when the peer is a trusted proxy, else replaced (IIS can log it)."""
+        router = self.frontend.router
+        peer = self.peer.encode()
+        if router.trusted_peer(self.peer):
+            out: Headers = []
+            appended = False
+            for name, value in headers:
+                if name.lower() == b"x-forwarded-for" and not appended:
+                    value = value + b", " + peer
+                    appended = True
+                if name.lower() != b"x-forwarded-proto":
+                    out.append((name, value))
+            if not appended:
+                out.append((b"X-Forwarded-For", peer))
+        else:
+            out = [(n, v) for n, v in headers if n.lower() not in (b"x-forwarded-for", b"x-forwarded-proto")]
+            out.append((b"X-Forwarded-For", peer))
+        out.append((b"X-Forwarded-Proto", b"https"))
+        return out
+
+    def connect(self, head_bytes: bytes) -> None:
+        fe = self.frontend
+        assert self.head is not None
+        cookie = fe.router.affinity_cookie(self.head.headers) if fe.config.affinity == "cookie" else None
+        server = fe.router.pick(self.service, self.peer.encode(), cookie, self.tried)
+        if server is None:
+            if self.tried:
+                self.fail(502, f"no server of {self.service} accepted a connection")
+            else:
+                self.refuse(
+                    503,
+                    f"no server is available for {catalog.get(self.service).title}",
+                    log_level=logging.WARNING,
+                    keep=self.head,
+                    extra=[(b"Retry-After", b"10")],
+                )
+            return
+        if fe.config.affinity == "cookie":
+            value = fe.router.cookie_of[server.name]
+            if cookie != value:
+                self.set_cookie = (
+                    fe.router.cookie_name + b"=" + value + b"; Path=/; Secure; HttpOnly; SameSite=None"
+                )
+        self.tried.append(server)
+        self.pause()
+        task = asyncio.get_running_loop().create_task(self._connect(server, head_bytes))
+        self._connect_task = task
+
+    async def _connect(self, server: ServerState, head_bytes: bytes) -> None:
+        fe = self.frontend
+        loop = asyncio.get_running_loop()
+        server.opened()
+        try:
+            async with asyncio.timeout(fe.config.timeouts.connect * 2):  # TCP connect + TLS handshake
+                transport, upstream = await loop.create_connection(
+                    lambda: L7Upstream(self, server),
+                    server.address,
+                    server.port,
+                    ssl=fe.upstream_ssl,
+                    server_hostname=fe.server_name,
+                    ssl_handshake_timeout=fe.config.timeouts.connect,
+                )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            server.closed(0, 0)
+            server.connect_errors += 1
+            reason = "timeout" if isinstance(exc, TimeoutError) else str(exc)
+            log.warning(
+                "connect to %s (%s:%d) for %s failed: %s",
+                server.name,
+                server.address,
+                server.port,
+                self.peer,
+                reason,
+            )
+            if not self.closed:
+                if len(self.tried) <= fe.config.retries:
+                    self.connect(head_bytes)
+                else:
+                    self.fail(502, f"no server of {self.service} accepted a connection")
+            return
+        except asyncio.CancelledError:
+            server.closed(0, 0)
+            raise
+        if self.closed:
+            transport.close()
+            return
+        self.upstream = upstream
+        self.send_head(upstream, head_bytes)
+        self.unpause()
+        self.process()
+
+    def send_head(self, upstream: L7Upstream, head_bytes: bytes) -> None:
+        assert self.head is not None
+        upstream.reader.expect(self.head.method)
+        upstream.server.members[self.service].requests += 1
+        upstream.write(head_bytes)
+
+    def request_end(self) -> None:
+        self.request_done = True
+        self.deadline = self.frontend.now + self.frontend.server_timeout
+        self.pause()
+
+    # --- response handling -------------------------------------------------------------------------
+    def upstream_data(self, upstream: L7Upstream, data: bytes) -> None:
+        if upstream is not self.upstream or self.closed:
+            upstream.close()
+            return
+        try:
+            events = upstream.reader.feed(data)
+        except ProtocolError as exc:
+            self.fail(502, f"invalid response from {upstream.server.name}: {exc.what}")
+            return
+        self.response_events(upstream, events)
+
+    def response_events(self, upstream: L7Upstream, events: list[Event]) -> None:
+        transport = self.transport
+        for event in events:
+            if isinstance(event, Body):
+                self.bytes_out += len(event.data)
+                transport.write(event.data)
+            elif isinstance(event, ResponseHead):
+                self.response_head(upstream, event)
+            else:  # End: always the last event, the reader holds what follows
+                if self.interim:  # the end of a 1xx interim response: the final one follows
+                    self.interim = False
+                    self.response_events(upstream, upstream.reader.next_message())
+                else:
+                    self.response_end(upstream)
+                return
+
+    def response_head(self, upstream: L7Upstream, head: ResponseHead) -> None:
+        headers = _forward_headers(head.headers)
+        if head.status < 200:
+            # 100 Continue and friends: relay and wait for the final response (RFC 9110 §15.2).
+            self.interim = True
+            self.transport.write(serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers))
+            return
+        self.response_started = True
+        request = self.head
+        assert request is not None
+        if not request.keep_alive or head.length == UNTIL_CLOSE or self.close_after:
+            self.close_after = True
+            headers.append((b"Connection", b"close"))
+        if self.set_cookie is not None:
+            headers.append((b"Set-Cookie", self.set_cookie))
+        self.upstream_keep = head.keep_alive
+        if not self.request_done:
+            # The server answered before the whole request arrived (e.g. 401 or 413 to an upload):
+            # the rest of the body cannot be told apart from a next request, so close afterwards.
+            self.close_after = True
+            headers.append((b"Connection", b"close"))
+        self.transport.write(serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers))
+
+    def response_end(self, upstream: L7Upstream) -> None:
+        try:
+            stray = upstream.reader.next_message() if self.upstream_keep else []
+        except ProtocolError:
+            stray = [END]
+        if not self.upstream_keep or stray:  # bytes beyond the response: do not trust this connection
+            self.drop_upstream()
+        self.finish_exchange()
+
+    def finish_exchange(self) -> None:
+        self.head = None
+        self.request_done = False
+        self.retry_head = None
+        if self.close_after:
+            self.close()
+            return
+        self.phase = HEAD if self.reader.buffered else IDLE
+        fe = self.frontend
+        self.deadline = fe.now + (fe.request_header_timeout if self.reader.buffered else fe.keepalive_timeout)
+        try:
+            self.events = self.reader.next_message() + self.events
+        except ProtocolError as exc:
+            self.refuse(exc.status, exc.what, log_level=logging.WARNING)
+            return
+        self.unpause()
+        self.process()
+
+    def upstream_eof(self, upstream: L7Upstream) -> None:
+        if upstream is not self.upstream:
+            return
+        try:
+            events = upstream.reader.eof()
+        except ProtocolError:
+            events = []
+        if events:
+            self.response_events(upstream, events)
+
+    def upstream_lost(self, upstream: L7Upstream, exc: Exception | None) -> None:
+        if upstream is not self.upstream:
+            return
+        self.upstream = None
+        if self.closed or self.head is None:
+            return  # between requests: the next request opens a new connection
+        if self.response_started:
+            log.warning(
+                "%s: %s closed the connection in the middle of a response", self.peer, upstream.server.name
+            )
+            self.close()
+            return
+        if self.retry_head is not None and self.request_done and self.retries_left > 0:
+            self.retries_left -= 1
+            log.info(
+                "%s: %s closed before answering %s; retrying on another server",
+                self.peer,
+                upstream.server.name,
+                self.head.method.decode(),
+            )
+            self.connect(self.retry_head)
+            return
+        self.fail(502, f"{upstream.server.name} closed the connection before answering")
+
+    def drop_upstream(self) -> None:
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.close()
+
+    # --- answers from the balancer itself ----------------------------------------------------------
+    def redirect(self, head: RequestHead, location: bytes) -> None:
+        host = self.frontend.config.namespace.encode()
+        body_close = head.length != NO_BODY or not head.keep_alive
+        self.transport.write(
+            serialize_head(
+                b"HTTP/1.1 302 Found",
+                [
+                    (b"Location", b"https://" + host + location),
+                    (b"Content-Length", b"0"),
+                ]
+                + ([(b"Connection", b"close")] if body_close else []),
+            )
+        )
+        self.after_local_answer(head, body_close)
+
+    def refuse(
+        self,
+        status: int,
+        detail: str,
+        *,
+        log_level: int,
+        keep: RequestHead | None = None,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Answer from the balancer and log one line. The connection stays open only for a bodiless
+        request on a keep-alive connection; after a protocol error it always closes."""
+        close = keep is None or keep.length != NO_BODY or not keep.keep_alive
+        request = (
+            f"{keep.method.decode('latin-1')} {keep.target[:80].decode('latin-1')}" if keep else "request"
+        )
+        log.log(log_level, "refused %s %s: %d %s", self.peer, request, status, detail)
+        self.frontend.refused += 1
+        self.transport.write(error_response(status, detail, close=close, extra=extra))
+        if keep is not None:
+            self.after_local_answer(keep, close)
+        else:
+            self.close()
+
+    def after_local_answer(self, head: RequestHead, close: bool) -> None:
+        if close:
+            self.close()
+            return
+        # Skip the (empty) rest of this request: its End is next in the queue.
+        while self.events:
+            event = self.events.pop(0)
+            if isinstance(event, End):
+                break
+        self.head = None
+        self.phase = IDLE
+        self.deadline = self.frontend.now + self.frontend.keepalive_timeout
+        try:
+            self.events = self.reader.next_message() + self.events
+        except ProtocolError as exc:
+            self.refuse(exc.status, exc.what, log_level=logging.WARNING)
+
+    def fail(self, status: int, detail: str) -> None:
+        """The balancer could not get an answer from a server: an error page, then close."""
+        log.warning(
+            "%s %s %s: %d %s",
+            self.peer,
+            self.head.method.decode("latin-1") if self.head else "-",
+            self.head.target[:80].decode("latin-1") if self.head else "-",
+            status,
+            detail,
+        )
+        self.frontend.refused += 1
+        if not self.response_started:
+            self.transport.write(error_response(status, detail, close=True))
+        self.close()
+
+    # --- timeouts (called by the listener's sweep) --------------------------------------------------
+    def sweep(self, now: float) -> None:
+        if self.closed:
+            return
+        if self.bytes_in != self._seen_in:
+            self._seen_in, self._last_in = self.bytes_in, now
+        upstream = self.upstream
+        out = self.bytes_out + (upstream.bytes_out if upstream else 0)
+        if out != self._seen_out:
+            self._seen_out, self._last_out = out, now
+        fe = self.frontend
+        if self.phase == IDLE:
+            if now >= self.deadline:
+                self.close()
+        elif self.phase == HEAD:
+            if now >= self.deadline:
+                self.refuse(
+                    408,
+                    "the request head did not arrive in time (timeouts.request_header)",
+                    log_level=logging.WARNING,
+                )
+        elif self.phase == EXCHANGE:
+            if self.request_done and not self.response_started:
+                if now >= self.deadline:
+                    self.fail(504, f"no response within {fe.server_timeout:.0f}s (timeouts.server)")
+                return
+            long_lived = catalog.get(self.service).long_lived if self.service else False
+            limit_in = fe.config.timeouts.client_idle if long_lived else fe.body_idle
+            limit_out = fe.config.timeouts.server_idle if long_lived else fe.body_idle
+            if not self.request_done and now - self._last_in >= limit_in:
+                self.fail(408, "the request body stalled")
+            elif self.response_started and now - self._last_out >= limit_out:
+                log.warning(
+                    "%s: closing: response from %s idle for %.0fs",
+                    self.peer,
+                    upstream.server.name if upstream else "-",
+                    now - self._last_out,
+                )
+                self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.phase = CLOSING
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+        self.transport.close()
+        self.drop_upstream()
+        self.frontend.finished(self)
+
+
+class L7Frontend:
+    """The HTTPS listener of mode l7: accepts client connections and owns the shared routing state."""
+
+    def __init__(self, config: Config, servers: Sequence[ServerState], upstream_ssl: ssl.SSLContext) -> None:
+        self.config = config
+        self.router = Router(config, servers)
+        self.upstream_ssl = upstream_ssl
+        self.server_name = config.check_server_name
+        self.limits = Limits()
+        t = config.timeouts
+        self.request_header_timeout = t.request_header
+        self.keepalive_timeout = t.keepalive
+        self.server_timeout = t.server
+        self.body_idle = t.body_idle
+        self.tick = max(
+            0.02, min(t.request_header, t.keepalive, t.body_idle, t.server, t.client_idle, t.server_idle) / 4
+        )
+        self.tick = min(self.tick, 1.0)
+        self.clients: set[L7Client] = set()
+        self.refused = 0
+        self._available: dict[str, bool] = {}
+        self.now = 0.0
+        self._sweep: asyncio.TimerHandle | None = None
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def protocol_factory(self) -> L7Client:
+        return L7Client(self)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.now = loop.time()
+        self._sweep = loop.call_later(self.tick, self._tick)
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.now = now = loop.time()
+        for client in list(self.clients):
+            client.sweep(now)
+        self._sweep = loop.call_later(self.tick, self._tick)
+
+    def refresh(self) -> None:
+        """Health or operator state changed: log each service that loses or regains its last member."""
+        for name in self.config.services:
+            available = bool(self.router.candidates(name))
+            if available != self._available.get(name, True):
+                if available:
+                    log.info("%s is available again", name)
+                else:
+                    log.error("no server is available for %s: its requests get 503", name)
+            self._available[name] = available
+
+    def accepted(self, client: L7Client) -> None:
+        if len(self.clients) >= self.config.limits.maxconn:
+            log.warning("refused %s: limits.maxconn (%d) reached", client.peer, self.config.limits.maxconn)
+            client.transport.close()
+            client.closed = True
+            return
+        self.clients.add(client)
+        self._empty.clear()
+        client.deadline = self.now + self.request_header_timeout
+        client.phase = IDLE
+
+    def finished(self, client: L7Client) -> None:
+        self.clients.discard(client)
+        if not self.clients:
+            self._empty.set()
+
+    def close_all(self) -> None:
+        for client in list(self.clients):
+            client.transport.abort()
+            client.close()
+
+    async def drain(self, grace: float) -> None:
+        for client in list(self.clients):
+            if client.head is None:
+                client.close()  # idle keep-alive connections go at once
+            else:
+                client.close_after = True
+        try:
+            async with asyncio.timeout(grace):
+                await self._empty.wait()
+        except TimeoutError:
+            log.warning("grace period over: closing %d open connection(s)", len(self.clients))
+            for client in list(self.clients):
+                client.close()
+        if self._sweep is not None:
+            self._sweep.cancel()
+
+
+class HttpRedirector(asyncio.Protocol):
+    """The optional plain-HTTP listener: every request is redirected to https://<namespace><path>."""
+
+    def __init__(self, namespace: bytes, https_port: int) -> None:
+        self.namespace = namespace + (b":%d" % https_port if https_port != 443 else b"")
+        self.reader = RequestReader()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.reader.feed(data)
+        except ProtocolError as exc:
+            self.transport.write(error_response(exc.status, exc.what, close=True))
+            self.transport.close()
+            return
+        for event in events:
+            if isinstance(event, RequestHead):
+                path = event.target if event.target.startswith(b"/") else b"/owa/"
+                if path.split(b"?", 1)[0] in (b"/", b"/owa"):
+                    path = b"/owa/"
+                self.transport.write(
+                    serialize_head(
+                        b"HTTP/1.1 301 Moved Permanently",
+                        [
+                            (b"Location", b"https://" + self.namespace + path),
+                            (b"Content-Length", b"0"),
+                            (b"Connection", b"close"),
+                        ],
+                    )
+                )
+                self.transport.close()
+                return
