@@ -25,8 +25,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
-               what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -43,8 +44,14 @@ class Proc:
         self.log_path = log
         self._log = log.open("wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.popen = subprocess.Popen(
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
 
     @property
     def log(self) -> str:
@@ -53,8 +60,9 @@ class Proc:
     def wait_log(self, text: str, timeout: float = 15.0) -> None:
         def found() -> bool:
             if self.popen.poll() is not None and text not in self.log:
-                raise AssertionError(f"{self.args[3:5]} exited ({self.popen.returncode}) before "
-                                     f"logging {text!r}:\n{self.log}")
+                raise AssertionError(
+                    f"{self.args[3:5]} exited ({self.popen.returncode}) before logging {text!r}:\n{self.log}"
+                )
             return text in self.log
 
         wait_until(found, timeout, what=f"{text!r} in the log of {' '.join(self.args[2:5])}:\n{self.log}")
@@ -100,14 +108,24 @@ def tls_context(ca: Path) -> ssl.SSLContext:
     return ctx
 
 
-def https_request(address: str, port: int, path: str, ca: Path, *, method: str = "GET",
-                  host: str = NAMESPACE, source: str | None = None, timeout: float = 10.0,
-                  body: bytes | None = None) -> Response:
+def https_request(
+    address: str,
+    port: int,
+    path: str,
+    ca: Path,
+    *,
+    method: str = "GET",
+    host: str = NAMESPACE,
+    source: str | None = None,
+    timeout: float = 10.0,
+    body: bytes | None = None,
+) -> Response:
     """One request on a new connection to address:port, with SNI and Host = `host` (like curl --resolve)."""
     ctx = tls_context(ca)
     conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
-    raw = socket.create_connection((address, port), timeout=timeout,
-                                   source_address=(source, 0) if source else None)
+    raw = socket.create_connection(
+        (address, port), timeout=timeout, source_address=(source, 0) if source else None
+    )
     conn.sock = ctx.wrap_socket(raw, server_hostname=host)
     try:
         conn.request(method, path, body=body)
@@ -118,8 +136,9 @@ def https_request(address: str, port: int, path: str, ca: Path, *, method: str =
 
 
 @contextlib.contextmanager
-def tls_connection(address: str, port: int, ca: Path, host: str = NAMESPACE,
-                   timeout: float = 10.0) -> Iterator[ssl.SSLSocket]:
+def tls_connection(
+    address: str, port: int, ca: Path, host: str = NAMESPACE, timeout: float = 10.0
+) -> Iterator[ssl.SSLSocket]:
     ctx = tls_context(ca)
     raw = socket.create_connection((address, port), timeout=timeout)
     try:

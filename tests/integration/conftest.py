@@ -28,9 +28,23 @@ class Lab:
 
     def sim(self, name: str, address: str, *extra: str) -> Proc:
         port = free_port(address)
-        proc = Proc(casarray("sim-cas", "--name", name, "--listen", f"{address}:{port}", "--domain", DOMAIN,
-                             "--cert", str(self.pki.certificate), "--key", str(self.pki.key), *extra),
-                    self.dir / f"sim-{name}.log")
+        proc = Proc(
+            casarray(
+                "sim-cas",
+                "--name",
+                name,
+                "--listen",
+                f"{address}:{port}",
+                "--domain",
+                DOMAIN,
+                "--cert",
+                str(self.pki.certificate),
+                "--key",
+                str(self.pki.key),
+                *extra,
+            ),
+            self.dir / f"sim-{name}.log",
+        )
         self.procs.append(proc)
         self.sims[name] = (address, port, proc)
         proc.wait_log("listening on")
@@ -41,22 +55,31 @@ class Lab:
             self.sim(f"MB{i + 1}", address)
 
     def servers_yaml(self) -> str:
-        return "\n".join(f"  - {{name: {name}, address: {address}, port: {port}}}"
-                         for name, (address, port, _) in self.sims.items())
+        return "\n".join(
+            f"  - {{name: {name}, address: {address}, port: {port}}}"
+            for name, (address, port, _) in self.sims.items()
+        )
 
     def config(self, body: str, name: str = "casarray.yaml") -> Path:
         path = self.dir / name
         path.write_text(textwrap.dedent(body))
         return path
 
-    def balancer(self, extra: str = "", servers: str | None = None, port: int | None = None,
-                 wait: bool = True, health: str = "{interval: 200ms, timeout: 1s, rise: 1, fall: 1}",
-                 ) -> tuple[Proc, int]:
+    def balancer(
+        self,
+        extra: str = "",
+        servers: str | None = None,
+        port: int | None = None,
+        wait: bool = True,
+        health: str = "{interval: 200ms, timeout: 1s, rise: 1, fall: 1}",
+    ) -> tuple[Proc, int]:
         port = port or free_port()
-        text = (f"namespace: {NAMESPACE}\nmode: l4\nlisten: {{address: 127.0.0.1, https_port: {port}}}\n"
-                f"upstream_tls: {{ca: {self.pki.ca}}}\n"
-                f"servers:\n{servers if servers is not None else self.servers_yaml()}\n"
-                f"health: {health}\n" + textwrap.dedent(extra))
+        text = (
+            f"namespace: {NAMESPACE}\nmode: l4\nlisten: {{address: 127.0.0.1, https_port: {port}}}\n"
+            f"upstream_tls: {{ca: {self.pki.ca}}}\n"
+            f"servers:\n{servers if servers is not None else self.servers_yaml()}\n"
+            f"health: {health}\n" + textwrap.dedent(extra)
+        )
         path = self.dir / f"balancer-{port}.yaml"
         path.write_text(text)
         proc = Proc(casarray("run", "-c", str(path)), self.dir / f"balancer-{port}.log")

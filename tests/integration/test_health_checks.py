@@ -20,8 +20,14 @@ def context(ca: Path) -> ssl.SSLContext:
     return ctx
 
 
-def probe(port: int, ca: Path, path: str = "/owa/healthcheck.htm", timeout: float = 1.0,
-          address: str = "127.0.0.2", name: str = NAMESPACE) -> HttpsProbe:
+def probe(
+    port: int,
+    ca: Path,
+    path: str = "/owa/healthcheck.htm",
+    timeout: float = 1.0,
+    address: str = "127.0.0.2",
+    name: str = NAMESPACE,
+) -> HttpsProbe:
     return HttpsProbe(address, port, path, name, context(ca), timeout)
 
 

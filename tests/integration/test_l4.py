@@ -87,8 +87,10 @@ def test_refused_connect_is_retried_on_the_next_server(lab: Lab) -> None:
     lab.sim("MB1", "127.0.0.2")
     dead = free_port("127.0.0.3")
     address, sim_port, _ = lab.sims["MB1"]
-    servers = (f"  - {{name: DEAD, address: 127.0.0.3, port: {dead}}}\n"
-               f"  - {{name: MB1, address: {address}, port: {sim_port}}}")
+    servers = (
+        f"  - {{name: DEAD, address: 127.0.0.3, port: {dead}}}\n"
+        f"  - {{name: MB1, address: {address}, port: {sim_port}}}"
+    )
     # Checks off: the dead server counts as up, so only the connect retry can save each client.
     proc, port = lab.balancer(servers=servers, health="{enabled: false}")
     assert spread(lab, port, 6) == {"MB1": 6}
@@ -112,8 +114,9 @@ def test_maxconn_queues_then_serves_in_order(lab: Lab) -> None:
     _, port = lab.balancer("limits: {maxconn: 1}\ntimeouts: {queue: 10s}\n")
     with tls_connection("127.0.0.1", port, lab.pki.ca):  # holds the only slot
         done: list[int] = []
-        waiter = threading.Thread(target=lambda: done.append(
-            https_request("127.0.0.1", port, HEALTH, lab.pki.ca).status))
+        waiter = threading.Thread(
+            target=lambda: done.append(https_request("127.0.0.1", port, HEALTH, lab.pki.ca).status)
+        )
         waiter.start()
         time.sleep(0.3)  # give the second client time to be (wrongly) served if the queue did not hold it
         assert done == []
@@ -140,7 +143,9 @@ def test_sigterm_lets_open_connections_finish(lab: Lab) -> None:
         proc.wait_log("stopped accepting; waiting up to 10s for 1 connection(s)")
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        tls.sendall(b"GET /owa/healthcheck.htm HTTP/1.1\r\nHost: outlook.alwayshotcafe.com\r\nConnection: close\r\n\r\n")
+        tls.sendall(
+            b"GET /owa/healthcheck.htm HTTP/1.1\r\nHost: outlook.alwayshotcafe.com\r\nConnection: close\r\n\r\n"
+        )
         data = b""
         while chunk := tls.recv(65536):
             data += chunk
@@ -165,8 +170,9 @@ def test_half_close_and_backpressure_with_a_raw_tcp_server(lab: Lab) -> None:
 
     thread = threading.Thread(target=serve)
     thread.start()
-    _, port = lab.balancer(servers=f"  - {{name: RAW, address: 127.0.0.2, port: {backend_port}}}",
-                           health="{enabled: false}")
+    _, port = lab.balancer(
+        servers=f"  - {{name: RAW, address: 127.0.0.2, port: {backend_port}}}", health="{enabled: false}"
+    )
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
         client.sendall(b"x" * 1_000_000)
         client.shutdown(socket.SHUT_WR)
@@ -181,8 +187,9 @@ def test_half_close_and_backpressure_with_a_raw_tcp_server(lab: Lab) -> None:
 def test_memory_stays_bounded_when_the_server_does_not_read(lab: Lab) -> None:
     backend = socket.create_server(("127.0.0.2", 0))
     backend_port = backend.getsockname()[1]
-    proc, port = lab.balancer(servers=f"  - {{name: SLOW, address: 127.0.0.2, port: {backend_port}}}",
-                              health="{enabled: false}")
+    proc, port = lab.balancer(
+        servers=f"  - {{name: SLOW, address: 127.0.0.2, port: {backend_port}}}", health="{enabled: false}"
+    )
     before = rss_kib(proc.popen.pid)
     sent = 0
     with socket.create_connection(("127.0.0.1", port)) as client:
@@ -216,14 +223,20 @@ def test_client_idle_timeout_closes_silent_connections(lab: Lab) -> None:
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [
-        ("namespace: outlook.alwayshotcafe.com\nservers:\n  - {name: MB1, address: 127.0.0.2, wieght: 1}\n",
-         "servers[0].wieght: unknown key 'wieght'"),
-        ("namespace: outlook.alwayshotcafe.com\nupstream_tls: {ca: /nonexistent/ca.pem}\n"
-         "servers: [{name: MB1, address: 127.0.0.2}]\nlisten: {address: 127.0.0.1, https_port: PORT}\n",
-         "upstream_tls.ca: cannot read the CA bundle '/nonexistent/ca.pem'"),
-        ("namespace: outlook.alwayshotcafe.com\nservers: [{name: MB1, address: no-such-host.invalid}]\n"
-         "listen: {address: 127.0.0.1, https_port: PORT}\n",
-         "servers[0].address: cannot resolve 'no-such-host.invalid' (MB1)"),
+        (
+            "namespace: outlook.alwayshotcafe.com\nservers:\n  - {name: MB1, address: 127.0.0.2, wieght: 1}\n",
+            "servers[0].wieght: unknown key 'wieght'",
+        ),
+        (
+            "namespace: outlook.alwayshotcafe.com\nupstream_tls: {ca: /nonexistent/ca.pem}\n"
+            "servers: [{name: MB1, address: 127.0.0.2}]\nlisten: {address: 127.0.0.1, https_port: PORT}\n",
+            "upstream_tls.ca: cannot read the CA bundle '/nonexistent/ca.pem'",
+        ),
+        (
+            "namespace: outlook.alwayshotcafe.com\nservers: [{name: MB1, address: no-such-host.invalid}]\n"
+            "listen: {address: 127.0.0.1, https_port: PORT}\n",
+            "servers[0].address: cannot resolve 'no-such-host.invalid' (MB1)",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_1(lab: Lab, setup: str, expected: str) -> None:
@@ -244,15 +257,21 @@ def test_port_in_use_is_refused_and_nothing_is_left_running(lab: Lab) -> None:
         proc, _ = lab.balancer(port=port, wait=False)
         assert proc.popen.wait(20) == 1
         errors = [line for line in proc.log.splitlines() if line.startswith("error:")]
-        assert errors == [f"error: listen: cannot listen on 127.0.0.1:{port}: Address already in use "
-                          "(is another process using the port, or is the address not local?)"]
+        assert errors == [
+            f"error: listen: cannot listen on 127.0.0.1:{port}: Address already in use "
+            "(is another process using the port, or is the address not local?)"
+        ]
     finally:
         busy.close()
 
 
 def test_check_verb_exit_codes(lab: Lab) -> None:
-    good = lab.config("namespace: outlook.alwayshotcafe.com\nservers: [{name: MB1, address: 10.0.1.11}]\n", "g.yaml")
-    bad = lab.config("namespace: outlook.alwayshotcafe.com\nservers: [{name: MB1, adress: 10.0.1.11}]\n", "b.yaml")
+    good = lab.config(
+        "namespace: outlook.alwayshotcafe.com\nservers: [{name: MB1, address: 10.0.1.11}]\n", "g.yaml"
+    )
+    bad = lab.config(
+        "namespace: outlook.alwayshotcafe.com\nservers: [{name: MB1, adress: 10.0.1.11}]\n", "b.yaml"
+    )
     ok = Proc(casarray("check", "-c", str(good)), lab.dir / "check-good.log")
     assert ok.popen.wait(20) == 0
     assert "valid (mode l4, 1 servers" in ok.log
