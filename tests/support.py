@@ -119,6 +119,7 @@ def https_request(
     source: str | None = None,
     timeout: float = 10.0,
     body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     """One request on a new connection to address:port, with SNI and Host = `host` (like curl --resolve)."""
     ctx = tls_context(ca)
@@ -128,7 +129,7 @@ def https_request(
     )
     conn.sock = ctx.wrap_socket(raw, server_hostname=host)
     try:
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         return Response(resp.status, resp.headers, resp.read())
     finally:
@@ -153,3 +154,56 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+class LoopThread:
+    """An event loop in a background thread, so blocking test clients can talk to in-process servers."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: object, timeout: float = 30.0) -> object:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        import asyncio
+
+        async def _cancel_rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(_cancel_rest())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response (Content-Length or chunked) from a blocking socket; raw helper for
+    tests that need the bytes exactly as they arrive."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return status, headers, rest

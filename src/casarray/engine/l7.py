@@ -632,6 +632,7 @@ class L7Client(asyncio.Protocol):
             return
         if self.retry_head is not None and self.request_done and self.retries_left > 0:
             self.retries_left -= 1
+            self.tried = []  # the server may just have closed an idle connection: it may serve the retry
             log.info(
                 "%s: %s closed before answering %s; retrying on another server",
                 self.peer,
