@@ -57,15 +57,18 @@ class Proc:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, text: str, timeout: float = 15.0) -> None:
-        def found() -> bool:
-            if self.popen.poll() is not None and text not in self.log:
-                raise AssertionError(
-                    f"{self.args[3:5]} exited ({self.popen.returncode}) before logging {text!r}:\n{self.log}"
-                )
-            return text in self.log
+    def wait_log(self, text: str, timeout: float = 15.0, count: int = 1) -> None:
+        """Wait until `text` appears `count` times in the log (fails early if the process exits)."""
 
-        wait_until(found, timeout, what=f"{text!r} in the log of {' '.join(self.args[2:5])}:\n{self.log}")
+        def found() -> bool:
+            log = self.log
+            if self.popen.poll() is not None and log.count(text) < count:
+                raise AssertionError(
+                    f"{self.args[3:5]} exited ({self.popen.returncode}) before logging {text!r}:\n{log}"
+                )
+            return log.count(text) >= count
+
+        wait_until(found, timeout, what=f"{text!r} x{count} in the log of {' '.join(self.args[2:5])}")
 
     def signal(self, signum: int) -> None:
         if self.popen.poll() is None:

@@ -59,7 +59,7 @@ def test_a_service_set_down_takes_the_server_out_and_back(lab: Lab) -> None:
     assert "health MB1/ews up -> down L7STS 'HTTP 503'" in proc.log
     assert set(spread(lab, port, 8)) == {"MB2", "MB3"}
     lab.control("MB1", "/_sim/service/ews/up")
-    proc.wait_log("server MB1 joins the l4 pool")
+    proc.wait_log("server MB1 joins the l4 pool", count=2)  # once at start, once now
     assert "MB1" in spread(lab, port, 6)
 
 
@@ -242,6 +242,7 @@ def test_client_idle_timeout_closes_silent_connections(lab: Lab) -> None:
 def test_bad_input_is_one_clear_line_and_exit_1(lab: Lab, setup: str, expected: str) -> None:
     cfg = lab.config(setup.replace("PORT", str(free_port())), "bad.yaml")
     proc = Proc(casarray("run", "-c", str(cfg)), lab.dir / "bad.log")
+    lab.procs.append(proc)
     assert proc.popen.wait(20) == 1
     errors = [line for line in proc.log.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.log
@@ -273,12 +274,15 @@ def test_check_verb_exit_codes(lab: Lab) -> None:
         "namespace: outlook.alwayshotcafe.com\nservers: [{name: MB1, adress: 10.0.1.11}]\n", "b.yaml"
     )
     ok = Proc(casarray("check", "-c", str(good)), lab.dir / "check-good.log")
+    lab.procs.append(ok)
     assert ok.popen.wait(20) == 0
     assert "valid (mode l4, 1 servers" in ok.log
     ko = Proc(casarray("check", "-c", str(bad)), lab.dir / "check-bad.log")
+    lab.procs.append(ko)
     assert ko.popen.wait(20) == 1
     assert "b.yaml:2: servers[0].adress: unknown key 'adress'" in ko.log
     usage = Proc(casarray("check"), lab.dir / "check-usage.log")
+    lab.procs.append(usage)
     assert usage.popen.wait(20) == 2
 
 

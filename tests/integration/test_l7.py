@@ -131,6 +131,7 @@ def session(lab: L7Lab, port: int) -> requests.Session:
             self.poolmanager.connection_pool_kw["assert_hostname"] = NAMESPACE
 
     s = requests.Session()
+    s.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment must not interfere
     s.mount("https://", Resolve())
     s.headers["Host"] = NAMESPACE
     s.base_url = f"https://127.0.0.1:{port}"  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -161,7 +162,7 @@ class Balancer:
             )
         except OSError as exc:
             raise StartupError(
-                f"cannot listen on {address}:{port}: {exc.strerror or exc}",
+                f"cannot listen on {address}:{port}: {os.strerror(exc.errno) if exc.errno else exc}",
                 "listen",
                 "is another process using the port, or is the address not local?",
             ) from None

@@ -1,0 +1,375 @@
+"""`casarray lab`: a CA, three simulated Exchange servers on 127.0.0.2–4, a config, and the balancer.
+
+Library code: it writes files and runs child processes, and reports through a `say` callback and its
+return value; the CLI prints. Layout of the lab directory:
+
+    ca.pem, ca.key          the lab CA (kept between runs so a trusted root stays valid)
+    server.pem, server.key  the certificate every sim and the balancer present (Extended Protection
+                            needs the very same certificate on the balancer and the servers)
+    ntlm-users.txt          DOMAIN:user:password for the sims' NTLM acceptor
+    casarray.yaml           the balancer's config (DESIGN §3)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shlex
+import signal
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from casarray.exchange import catalog
+from casarray.lab import LabError
+from casarray.lab.pki import (
+    CA_FILE,
+    CERT_FILE,
+    DEFAULT_DOMAIN,
+    DEFAULT_SERVERS,
+    KEY_FILE,
+    CertFiles,
+    autodiscover_for,
+    make_lab_pki,
+    namespace_for,
+)
+
+Mode = Literal["l4", "l7"]
+Say = Callable[[str], None]
+
+CONFIG_FILE = "casarray.yaml"
+USERS_FILE = "ntlm-users.txt"
+LAB_USER = ("ALWAYSHOTCAFE", "alice", "Passw0rd!")  # NetBIOS domain, user, password (lab only)
+FIRST_SIM_ADDRESS = 2  # MB1 on 127.0.0.2, MB2 on .3, MB3 on .4; the balancer on 127.0.0.1
+HEALTH_INTERVAL = "2s"
+START_TIMEOUT = 20.0  # seconds a child may take to accept connections
+PROBE_TIMEOUT = 2.0  # seconds one readiness probe may take
+STOP_TIMEOUT = 5.0  # seconds a child may take to exit after SIGTERM before it is killed
+
+
+@dataclass(frozen=True, slots=True)
+class LabServer:
+    name: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class LabPlan:
+    """Everything the lab will create and start; built by `plan`, pure data."""
+
+    directory: Path
+    port: int  # the balancer's listener on 127.0.0.1
+    mode: Mode
+    domain: str
+    servers: tuple[LabServer, ...]
+    ntlm: bool
+    python: str = field(default=sys.executable)
+
+    @property
+    def namespace(self) -> str:
+        return namespace_for(self.domain)
+
+    @property
+    def autodiscover(self) -> str:
+        return autodiscover_for(self.domain)
+
+    @property
+    def listen_address(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / CONFIG_FILE
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / CA_FILE
+
+    @property
+    def certificate(self) -> Path:
+        return self.directory / CERT_FILE
+
+    @property
+    def key(self) -> Path:
+        return self.directory / KEY_FILE
+
+    @property
+    def users(self) -> Path:
+        return self.directory / USERS_FILE
+
+
+def plan(
+    directory: Path,
+    *,
+    port: int = 8443,
+    mode: Mode = "l7",
+    sim_port: int = 8443,
+    domain: str = DEFAULT_DOMAIN,
+    ntlm: bool = True,
+    servers: Sequence[str] = DEFAULT_SERVERS,
+) -> LabPlan:
+    if mode not in ("l4", "l7"):
+        raise LabError(f"mode {mode!r}: expected l4 or l7")
+    for what, value in (("port", port), ("sim port", sim_port)):
+        if not 1 <= value <= 65535:
+            raise LabError(f"{what} {value}: expected 1..65535")
+    members = tuple(
+        LabServer(name, f"127.0.0.{FIRST_SIM_ADDRESS + i}", sim_port) for i, name in enumerate(servers)
+    )
+    return LabPlan(directory, port, mode, domain, members, ntlm)
+
+
+def _q(value: str | Path) -> str:
+    """A YAML scalar that stays a string whatever it holds (JSON strings are valid YAML)."""
+    return json.dumps(str(value))
+
+
+def render_config(p: LabPlan) -> str:
+    """The balancer's config for the lab (DESIGN §3). Paths are absolute: `run` may start elsewhere."""
+    directory = p.directory.resolve()
+    lines = [
+        "# casarray lab: simulated Exchange servers behind one namespace (written by `casarray lab`).",
+        f"namespace: {p.namespace}",
+        f"autodiscover: {p.autodiscover}",
+        f"mode: {p.mode}",
+        "listen:",
+        f"  address: {p.listen_address}",
+        f"  https_port: {p.port}",
+        "tls:  # the servers' own certificate and key: Extended Protection needs the same pair",
+        f"  certificate: {_q(directory / CERT_FILE)}",
+        f"  key: {_q(directory / KEY_FILE)}",
+        "upstream_tls:",
+        f"  ca: {_q(directory / CA_FILE)}",
+        "  verify: true",
+        "servers:",
+    ]
+    lines += [f"  - {{name: {s.name}, address: {s.address}, port: {s.port}}}" for s in p.servers]
+    lines += [f"health: {{interval: {HEALTH_INTERVAL}}}", ""]
+    return "\n".join(lines)
+
+
+def sim_command(p: LabPlan, server: LabServer) -> list[str]:
+    command = [
+        p.python, "-m", "casarray", "sim-cas",
+        "--name", server.name,
+        "--listen", f"{server.address}:{server.port}",
+        "--domain", p.domain,
+        "--cert", str(p.certificate),
+        "--key", str(p.key),
+    ]  # fmt: skip
+    if p.ntlm:
+        command += ["--ntlm-users", str(p.users)]
+    return command
+
+
+def balancer_command(p: LabPlan) -> list[str]:
+    return [p.python, "-m", "casarray", "run", "-c", str(p.config)]
+
+
+def prepare(p: LabPlan) -> CertFiles:
+    """Write the PKI, the NTLM users file and the config into the lab directory."""
+    try:
+        files = make_lab_pki(p.directory, domain=p.domain, servers=[s.name for s in p.servers])
+        if p.ntlm:
+            p.users.write_text(":".join(LAB_USER) + "\n", encoding="utf-8")
+        p.config.write_text(render_config(p), encoding="utf-8")
+    except OSError as exc:
+        raise LabError(f"cannot write the lab files: {exc.strerror or exc}", str(p.directory)) from exc
+    return files
+
+
+def try_lines(p: LabPlan) -> list[str]:
+    """What to try once the lab runs: curl command lines with the right --resolve and --cacert."""
+    base = f"https://{p.namespace}:{p.port}"
+    resolve = f"--resolve {p.namespace}:{p.port}:{p.listen_address}"
+    cacert = f"--cacert {shlex.quote(str(p.ca))}"
+    second = p.servers[1] if len(p.servers) > 1 else p.servers[0]
+    direct = f"https://{second.address}:{second.port}"
+    ews = catalog.get("ews")
+    owa = catalog.get("owa")
+    per = "connection" if p.mode == "l4" else "request"
+    servers = ", ".join(f"{s.name} {s.address}:{s.port}" for s in p.servers)
+    lines = [
+        f"lab running: {len(p.servers)} simulated Exchange servers behind casarray ({p.mode}) "
+        f"on {p.listen_address}:{p.port}",
+        f"  namespace  {base}   servers  {servers}",
+        f"  config     {p.config}   CA  {p.ca}",
+        "",
+        f"Ask the namespace (repeat it: X-FEServer changes per {per}):",
+        f"  curl -si {resolve} {cacert} {base}{owa.health_path}",
+        f"Set {ews.title} down on {second.name} directly (its ews member goes down, OWA stays):",
+        f"  curl -X POST {cacert} {direct}/_sim/service/{ews.name}/down",
+        f"  curl -X POST {cacert} {direct}/_sim/service/{ews.name}/up",
+        f"Whole server down / up:  curl -X POST {cacert} {direct}/_sim/server/down   (…/up)",
+        f"What {second.name} received:  curl -s {cacert} '{direct}/_sim/requests?kind=vdir'",
+    ]
+    if p.ntlm:
+        domain, user, password = LAB_USER
+        credentials = shlex.quote(f"{domain}\\{user}:{password}")
+        lines += [
+            "Authenticate with NTLM (the server keeps the user on the connection):",
+            f"  curl -si --ntlm -u {credentials} {resolve} {cacert} {base}{ews.url_suffix}",
+        ]
+    lines += ["Ctrl-C stops everything."]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running the children.
+
+
+Probe = Callable[[str, int], Awaitable[bool]]
+
+
+@dataclass(slots=True)
+class _Child:
+    label: str  # "sim-cas MB1", "balancer"
+    command: list[str]
+    address: tuple[str, int]
+    probe: Probe
+    process: asyncio.subprocess.Process | None = None
+
+
+async def _accepts(host: str, port: int) -> bool:
+    """The balancer is ready when its port accepts a TCP connection."""
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def _sim_probe(ca: Path, name: str) -> Probe:
+    """A sim is ready when /_sim/state over TLS names it: a stray listener on its port does not count."""
+
+    async def probe(host: str, port: int) -> bool:
+        ctx = ssl.create_default_context(cafile=str(ca))
+        reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
+        try:
+            writer.write(f"GET /_sim/state HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            answer = await reader.read(-1)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+        return answer.startswith(b"HTTP/1.1 200") and f'"name": "{name}"'.encode() in answer
+
+    return probe
+
+
+@dataclass(frozen=True, slots=True)
+class LabOutcome:
+    """How the lab ended: code 0 after a requested stop, 1 when a child died or failed to start."""
+
+    code: int
+    error: str | None = None
+
+
+async def run_lab(p: LabPlan, say: Say, stop: asyncio.Event) -> LabOutcome:
+    """Prepare the directory, start the sims and the balancer, print what to try, then wait for `stop`
+    or for a child to die; stop every child in any case."""
+    prepare(p)
+    say(f"lab files written to {p.directory} (CA {p.ca}, config {p.config})")
+    sims = [
+        _Child(f"sim-cas {s.name}", sim_command(p, s), (s.address, s.port), _sim_probe(p.ca, s.name))
+        for s in p.servers
+    ]
+    balancer = _Child("balancer (casarray run)", balancer_command(p), (p.listen_address, p.port), _accepts)
+    children = [*sims, balancer]
+    try:
+        for child in sims:
+            await _spawn(child)
+        await asyncio.gather(*(_wait_accepting(child, stop) for child in sims))
+        if stop.is_set():
+            return LabOutcome(0)
+        await _spawn(balancer)
+        await _wait_accepting(balancer, stop)
+        if stop.is_set():
+            return LabOutcome(0)
+        for line in try_lines(p):
+            say(line)
+        return await _watch(children, stop)
+    except LabError as exc:
+        return LabOutcome(1, str(exc))
+    finally:
+        await _stop_all(children[::-1])
+        say("lab stopped")
+
+
+async def _spawn(child: _Child) -> None:
+    try:
+        # Same process group as the lab: a Ctrl-C in the terminal reaches every child too, and the
+        # children never outlive a lab killed from its terminal.
+        child.process = await asyncio.create_subprocess_exec(*child.command, stdin=asyncio.subprocess.DEVNULL)
+    except OSError as exc:
+        raise LabError(
+            f"cannot start {child.label}: {exc.strerror or exc}", shlex.join(child.command)
+        ) from exc
+
+
+async def _wait_accepting(child: _Child, stop: asyncio.Event) -> None:
+    """Probe the child until it is ready; fail if it exits first or takes too long."""
+    assert child.process is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_TIMEOUT
+    host, port = child.address
+    while not stop.is_set():
+        if child.process.returncode is not None:
+            raise LabError(
+                f"{child.label} exited with code {child.process.returncode} before accepting on "
+                f"{host}:{port}",
+                hint="its own error is printed above",
+            )
+        with contextlib.suppress(OSError, TimeoutError):
+            if await asyncio.wait_for(child.probe(host, port), PROBE_TIMEOUT):
+                return
+        if loop.time() > deadline:
+            raise LabError(f"{child.label} did not accept on {host}:{port} within {START_TIMEOUT:g}s")
+        await asyncio.sleep(0.1)
+
+
+async def _watch(children: list[_Child], stop: asyncio.Event) -> LabOutcome:
+    """Wait for `stop` or for the first child to exit."""
+    waits = {asyncio.ensure_future(c.process.wait()): c for c in children if c.process is not None}
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait([stopped, *waits], return_when=asyncio.FIRST_COMPLETED)
+        if stopped in done:
+            return LabOutcome(0)
+        # A Ctrl-C reaches the children too; give the lab's own signal handler a moment to say so.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(stopped), 0.5)
+        if stop.is_set():
+            return LabOutcome(0)
+        child = next(waits[w] for w in waits if w in done)
+        assert child.process is not None
+        return LabOutcome(
+            1, f"{child.label} exited unexpectedly with code {child.process.returncode}; stopping the lab"
+        )
+    finally:
+        for task in [stopped, *waits]:
+            task.cancel()
+        await asyncio.gather(stopped, *waits, return_exceptions=True)
+
+
+async def _stop_all(children: list[_Child]) -> None:
+    """SIGTERM every running child, then SIGKILL what is still there after STOP_TIMEOUT."""
+    running = [c.process for c in children if c.process is not None and c.process.returncode is None]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+
+    async def reap(process: asyncio.subprocess.Process) -> None:
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    await asyncio.gather(*(reap(p) for p in running))

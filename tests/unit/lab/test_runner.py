@@ -1,0 +1,97 @@
+"""`casarray lab` planning: the config it writes, the commands it runs, the lines it prints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from casarray.config import parse_config
+from casarray.exchange import catalog
+from casarray.lab import LabError
+from casarray.lab.runner import (
+    LAB_USER,
+    balancer_command,
+    plan,
+    prepare,
+    render_config,
+    sim_command,
+    try_lines,
+)
+
+
+def test_plan_puts_three_servers_on_127_0_0_2_to_4(tmp_path: Path) -> None:
+    p = plan(tmp_path, port=9443, mode="l4", sim_port=10443)
+    assert [(s.name, s.address, s.port) for s in p.servers] == [
+        ("MB1", "127.0.0.2", 10443),
+        ("MB2", "127.0.0.3", 10443),
+        ("MB3", "127.0.0.4", 10443),
+    ]
+    assert (p.namespace, p.autodiscover) == ("outlook.alwayshotcafe.com", "autodiscover.alwayshotcafe.com")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"mode": "l5"}, "mode"), ({"port": 0}, "port 0"), ({"sim_port": 70000}, "sim port")],
+)
+def test_plan_rejects_bad_input(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(LabError, match=message):
+        plan(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["l4", "l7"])
+def test_config_is_valid_for_the_balancer(tmp_path: Path, mode: str) -> None:
+    p = plan(tmp_path / "dir with space", port=18443, mode=mode)  # type: ignore[arg-type]
+    config = parse_config(render_config(p), "lab.yaml")
+    assert config.namespace == "outlook.alwayshotcafe.com"
+    assert config.autodiscover == "autodiscover.alwayshotcafe.com"
+    assert config.mode == mode
+    assert (config.listen.address, config.listen.https_port) == ("127.0.0.1", 18443)
+    assert config.tls is not None
+    assert Path(config.tls.certificate) == (tmp_path / "dir with space" / "server.pem").resolve()
+    assert Path(config.tls.key) == (tmp_path / "dir with space" / "server.key").resolve()
+    assert Path(str(config.upstream_tls.ca)) == (tmp_path / "dir with space" / "ca.pem").resolve()
+    assert [(s.name, s.address, s.port) for s in config.servers] == [
+        ("MB1", "127.0.0.2", 8443),
+        ("MB2", "127.0.0.3", 8443),
+        ("MB3", "127.0.0.4", 8443),
+    ]
+    assert config.health.interval == 2.0
+    assert config.admin is None  # not part of the lab yet
+
+
+def test_commands(tmp_path: Path) -> None:
+    p = plan(tmp_path, sim_port=8443)
+    mb2 = p.servers[1]
+    command = sim_command(p, mb2)
+    assert command[:4] == [sys.executable, "-m", "casarray", "sim-cas"]
+    assert command[command.index("--name") + 1] == "MB2"
+    assert command[command.index("--listen") + 1] == "127.0.0.3:8443"
+    assert command[command.index("--cert") + 1] == str(p.certificate)
+    assert command[command.index("--ntlm-users") + 1] == str(p.users)
+    assert "--ntlm-users" not in sim_command(plan(tmp_path, ntlm=False), mb2)
+    assert balancer_command(p) == [sys.executable, "-m", "casarray", "run", "-c", str(p.config)]
+
+
+def test_prepare_writes_pki_users_and_config(tmp_path: Path) -> None:
+    p = plan(tmp_path / "lab")
+    files = prepare(p)
+    assert files.certificate == p.certificate
+    assert files.ca == p.ca
+    assert p.users.read_text() == ":".join(LAB_USER) + "\n"
+    assert p.config.read_text() == render_config(p)
+
+
+def test_try_lines_use_resolve_cacert_and_catalog_paths(tmp_path: Path) -> None:
+    p = plan(tmp_path, port=9443)
+    text = "\n".join(try_lines(p))
+    assert (
+        f"curl -si --resolve outlook.alwayshotcafe.com:9443:127.0.0.1 --cacert {p.ca} "
+        f"https://outlook.alwayshotcafe.com:9443{catalog.get('owa').health_path}"
+    ) in text
+    assert f"curl -X POST --cacert {p.ca} https://127.0.0.3:8443/_sim/service/ews/down" in text
+    assert "--ntlm -u 'ALWAYSHOTCAFE\\alice:Passw0rd!'" in text
+    assert "X-FEServer changes per request" in text
+    assert "--ntlm" not in "\n".join(try_lines(plan(tmp_path, ntlm=False)))
+    assert "per connection" in "\n".join(try_lines(plan(tmp_path, mode="l4")))
