@@ -409,7 +409,7 @@ def test_256_mib_rpc_in_data_streams_with_bounded_memory(l7: L7Lab) -> None:
 
 def test_ntlm_32_concurrent_clients_and_no_cross_client_answers(l7: L7Lab) -> None:
     l7.start_sims(ntlm=True)
-    proc, port = l7.balancer()
+    _, port = l7.balancer()
 
     def user_session(user: str) -> str:
         with session(l7, port) as s:

@@ -181,7 +181,7 @@ def test_response_framings() -> None:
     assert head.length == NO_BODY
 
     reader = ResponseReader()
-    (cont, end1) = reader.feed(b"HTTP/1.1 100 Continue\r\n\r\n")
+    (cont, _) = reader.feed(b"HTTP/1.1 100 Continue\r\n\r\n")
     assert isinstance(cont, ResponseHead)
     assert cont.status == 100
     (final, *_) = reader.next_message() + reader.feed(b"HTTP/1.1 204 No Content\r\n\r\n")

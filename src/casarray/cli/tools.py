@@ -1,9 +1,213 @@
-"""`casarray doctor`, `casarray init` and `casarray export` (registered by the tools that implement them)."""
+"""`casarray doctor`, `casarray init` and `casarray export haproxy`. Thin: parse, call the library, print.
+
+Exit codes (DESIGN.md §4): 0 success, 1 a failed check or bad input (one "error: …" line on stderr),
+2 a usage error.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import enum
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from casarray.cli.core import ConfigOption, load_or_exit
+from casarray.doctor import failed, run_doctor, summary
+from casarray.doctor.resolution import parse_nameserver
+from casarray.errors import CasarrayError
+from casarray.exchange.namespace.init import InitOptions, render
+from casarray.exchange.namespace.inventory import load_inventory
+from casarray.export.haproxy import GeneratedFile, export_haproxy
+
+export_app = typer.Typer(
+    help="Write an equivalent configuration for another load balancer.", no_args_is_help=True
+)
+
+_STATUS_STYLE = {"ok": "green", "warn": "bold yellow", "fail": "bold red"}
+
+
+class Mode(enum.StrEnum):
+    l4 = "l4"
+    l7 = "l7"
+
+
+def doctor(
+    config: ConfigOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as a JSON array.")] = False,
+    nameserver: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--nameserver",
+            help="Ask this DNS server (IP[:port]; repeatable) instead of /etc/resolv.conf's, e.g. the "
+            "internal servers of a split-brain zone.",
+        ),
+    ] = None,
+) -> None:
+    """Check a deployment from the balancer's side: DNS, certificates, each server's health, the VIP.
+
+    Exit 1 when any check fails; warnings alone exit 0."""
+    cfg = load_or_exit(config)
+    try:
+        servers = [parse_nameserver(text) for text in nameserver or []]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--nameserver'") from None
+    rows = asyncio.run(run_doctor(cfg, nameservers=servers))
+    if as_json:
+        typer.echo(json.dumps([row.as_json() for row in rows], indent=2))
+    else:
+        console = _console()
+        table = Table("Check", "Target", "Status", "Detail")
+        for row in rows:
+            table.add_row(
+                row.check, row.target, Text(row.status, style=_STATUS_STYLE[row.status]), row.detail
+            )
+        console.print(table)
+        console.print(Text(summary(rows), style="bold red" if failed(rows) else "bold green"))
+    if failed(rows):
+        raise typer.Exit(1)
+
+
+def init(
+    inventory: Annotated[
+        Path,
+        typer.Option(
+            "--inventory", "-i", help="The inventory JSON written by 'casarray namespace collector'."
+        ),
+    ],
+    namespace: Annotated[
+        str,
+        typer.Option("--namespace", "-n", help="The unified client-access name, e.g. outlook.contoso.com."),
+    ],
+    vip: Annotated[str, typer.Option(help="The virtual IP the balancer listens on.")],
+    autodiscover: Annotated[
+        str | None, typer.Option(help="Also serve this Autodiscover name on the VIP.")
+    ] = None,
+    mode: Annotated[
+        Mode, typer.Option(help="l4 (TCP pass-through) or l7 (TLS bridging; needs --cert and --key).")
+    ] = Mode.l4,
+    cert: Annotated[
+        Path | None, typer.Option(help="l7: the certificate (PEM chain) the Exchange servers use.")
+    ] = None,
+    key: Annotated[Path | None, typer.Option(help="l7: the private key of that certificate.")] = None,
+    ca: Annotated[
+        Path | None, typer.Option(help="The CA (PEM) that issued the Exchange certificate, when internal.")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The config file to write.")] = Path(
+        "casarray.yaml"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write the balancer's config from the inventory: servers, services, commented defaults."""
+    if mode is Mode.l7 and (cert is None or key is None):
+        raise typer.BadParameter(
+            "mode l7 needs the certificate and key the Exchange servers use", param_hint="'--cert' / '--key'"
+        )
+    options = InitOptions(
+        namespace=namespace,
+        vip=vip,
+        autodiscover=autodiscover,
+        mode="l7" if mode is Mode.l7 else "l4",
+        certificate=cert,
+        key=key,
+        ca=ca,
+    )
+    with _errors():
+        draft = render(load_inventory(inventory), options)
+        _write(output, draft.text.encode("utf-8"), force=force)
+    typer.echo(
+        f"Wrote {output}: mode {draft.config.mode}, {len(draft.servers)} servers, "
+        f"services {', '.join(draft.services)}."
+    )
+    for note in draft.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"Next: casarray check -c {output}, then casarray run -c {output}.")
+
+
+@export_app.command("haproxy")
+def export_haproxy_command(
+    config: ConfigOption,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write haproxy.cfg here instead of stdout.")
+    ] = None,
+    bundle_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle-dir",
+            help="l7: where to write the certificate+key PEM HAProxy needs, when the config keeps them in "
+            "two files; default: the directory of --output (or the current one).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write an equivalent haproxy.cfg (HAProxy 2.6): l4 as mode tcp, l7 as mode http with SSL bridging."""
+    cfg = load_or_exit(config)
+    directory = bundle_dir or (output.parent if output is not None else Path.cwd())
+    with _errors():
+        result = export_haproxy(cfg, str(config), bundle_dir=directory)
+        for generated in result.files:
+            _write_generated(generated, force=force)
+        if output is not None:
+            _write(output, result.text.encode("utf-8"), force=force)
+    if output is None:
+        typer.echo(result.text, nl=False)
+    else:
+        typer.echo(f"Wrote {output}. Check it with: haproxy -c -f {output}")
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+def _write(path: Path, data: bytes, *, force: bool) -> None:
+    """Write `path`; an existing file is kept unless `force` (exclusive create, so no race either)."""
+    try:
+        with path.open("wb" if force else "xb") as f:
+            f.write(data)
+    except FileExistsError:
+        raise CasarrayError("exists already", where=str(path), hint="use --force to overwrite it") from None
+
+
+def _write_generated(generated: GeneratedFile, *, force: bool) -> None:
+    path = generated.path
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, generated.mode)
+    except FileExistsError:
+        raise CasarrayError("exists already", where=str(path), hint="use --force to overwrite it") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(generated.content)
+    os.chmod(path, generated.mode)  # O_CREAT's mode does not apply to a file that existed
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Bad input becomes one 'error:' line on stderr and exit status 1."""
+    try:
+        yield
+    except CasarrayError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 200  # piped: wide enough that a detail rarely wraps
+    return console
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("doctor")(doctor)
+    app.command("init")(init)
+    app.add_typer(export_app, name="export")
