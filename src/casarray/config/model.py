@@ -99,6 +99,11 @@ class Server(_Model):
         ge=1,
         description="Most concurrent connections to this server; beyond it clients wait in the queue.",
     )
+    mail_ports: dict[int, Port] = Field(
+        default_factory=dict,
+        description="Mail port on this server for a VIP mail port, e.g. {993: 10993}; "
+        "default: the same port.",
+    )
 
 
 class Health(_Model):
@@ -165,7 +170,20 @@ class Admin(_Model):
 
 
 class MailProtocol(_Model):
-    ports: list[Port] = Field(description="Ports listened on the VIP for this protocol.")
+    ports: list[Port] = Field(
+        description="Ports listened on the VIP for this protocol; each is an l4 "
+        "listener with its own pool and health check."
+    )
+    balance: Literal["roundrobin", "leastconn", "source"] | None = Field(
+        None,
+        description="How a server is chosen; default leastconn for imap and pop3 (long sessions), "
+        "roundrobin for smtp.",
+    )
+    require_starttls: bool = Field(
+        False,
+        description="The health check also requires STARTTLS (STLS for "
+        "POP3) to be advertised on the plain ports.",
+    )
 
 
 class Mail(_Model):
