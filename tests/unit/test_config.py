@@ -47,7 +47,7 @@ def test_misspelt_key_is_an_error_on_its_line() -> None:
     )
     assert problems == [
         "casarray.yaml:9: servers[1].wieght: unknown key 'wieght'; "
-        "expected one of: name, address, port, weight, maxconn"
+        "expected one of: name, address, port, weight, maxconn, mail_ports"
     ]
 
 
