@@ -11,7 +11,7 @@ from casarray.health.state import CheckResult, HealthState
 
 def servers(*weights: int) -> list[ServerState]:
     return [
-        ServerState(Server(name=f"MB{i + 1}", address=f"10.0.1.{i + 11}", weight=w), f"10.0.1.{i + 11}")
+        ServerState(Server(name=f"MB{i + 1}", address=f"10.0.1.{i + 11}", weight=w), f"10.0.1.{i + 11}", 443)
         for i, w in enumerate(weights)
     ]
 
@@ -81,7 +81,7 @@ def test_server_serves_all_required_services_only() -> None:
 
 
 def test_maxconn_marks_a_server_full() -> None:
-    server = ServerState(Server(name="MB1", address="x", maxconn=2), "x")
+    server = ServerState(Server(name="MB1", address="x", maxconn=2), "x", 443)
     server.opened()
     assert not server.full
     server.opened()

@@ -41,6 +41,7 @@ class ServerState:
 
     config: Server
     address: str  # resolved IP address
+    port: int  # the server's port for this pool (443, or a mail port)
     members: dict[str, Member] = field(default_factory=dict)
     operator: Operator = Operator.READY
     active: int = 0  # scur
@@ -53,10 +54,6 @@ class ServerState:
     @property
     def name(self) -> str:
         return self.config.name
-
-    @property
-    def port(self) -> int:
-        return self.config.port
 
     @property
     def weight(self) -> int:

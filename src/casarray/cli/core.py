@@ -82,15 +82,15 @@ def run(
     loop_name = use_uvloop()
     logging.getLogger("casarray").info("starting on %s with %s", loop_name, config)
     try:
-        asyncio.run(_serve(cfg))
+        asyncio.run(_serve(cfg, config))
     except CasarrayError as exc:
         raise fail(str(exc)) from None
 
 
-async def _serve(cfg: Config) -> None:
+async def _serve(cfg: Config, config_path: Path) -> None:
     from casarray.engine.balancer import Balancer
 
-    balancer = Balancer(cfg)
+    balancer = Balancer(cfg, config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = 0
@@ -103,11 +103,22 @@ async def _serve(cfg: Config) -> None:
             stop.set()
         else:
             logging.getLogger("casarray").warning("second signal: closing every connection now")
-            if balancer.frontend is not None:
-                balancer.frontend.close_all()
+            balancer.close_all()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        with contextlib.suppress(CasarrayError):  # refused: logged, the running config keeps serving
+            await balancer.reload()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await balancer.start()
         await stop.wait()

@@ -1,30 +1,44 @@
-"""The running balancer: resolves servers, runs health checks, opens the listener, stops gracefully.
+"""The running balancer: listeners, one *generation* of data plane per config, health checks, control.
 
-Start-up is all-or-nothing: every step that can fail (address resolution, CA file, binding the port)
-runs before traffic is accepted, and anything already started is stopped again on failure.
+Start-up is all-or-nothing: every step that can fail (address resolution, CA and certificate files,
+binding the ports) runs before traffic is accepted, and anything already started is stopped again.
+
+Reload (SIGHUP or the admin API): the new config is loaded and checked first — an invalid one is
+refused and the running one keeps serving. A valid one becomes a new generation that accepts on the
+*same listening sockets* (the balancer keeps them for its whole life and hands each generation a dup),
+so not one connection is refused; the old generation stops accepting and its open connections finish
+on the old config. Health states and operator states carry over for the same (server, service).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from casarray.balance.algorithm import make_algorithm
-from casarray.balance.state import Member, ServerState
+from casarray.balance.state import Member, Operator, ServerState
+from casarray.config.load import load_config
 from casarray.config.model import Config
+from casarray.engine.control import Event, MemberView, Snapshot
+from casarray.engine.control import ServerView as ServerViewData
 from casarray.engine.l4 import L4Frontend
 from casarray.engine.l7 import HttpRedirector, L7Frontend
 from casarray.engine.tls import server_context, upstream_context
-from casarray.errors import StartupError
+from casarray.errors import CasarrayError, StartupError
 from casarray.exchange import catalog
 from casarray.health.checker import HealthChecker, HttpsProbe
 from casarray.health.state import HealthState, Transition
 
 log = logging.getLogger("casarray")
+
+Frontend = L4Frontend | L7Frontend
 
 
 async def resolve(config: Config) -> list[str]:
@@ -44,150 +58,386 @@ async def resolve(config: Config) -> list[str]:
     return out
 
 
-class Balancer:
-    def __init__(self, config: Config) -> None:
+class Listeners:
+    """The listening sockets, kept for the life of the process so reloads never refuse a connection."""
+
+    def __init__(self) -> None:
+        self._socks: dict[tuple[str, int], socket.socket] = {}
+
+    def get(self, address: str, port: int) -> socket.socket:
+        key = (address, port)
+        sock = self._socks.get(key)
+        if sock is None:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((address, port))
+                sock.listen(4096)
+            except OSError as exc:
+                sock.close()
+                raise StartupError(
+                    f"cannot listen on {address}:{port}: {os.strerror(exc.errno) if exc.errno else exc}",
+                    "listen",
+                    "is another process using the port, or is the address not local?",
+                ) from None
+            sock.setblocking(False)
+            self._socks[key] = sock
+            if port == 0:  # tests: remember the port the kernel chose under its real number too
+                self._socks[(address, sock.getsockname()[1])] = sock
+        return sock
+
+    def keep_only(self, keys: set[tuple[str, int]]) -> None:
+        for key, sock in list(self._socks.items()):
+            if key not in keys and sock.getsockname()[:2] not in keys:
+                sock.close()
+                del self._socks[key]
+
+    def close(self) -> None:
+        for sock in set(self._socks.values()):
+            sock.close()
+        self._socks.clear()
+
+
+class Generation:
+    """Everything one config runs: server states, members, frontends, health checker, servers."""
+
+    def __init__(self, config: Config, number: int) -> None:
         self.config = config
+        self.number = number
         self.servers: list[ServerState] = []
-        self.frontend: L4Frontend | L7Frontend | None = None
+        self.frontend: Frontend | None = None
         self.checker: HealthChecker | None = None
-        self._server: asyncio.Server | None = None
-        self._redirect: asyncio.Server | None = None
+        self.asyncio_servers: list[asyncio.Server] = []
+        self.listen_keys: set[tuple[str, int]] = set()
+        self.on_transition: Callable[[Member, Transition], None] = lambda m, t: None
 
-    @property
-    def port(self) -> int:
-        """The bound listener port (useful when https_port was 0 in tests)."""
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+    def members(self) -> list[Member]:
+        return [m for s in self.servers for m in s.members.values()]
 
-    async def start(self) -> None:
+    async def start(
+        self,
+        listeners: Listeners,
+        previous: Generation | None,
+        on_transition: Callable[[Member, Transition], None],
+    ) -> None:
         config = self.config
         if config.mail is not None:
             raise StartupError(
                 "mail listeners are not available in this version", "mail", "remove the mail: section"
             )
-        if config.admin is not None:
-            log.warning("admin: the admin API is not available in this version; the section is ignored")
         addresses = await resolve(config)
-        ssl_context = upstream_context(config)
+        upstream_ssl = upstream_context(config)
+        server_ssl = server_context(config) if config.mode == "l7" else None
         loop = asyncio.get_running_loop()
         now = loop.time()
+        carried = {
+            (m.server.name, m.server.address, m.server.port, m.service): m
+            for m in (previous.members() if previous else [])
+        }
+        old_servers = {s.name: s for s in (previous.servers if previous else [])}
         probes: list[tuple[Member, HttpsProbe]] = []
+        fresh: list[tuple[Member, HttpsProbe]] = []
         for server_config, address in zip(config.servers, addresses, strict=True):
-            state = ServerState(server_config, address)
+            state = ServerState(server_config, address, server_config.port)
+            if server_config.name in old_servers:
+                state.operator = old_servers[server_config.name].operator
             for name in config.services:
                 member = Member(state, name, HealthState(config.health.rise, config.health.fall))
+                old = carried.get((state.name, address, state.port, name))
+                if old is not None:
+                    member.operator = old.operator
+                    member.health = old.health
+                    member.health.rise, member.health.fall = config.health.rise, config.health.fall
                 state.members[name] = member
                 if not config.health.enabled:
                     member.health.force_up(now)
-                probes.append(
-                    (
-                        member,
-                        HttpsProbe(
-                            address,
-                            server_config.port,
-                            catalog.get(name).health_path,
-                            config.check_server_name,
-                            ssl_context,
-                            config.health.timeout,
-                        ),
-                    )
+                probe = HttpsProbe(
+                    address,
+                    state.port,
+                    catalog.get(name).health_path,
+                    config.check_server_name,
+                    upstream_ssl,
+                    config.health.timeout,
                 )
+                probes.append((member, probe))
+                if old is None or not old.health.checked:
+                    fresh.append((member, probe))
             self.servers.append(state)
-        frontend: L4Frontend | L7Frontend
-        listen = config.listen
-        server_ssl: ssl.SSLContext | None = None
+        frontend: Frontend
         if config.mode == "l7":
-            server_ssl = server_context(config)
-            frontend = L7Frontend(config, self.servers, ssl_context)
+            frontend = L7Frontend(config, self.servers, upstream_ssl)
         else:
             frontend = L4Frontend(config, self.servers, make_algorithm(config.balance, config.affinity))
-        self._server = await self._listen(
-            frontend.protocol_factory, listen.address, listen.https_port, server_ssl
-        )
+        listen = config.listen
+        sock = listeners.get(listen.address, listen.https_port)
+        self.listen_keys.add((listen.address, listen.https_port))
+        self.asyncio_servers.append(await self._serve(frontend.protocol_factory, sock, server_ssl))
         if config.mode == "l7" and listen.http_port is not None:
             namespace = config.namespace.encode()
-            try:
-                self._redirect = await self._listen(
-                    lambda: HttpRedirector(namespace, listen.https_port),
-                    listen.address,
-                    listen.http_port,
-                    None,
-                )
-            except StartupError:
-                self._server.close()
-                raise
+            https_port = sock.getsockname()[1]
+            redirect_sock = listeners.get(listen.address, listen.http_port)
+            self.listen_keys.add((listen.address, listen.http_port))
+            self.asyncio_servers.append(
+                await self._serve(lambda: HttpRedirector(namespace, https_port), redirect_sock, None)
+            )
         self.frontend = frontend
         frontend.start()
         if config.health.enabled:
-            self.checker = HealthChecker(
-                probes, config.health.interval, config.health.jitter, self._on_transition
-            )
-            await self.checker.first_round()
+            self.checker = HealthChecker(probes, config.health.interval, config.health.jitter, on_transition)
+            await self.checker.first_round(fresh)
             frontend.refresh()
             self.checker.start()
         else:
             log.warning("health checks are disabled (health.enabled: false): every server counts as up")
             frontend.refresh()
-        await self._server.start_serving()
-        if self._redirect is not None:
-            await self._redirect.start_serving()
-        log.info(
-            "listening on %s:%d (mode %s, %d servers, %d services, balance %s)",
-            listen.address,
-            self.port,
-            config.mode,
-            len(self.servers),
-            len(config.services),
-            config.balance,
-        )
+        for server in self.asyncio_servers:
+            await server.start_serving()
 
-    async def _listen(
-        self,
-        factory: Callable[[], asyncio.Protocol],
-        address: str,
-        port: int,
-        server_ssl: ssl.SSLContext | None,
+    async def _serve(
+        self, factory: Callable[[], asyncio.Protocol], sock: socket.socket, server_ssl: ssl.SSLContext | None
     ) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.create_server(
-                factory,
-                address,
-                port,
-                reuse_address=True,
-                backlog=4096,
-                ssl=server_ssl,
-                start_serving=False,
-                ssl_handshake_timeout=self.config.timeouts.request_header if server_ssl else None,
-            )
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen on {address}:{port}: {os.strerror(exc.errno) if exc.errno else exc}",
-                "listen",
-                "is another process using the port, or is the address not local?",
-            ) from None
+        # A dup of the kept socket: closing this generation's server leaves the listening socket open.
+        return await loop.create_server(
+            factory,
+            sock=sock.dup(),
+            backlog=4096,
+            ssl=server_ssl,
+            start_serving=False,
+            ssl_handshake_timeout=self.config.timeouts.request_header if server_ssl else None,
+        )
 
-    def _on_transition(self, member: Member, transition: Transition) -> None:
-        if self.frontend is not None and self.checker is not None and self.checker.running:
-            self.frontend.refresh()
+    def stop_accepting(self) -> None:
+        for server in self.asyncio_servers:
+            server.close()
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, let open connections finish for `grace` seconds, then close the rest."""
-        if self._server is not None:
-            self._server.close()
-        if self._redirect is not None:
-            self._redirect.close()
+    async def drain(self, grace: float) -> None:
+        self.stop_accepting()
         if self.frontend is not None:
             open_now = len(self.frontend.clients)
             if open_now:
                 log.info(
-                    "stopped accepting; waiting up to %.0fs for %d connection(s)",
-                    self.config.timeouts.grace if grace is None else grace,
+                    "generation %d: stopped accepting; waiting up to %.0fs for %d connection(s)",
+                    self.number,
+                    grace,
                     open_now,
                 )
-            await self.frontend.drain(self.config.timeouts.grace if grace is None else grace)
+            await self.frontend.drain(grace)
         if self.checker is not None:
             await self.checker.stop()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self.asyncio_servers:
+            await server.wait_closed()
+
+
+class Balancer:
+    """The running balancer; implements `casarray.engine.control.Control` for the admin side."""
+
+    def __init__(self, config: Config, config_path: str | Path | None = None) -> None:
+        self.config = config
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.listeners = Listeners()
+        self.current: Generation | None = None
+        self.reloads = 0
+        self.started = time.time()
+        self._events: collections.deque[Event] = collections.deque(maxlen=500)
+        self._draining: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+
+    # --- life cycle ---------------------------------------------------------------------------------
+    @property
+    def frontend(self) -> Frontend | None:
+        return self.current.frontend if self.current else None
+
+    @property
+    def servers(self) -> list[ServerState]:
+        return self.current.servers if self.current else []
+
+    @property
+    def port(self) -> int:
+        """The bound listener port (useful when https_port was 0 in tests)."""
+        listen = self.config.listen
+        return int(self.listeners.get(listen.address, listen.https_port).getsockname()[1])
+
+    async def start(self) -> None:
+        generation = Generation(self.config, 1)
+        try:
+            await generation.start(self.listeners, None, self._on_transition)
+        except BaseException:
+            generation.stop_accepting()
+            if generation.checker is not None:
+                await generation.checker.stop()
+            self.listeners.close()
+            raise
+        self.current = generation
+        listen = self.config.listen
+        log.info(
+            "listening on %s:%d (mode %s, %d servers, %d services, balance %s)",
+            listen.address,
+            self.port,
+            self.config.mode,
+            len(generation.servers),
+            len(self.config.services),
+            self.config.balance,
+        )
+
+    async def reload(self) -> str:
+        """Load the config file again; refuse it (keeping the running one) if anything is wrong."""
+        if self.config_path is None:
+            raise CasarrayError("this balancer was not started from a file", "reload")
+        async with self._reload_lock:
+            try:
+                config = load_config(self.config_path)
+            except CasarrayError as exc:
+                log.error(
+                    "reload refused, the running config keeps serving: %s", str(exc).replace("\n", "; ")
+                )
+                raise
+            old = self.current
+            generation = Generation(config, (old.number + 1) if old else 1)
+            try:
+                await generation.start(self.listeners, old, self._on_transition)
+            except CasarrayError as exc:
+                generation.stop_accepting()
+                if generation.checker is not None:
+                    await generation.checker.stop()
+                log.error("reload refused, the running config keeps serving: %s", exc)
+                raise
+            self.config = config
+            self.current = generation
+            self.reloads += 1
+            self.listeners.keep_only(generation.listen_keys)
+            if old is not None:
+                task = asyncio.get_running_loop().create_task(old.drain(old.config.timeouts.grace))
+                self._draining.add(task)
+                task.add_done_callback(self._draining.discard)
+            self._event("", "", "-", f"generation {generation.number}", "reload", str(self.config_path))
+            outcome = f"reloaded {self.config_path}: generation {generation.number} serving"
+            log.info("%s", outcome)
+            return outcome
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let open connections finish for `grace` seconds, then close the rest."""
+        current = self.current
+        tasks = list(self._draining)
+        if current is not None:
+            current.stop_accepting()
+        self.listeners.close()  # refuse new connections at once: clients try another address
+        if current is not None:
+            tasks.append(
+                asyncio.get_running_loop().create_task(
+                    current.drain(self.config.timeouts.grace if grace is None else grace)
+                )
+            )
+        await asyncio.gather(*tasks, return_exceptions=True)
         log.info("stopped")
+
+    def close_all(self) -> None:
+        if self.current is not None and self.current.frontend is not None:
+            self.current.frontend.close_all()
+
+    def _on_transition(self, member: Member, transition: Transition) -> None:
+        res = transition.result
+        self._event(member.server.name, member.service, transition.old, transition.new, res.code, res.reason)
+        current = self.current
+        if current is not None and current.frontend is not None and member in current.members():
+            current.frontend.refresh()
+
+    def _event(self, server: str, service: str, old: str, new: str, code: str, reason: str) -> None:
+        self._events.append(Event(time.time(), server, service, old, new, code, reason))
+
+    # --- Control ------------------------------------------------------------------------------------
+    def events(self, since: float = 0.0) -> Sequence[Event]:
+        return [e for e in self._events if e.time > since]
+
+    def set_operator(self, server: str, service: str | None, state: Operator) -> None:
+        current = self.current
+        if current is None:
+            raise KeyError("the balancer is not running")
+        target = next((s for s in current.servers if s.name.lower() == server.lower()), None)
+        if target is None:
+            raise KeyError(f"no server {server!r} (servers: {', '.join(s.name for s in current.servers)})")
+        if service is None:
+            old = target.operator
+            target.operator = state
+            label = ""
+        else:
+            member = target.members.get(service.lower())
+            if member is None:
+                raise KeyError(f"no service {service!r} (services: {', '.join(target.members)})")
+            old = member.operator
+            member.operator = state
+            label = member.service
+        log.info("operator: %s%s %s -> %s", target.name, f"/{label}" if label else "", old.value, state.value)
+        self._event(target.name, label, old.value, state.value, "operator", "set by the operator")
+        if current.frontend is not None:
+            current.frontend.refresh()
+            if state is Operator.MAINT:
+                current.frontend.close_server(target, label or None)
+
+    def snapshot(self) -> Snapshot:
+        current = self.current
+        servers: list[ServerViewData] = []
+        clients = refused = total = queue = 0
+        requests: dict[str, dict[str, int]] = {}
+        if current is not None:
+            for s in current.servers:
+                members = {
+                    name: MemberView(
+                        s.name,
+                        name,
+                        m.health.name,
+                        m.health.last.code if m.health.last else "",
+                        m.health.last.reason if m.health.last else "",
+                        round(m.health.last.duration * 1000, 1) if m.health.last else 0.0,
+                        _epoch(m.health.last_change) if m.health.checked else 0.0,
+                        m.operator.value,
+                        m.available,
+                        m.requests,
+                    )
+                    for name, m in s.members.items()
+                }
+                servers.append(
+                    ServerViewData(
+                        s.name,
+                        s.address,
+                        s.port,
+                        s.operator.value,
+                        s.active,
+                        s.peak,
+                        s.total,
+                        s.bytes_in,
+                        s.bytes_out,
+                        s.connect_errors,
+                        members,
+                    )
+                )
+            frontend = current.frontend
+            if frontend is not None:
+                clients = len(frontend.clients)
+                refused = frontend.refused
+                total = frontend.accepted_total
+                if isinstance(frontend, L4Frontend):
+                    queue = len(frontend.queue)
+                else:
+                    requests = frontend.status_counts()
+        return Snapshot(
+            self.config.mode,
+            self.config.namespace,
+            tuple(self.config.services),
+            tuple(servers),
+            clients,
+            total,
+            refused,
+            requests,
+            queue,
+            0,
+            self.reloads,
+            1,
+            self.started,
+        )
+
+
+def _epoch(loop_time: float) -> float:
+    """Epoch seconds of a time read on the running loop's clock."""
+    return time.time() - (asyncio.get_running_loop().time() - loop_time)

@@ -204,15 +204,25 @@ class L4Client(asyncio.Protocol):
 class L4Frontend:
     """Accepts client connections on the listener and gives each one a server (or a queue slot)."""
 
-    def __init__(self, config: Config, servers: Sequence[ServerState], algorithm: Algorithm) -> None:
+    def __init__(
+        self,
+        config: Config,
+        servers: Sequence[ServerState],
+        algorithm: Algorithm,
+        required: tuple[str, ...] | None = None,
+        name: str = "l4",
+    ) -> None:
         self.config = config
+        self.name = name  # "l4", or "imap:993" for a mail listener (in log lines)
         self.servers = list(servers)
-        self.required = config.required_services
+        self.required = required if required is not None else config.required_services
         self.algorithm = algorithm
         self.eligible: list[ServerState] = []
         self.clients: set[L4Client] = set()
         self._connecting: set[L4Client] = set()
         self.serving = 0  # clients connecting or relaying (counted against limits.maxconn)
+        self.accepted_total = 0
+        self.refused = 0  # connections closed by the balancer (no server, queue full or timed out)
         self.queue: WaitQueue[L4Client] = WaitQueue(config.limits.queue)
         self.client_idle = config.timeouts.client_idle
         self.server_idle = config.timeouts.server_idle
@@ -249,12 +259,17 @@ class L4Frontend:
         for server in self.servers:
             if server in after and server not in before:
                 log.info(
-                    "server %s joins the l4 pool (%d of %d up)", server.name, len(after), len(self.servers)
+                    "server %s joins the %s pool (%d of %d up)",
+                    server.name,
+                    self.name,
+                    len(after),
+                    len(self.servers),
                 )
             elif server in before and server not in after:
                 log.warning(
-                    "server %s leaves the l4 pool: %s (%d of %d up)",
+                    "server %s leaves the %s pool: %s (%d of %d up)",
                     server.name,
+                    self.name,
                     server.why_out(self.required),
                     len(after),
                     len(self.servers),
@@ -265,10 +280,12 @@ class L4Frontend:
 
     # connection lifecycle
     def accepted(self, client: L4Client) -> None:
+        self.accepted_total += 1
         self.clients.add(client)
         self._empty.clear()
         if not self.eligible:
             log.warning("refused %s: no server is up", client.peer)
+            self.refused += 1
             client.close()
             return
         if self.serving >= self.config.limits.maxconn or all(s.full for s in self.eligible):
@@ -396,6 +413,12 @@ class L4Frontend:
     def close_all(self) -> None:
         for client in list(self.clients):
             client.abort()
+
+    def close_server(self, server: ServerState, service: str | None) -> None:
+        """Maintenance: close the open connections to `server` now (l4 cannot single out a service)."""
+        for client in list(self.clients):
+            if client.server is server:
+                client.abort()
 
     async def drain(self, grace: float) -> None:
         """Wait up to `grace` seconds for open connections to finish, then close the rest."""

@@ -566,6 +566,7 @@ class L7Client(asyncio.Protocol):
             self.transport.write(serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers))
             return
         self.response_started = True
+        self.frontend.count(self.service, head.status)
         request = self.head
         assert request is not None
         if not request.keep_alive or head.length == UNTIL_CLOSE or self.close_after:
@@ -681,6 +682,7 @@ class L7Client(asyncio.Protocol):
         )
         log.log(log_level, "refused %s %s: %d %s", self.peer, request, status, detail)
         self.frontend.refused += 1
+        self.frontend.count("balancer", status)
         self.transport.write(error_response(status, detail, close=close, extra=extra))
         if keep is not None:
             self.after_local_answer(keep, close)
@@ -716,6 +718,7 @@ class L7Client(asyncio.Protocol):
         )
         self.frontend.refused += 1
         if not self.response_started:
+            self.frontend.count(self.service or "balancer", status)
             self.transport.write(error_response(status, detail, close=True))
         self.close()
 
@@ -791,6 +794,9 @@ class L7Frontend:
         self.tick = min(self.tick, 1.0)
         self.clients: set[L7Client] = set()
         self.refused = 0
+        self.accepted_total = 0
+        # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
+        self.statuses: dict[str, list[int]] = {}
         self._available: dict[str, bool] = {}
         self.now = 0.0
         self._sweep: asyncio.TimerHandle | None = None
@@ -823,7 +829,28 @@ class L7Frontend:
                     log.error("no server is available for %s: its requests get 503", name)
             self._available[name] = available
 
+    def count(self, service: str, status: int) -> None:
+        counts = self.statuses.get(service)
+        if counts is None:
+            counts = self.statuses[service] = [0] * 6
+        counts[min(status // 100, 5)] += 1
+
+    def status_counts(self) -> dict[str, dict[str, int]]:
+        return {svc: {f"{i}xx": n for i, n in enumerate(c) if i and n} for svc, c in self.statuses.items()}
+
+    def close_server(self, server: ServerState, service: str | None) -> None:
+        """Maintenance: close now the connections pinned to `server` (for `service`, when given)."""
+        for client in list(self.clients):
+            upstream = client.upstream
+            if (
+                upstream is not None
+                and upstream.server is server
+                and (service is None or client.service == service)
+            ):
+                client.close()
+
     def accepted(self, client: L7Client) -> None:
+        self.accepted_total += 1
         if len(self.clients) >= self.config.limits.maxconn:
             log.warning("refused %s: limits.maxconn (%d) reached", client.peer, self.config.limits.maxconn)
             client.transport.close()

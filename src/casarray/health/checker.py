@@ -143,10 +143,11 @@ class HealthChecker:
         self._on_transition = on_transition
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def first_round(self) -> None:
-        """Check every member once, concurrently, so the balancer starts with real states."""
-        results = await asyncio.gather(*(probe_https(probe) for _, probe in self._members))
-        for (member, _), res in zip(self._members, results, strict=True):
+    async def first_round(self, members: list[tuple[Member, HttpsProbe]] | None = None) -> None:
+        """Check every member (or those given) once, concurrently, so traffic starts on real states."""
+        todo = self._members if members is None else members
+        results = await asyncio.gather(*(probe_https(probe) for _, probe in todo))
+        for (member, _), res in zip(todo, results, strict=True):
             self._record(member, res)
 
     @property

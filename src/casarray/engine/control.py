@@ -1,0 +1,95 @@
+"""What the operations side (admin API, dashboard, metrics, `ctl`) sees of a running balancer and may
+change. Plain data out (`Snapshot`), a few verbs in (`Control`): the admin code never touches the
+data plane's objects, so the same API serves one process or a supervisor summing several workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from casarray.balance.state import Operator as OperatorState
+
+__all__ = ["Control", "Event", "MemberView", "OperatorState", "ServerView", "Snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One (server, service): its health and what the operator set."""
+
+    server: str
+    service: str
+    health: str  # "init", "up" or "down"
+    code: str  # last check result code (L7OK, L7STS, L4CON, ...), "" before the first check
+    reason: str  # last check reason ("HTTP 503", "connect refused", ...)
+    check_ms: float  # duration of the last check
+    since: float  # epoch seconds of the last health change
+    operator: str  # OperatorState value set on this member (the server's own state applies too)
+    available: bool  # takes new traffic now (up, member and server ready)
+    requests: int  # l7 requests sent to this member (0 in l4)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    name: str
+    address: str
+    port: int
+    operator: str
+    active: int  # scur: open connections to this server
+    peak: int  # smax
+    total: int  # stot
+    bytes_in: int  # bin: client -> server
+    bytes_out: int  # bout: server -> client
+    connect_errors: int  # econ
+    members: dict[str, MemberView]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One state change, for the dashboard's log: a health transition or an operator action."""
+
+    time: float  # epoch seconds
+    server: str
+    service: str  # "" for a whole server
+    old: str
+    new: str
+    code: str  # check result code, or "operator" / "reload"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    mode: str
+    namespace: str
+    services: tuple[str, ...]
+    servers: tuple[ServerView, ...]
+    clients: int  # open client connections
+    clients_total: int
+    refused: int  # connections/requests answered or closed by the balancer itself
+    requests: dict[str, dict[str, int]] = field(default_factory=dict)  # service -> status class -> count
+    queue: int = 0  # clients waiting for a slot (l4)
+    tls_handshake_failures: int = 0
+    reloads: int = 0
+    workers: int = 1
+    started: float = 0.0  # epoch seconds
+
+
+class Control(Protocol):
+    """Implemented by the running balancer (or the supervisor of several workers)."""
+
+    def snapshot(self) -> Snapshot: ...
+
+    def events(self, since: float = 0.0) -> Sequence[Event]:
+        """State changes newer than `since` (epoch seconds), oldest first; a bounded history."""
+        ...
+
+    def set_operator(self, server: str, service: str | None, state: OperatorState) -> None:
+        """Set a server's (service None) or one member's operator state. KeyError names the unknown
+        server or service. Survives a reload."""
+        ...
+
+    async def reload(self) -> str:
+        """Re-read the config file. Returns a one-line outcome; raises CasarrayError (config errors
+        listed) when the new config is refused — the old one keeps serving."""
+        ...
