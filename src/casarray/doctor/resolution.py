@@ -1,0 +1,198 @@
+"""How a client-facing name resolves, and whether that leads to the VIP.
+
+Clients find the balancer through DNS: the namespace (and the Autodiscover name) must resolve to the
+VIP and only to it, or some clients bypass it (Microsoft, "Load balancing in Exchange Server": DNS
+round robin gives neither fair distribution nor service monitoring). The doctor asks DNS with
+dnspython — the system's resolv.conf servers, or the ones given with --nameserver, for example the
+internal DNS servers of a split-brain zone — and, when no DNS server answers, falls back to the system
+resolver (getaddrinfo: /etc/hosts, then whatever nsswitch.conf lists), saying which answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.resolver
+
+from casarray.doctor.rows import Row, Status
+
+SYSTEM = "system resolver"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What one name resolved to and who said so. `error` is set when it did not resolve."""
+
+    name: str
+    addresses: tuple[str, ...]
+    source: str  # "DNS 10.0.0.53" or "system resolver (…why…)"
+    canonical: str | None = None  # the end of a CNAME chain, when there is one
+    error: str | None = None
+    in_dns: bool = True  # False when DNS said NXDOMAIN and only the system resolver knows the name
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """'10.0.0.53', '10.0.0.53:5353', '2001:db8::53' or '[2001:db8::53]:5353' → (address, port)."""
+    value = text.strip()
+    host, port = value, 53
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"expected [IPv6]:port, got {text!r}")
+        if rest:
+            port = _port(rest[1:], text)
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+        port = _port(port_text, text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"expected an IP address (optionally :port), got {text!r}") from None
+    return host, port
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"expected a port 1-65535 in {whole!r}")
+    return int(text)
+
+
+async def resolve(
+    name: str,
+    *,
+    nameservers: Sequence[tuple[str, int]] = (),
+    timeout: float,  # noqa: ASYNC109 - dnspython's lifetime, and the fallback's own bound
+) -> Resolution:
+    """A and AAAA of `name` from DNS; the system resolver when no DNS server answers (or when DNS says
+    the name does not exist, to tell a hosts-file-only name apart). With explicit `nameservers` there is
+    no fallback: the question is what those servers answer."""
+    try:
+        resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+    except dns.resolver.NoResolverConfiguration:
+        return await _system(name, timeout, "no DNS server configured in /etc/resolv.conf")
+    if nameservers:
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
+    resolver.lifetime = timeout
+    servers = ", ".join(_nameserver_text(ns) for ns in resolver.nameservers) or "none"
+    source = f"DNS {servers}"
+    qname = dns.name.from_text(name)
+    results = await asyncio.gather(
+        *(resolver.resolve(qname, rdtype, search=False) for rdtype in ("A", "AAAA")), return_exceptions=True
+    )
+    addresses: list[str] = []
+    canonical: str | None = None
+    unanswered: list[str] = []
+    nxdomain = False
+    for result in results:
+        if isinstance(result, dns.resolver.Answer):
+            addresses += [rdata.to_text() for rdata in result]
+            if result.canonical_name != qname:
+                canonical = result.canonical_name.to_text(omit_final_dot=True)
+        elif isinstance(result, dns.resolver.NXDOMAIN):
+            nxdomain = True
+        elif isinstance(result, dns.resolver.NoAnswer):
+            pass  # the name exists, without records of this type
+        elif isinstance(result, dns.resolver.LifetimeTimeout):
+            unanswered.append(f"no answer within {timeout:g}s")
+        elif isinstance(result, dns.resolver.NoNameservers):
+            unanswered.append("every DNS server failed (SERVFAIL or refused)")
+        elif isinstance(result, dns.exception.DNSException):
+            unanswered.append(str(result) or type(result).__name__)
+        elif isinstance(result, BaseException):
+            raise result
+    if addresses:
+        return Resolution(name, tuple(dict.fromkeys(addresses)), source, canonical)
+    if nxdomain:
+        if not nameservers:
+            hosts = await _system(name, timeout, "")
+            if hosts.error is None:
+                return Resolution(
+                    name, hosts.addresses, f"{SYSTEM} (DNS {servers} says it does not exist)", in_dns=False
+                )
+        return Resolution(name, (), source, error=f"no such name (NXDOMAIN from {source})")
+    if unanswered:
+        reason = f"{source}: {unanswered[0]}"
+        if nameservers:
+            return Resolution(name, (), source, error=reason)
+        return await _system(name, timeout, f"no DNS server answered: {reason}")
+    return Resolution(name, (), source, error=f"no A or AAAA record ({source})")
+
+
+async def _system(
+    name: str,
+    timeout: float,  # noqa: ASYNC109 - same budget as the DNS question
+    why: str,
+) -> Resolution:
+    source = f"{SYSTEM} ({why})" if why else SYSTEM
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        return Resolution(name, (), source, error=f"no answer within {timeout:g}s from the {SYSTEM}")
+    except socket.gaierror as exc:
+        return Resolution(name, (), source, error=f"does not resolve: {exc.strerror}")
+    addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+    return Resolution(name, addresses, source)
+
+
+def _nameserver_text(nameserver: object) -> str:
+    if isinstance(nameserver, dns.nameserver.Do53Nameserver):
+        address, port = nameserver.address, nameserver.port
+        host = f"[{address}]" if ":" in address else address
+        return host if port == 53 else f"{host}:{port}"
+    return str(nameserver)
+
+
+def judge(resolution: Resolution, vip: str, is_local: Callable[[str], bool]) -> Row:
+    """The row for one name: ok when it resolves to the VIP only; warn when other addresses come with
+    it (those clients bypass the balancer) or only a hosts file knows it; fail otherwise. With an
+    unspecified VIP (0.0.0.0 / ::) every local address of this host counts as the VIP."""
+    check, target = "name resolves to the VIP", resolution.name
+    if resolution.error is not None:
+        return Row(check, target, "fail", resolution.error)
+    shown = ", ".join(resolution.addresses)
+    via = f" via CNAME {resolution.canonical}" if resolution.canonical else ""
+    where = f"{shown}{via} ({resolution.source})"
+    vip_ip = ipaddress.ip_address(vip)
+    if vip_ip.is_unspecified:
+        ours = [a for a in resolution.addresses if is_local(a)]
+        vip_text = f"an address of this host (listen.address {vip})"
+    else:
+        ours = [a for a in resolution.addresses if ipaddress.ip_address(a) == vip_ip]
+        vip_text = f"the VIP {vip}"
+    others = [a for a in resolution.addresses if a not in ours]
+    status: Status
+    if not ours:
+        status, detail = "fail", f"→ {where}: not {vip_text}"
+    elif others:
+        status = "warn"
+        detail = (
+            f"→ {where}: {', '.join(others)} is not {vip_text}; clients given that address bypass "
+            "the balancer (DNS round robin has no health checks)"
+        )
+    elif not resolution.in_dns:
+        status = "warn"
+        detail = f"→ {where}: only this host's resolver knows it; clients ask DNS"
+    else:
+        status, detail = "ok", f"→ {where}"
+    return Row(check, target, status, detail)
+
+
+def is_local_address(address: str) -> bool:
+    """Is `address` one of this host's? (binding to it succeeds only then)"""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return False
+    return True
