@@ -3,11 +3,13 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from casarray.lab.pki import CertFiles, make_lab_pki
-from tests.support import DOMAIN, NAMESPACE, Proc, casarray, free_port
+from casarray.lab.sim import SimCas
+from tests.support import DOMAIN, NAMESPACE, LoopThread, Proc, casarray, free_port, https_request
 
 SIM_IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
@@ -110,3 +112,91 @@ def lab(tmp_path: Path, pki: CertFiles) -> Iterator[Lab]:
 
 
 LabFactory = Callable[[], Lab]
+
+
+USERS = [f"user{i:02d}" for i in range(32)]
+
+
+class L7Lab:
+    def __init__(self, directory: Path, pki: CertFiles, loop: LoopThread) -> None:
+        self.dir = directory
+        self.pki = pki
+        self.loop = loop
+        self.sims: dict[str, SimCas] = {}
+        self.procs: list[Proc] = []
+        self.users_file = directory / "ntlm-users.txt"
+        self.users_file.write_text("".join(f"CORP:{u}:Pass-{u}\n" for u in USERS))
+
+    def start_sims(self, n: int = 3, ntlm: bool = False) -> None:
+        for i in range(1, n + 1):
+            sim = SimCas(
+                f"MB{i}",
+                certificate=self.pki.certificate,
+                key=self.pki.key,
+                host=f"127.0.0.{i + 1}",
+                ntlm_users=self.users_file if ntlm else None,
+            )
+            self.loop.run(sim.start())
+            self.sims[sim.name] = sim
+
+    def balancer(
+        self,
+        extra: str = "",
+        servers: str | None = None,
+        health: str = "{interval: 200ms, timeout: 1s, rise: 1, fall: 1}",
+        http_port: int | None = None,
+    ) -> tuple[Proc, int]:
+        port = free_port()
+        http = f", http_port: {http_port}" if http_port else ""
+        servers = (
+            servers
+            if servers is not None
+            else "\n".join(
+                f"  - {{name: {s.name}, address: {s.host}, port: {s.port}}}" for s in self.sims.values()
+            )
+        )
+        text = (
+            textwrap.dedent(f"""\
+            namespace: {NAMESPACE}
+            autodiscover: autodiscover.alwayshotcafe.com
+            mode: l7
+            listen: {{address: 127.0.0.1, https_port: {port}{http}}}
+            tls: {{certificate: {self.pki.certificate}, key: {self.pki.key}}}
+            upstream_tls: {{ca: {self.pki.ca}}}
+            health: {health}
+            servers:
+            """)
+            + servers
+            + "\n"
+            + textwrap.dedent(extra)
+        )
+        path = self.dir / f"l7-{port}.yaml"
+        path.write_text(text)
+        proc = Proc(casarray("run", "-c", str(path)), self.dir / f"l7-{port}.log")
+        self.procs.append(proc)
+        proc.wait_log("listening on")
+        return proc, port
+
+    def recorded(self) -> int:
+        return sum(len(s.state.requests) for s in self.sims.values())
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+        for sim in self.sims.values():
+            self.loop.run(sim.stop())
+
+
+@pytest.fixture
+def l7(tmp_path: Path, pki: CertFiles) -> Iterator[L7Lab]:
+    loop = LoopThread()
+    lab = L7Lab(tmp_path, pki, loop)
+    try:
+        yield lab
+    finally:
+        lab.close()
+        loop.close()
+
+
+def get(lab: L7Lab, port: int, path: str, **kw: Any) -> Any:
+    return https_request("127.0.0.1", port, path, lab.pki.ca, **kw)

@@ -74,11 +74,13 @@ def _files(cfg: Config) -> list[tuple[str, str]]:
 
 def run(
     config: ConfigOption,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error (default: log.level).")
+    ] = None,
 ) -> None:
     """Run the balancer until SIGTERM or SIGINT (then drain for timeouts.grace and stop)."""
     cfg = load_or_exit(config)
-    setup_logging(log_level)
+    setup_logging(log_level or cfg.log.level)
     loop_name = use_uvloop()
     logging.getLogger("casarray").info("starting on %s with %s", loop_name, config)
     try:
@@ -119,6 +121,7 @@ async def _serve(cfg: Config, config_path: Path) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGUSR1, balancer.reopen_logs)
     try:
         await balancer.start()
         await stop.wait()

@@ -164,6 +164,17 @@ class Limits(_Model):
     queue: int = Field(1024, ge=0, description="Most connections waiting for a free slot (FIFO).")
 
 
+class Log(_Model):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Level of the event log (state changes, refusals, errors) on stderr."
+    )
+    access: bool = Field(False, description="One access-log line per l4 connection / l7 request.")
+    format: Literal["text", "json"] = Field("text", description="Access-log line format.")
+    file: str | None = Field(
+        None, description="Access-log file (reopened on SIGUSR1 for logrotate); default: stderr."
+    )
+
+
 class Admin(_Model):
     listen: str = Field("127.0.0.1:9090", description="Address:port of the admin API and dashboard.")
     token_file: str | None = Field(None, description="File holding the bearer token for changes.")
@@ -244,6 +255,7 @@ class Config(_Model):
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts(), description="Timeouts.")
     limits: Limits = Field(default_factory=lambda: Limits(), description="Connection limits.")
     admin: Admin | None = Field(None, description="Admin API and dashboard.")
+    log: Log = Field(default_factory=lambda: Log(), description="Logging.")
     mail: Mail | None = Field(None, description="POP3, IMAP and SMTP listeners (l4).")
 
     @field_validator("trusted_proxies")

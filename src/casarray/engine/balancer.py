@@ -26,6 +26,7 @@ from casarray.balance.algorithm import make_algorithm
 from casarray.balance.state import Member, Operator, ServerState
 from casarray.config.load import load_config
 from casarray.config.model import Config
+from casarray.engine.accesslog import AccessLog
 from casarray.engine.control import Event, MemberView, Snapshot
 from casarray.engine.control import ServerView as ServerViewData
 from casarray.engine.l4 import L4Frontend
@@ -120,6 +121,7 @@ class Generation:
         listeners: Listeners,
         previous: Generation | None,
         on_transition: Callable[[Member, Transition], None],
+        access: AccessLog | None = None,
     ) -> None:
         config = self.config
         if config.mail is not None:
@@ -182,6 +184,7 @@ class Generation:
                 await self._serve(lambda: HttpRedirector(namespace, https_port), redirect_sock, None)
             )
         self.frontend = frontend
+        frontend.access = access
         frontend.start()
         if config.health.enabled:
             self.checker = HealthChecker(probes, config.health.interval, config.health.jitter, on_transition)
@@ -243,6 +246,8 @@ class Balancer:
         self._events: collections.deque[Event] = collections.deque(maxlen=500)
         self._draining: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
+        self.access: AccessLog | None = None
+        self._flusher: asyncio.TimerHandle | None = None
 
     # --- life cycle ---------------------------------------------------------------------------------
     @property
@@ -259,10 +264,40 @@ class Balancer:
         listen = self.config.listen
         return int(self.listeners.get(listen.address, listen.https_port).getsockname()[1])
 
+    def _access_for(self, config: Config) -> AccessLog | None:
+        """The access log a config asks for (the running one when its settings did not change)."""
+        log_cfg = config.log
+        current = self.access
+        if (
+            current is not None
+            and log_cfg.access
+            and current.path == log_cfg.file
+            and current.json == (log_cfg.format == "json")
+        ):
+            return current
+        new = AccessLog(log_cfg.file, log_cfg.format) if log_cfg.access else None
+        if current is not None:
+            current.close()
+        self.access = new
+        return new
+
+    def _flush(self) -> None:
+        if self.access is not None:
+            self.access.flush()
+        self._flusher = asyncio.get_running_loop().call_later(1.0, self._flush)
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1: logrotate moved the access-log file."""
+        if self.access is not None:
+            self.access.reopen()
+            log.info("access log reopened")
+
     async def start(self) -> None:
+        self._access_for(self.config)
+        self._flush()
         generation = Generation(self.config, 1)
         try:
-            await generation.start(self.listeners, None, self._on_transition)
+            await generation.start(self.listeners, None, self._on_transition, self.access)
         except BaseException:
             generation.stop_accepting()
             if generation.checker is not None:
@@ -296,7 +331,7 @@ class Balancer:
             old = self.current
             generation = Generation(config, (old.number + 1) if old else 1)
             try:
-                await generation.start(self.listeners, old, self._on_transition)
+                await generation.start(self.listeners, old, self._on_transition, self._access_for(config))
             except CasarrayError as exc:
                 generation.stop_accepting()
                 if generation.checker is not None:
@@ -330,6 +365,10 @@ class Balancer:
                 )
             )
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self.access is not None:
+            self.access.close()
         log.info("stopped")
 
     def close_all(self) -> None:

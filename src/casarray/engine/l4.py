@@ -20,6 +20,7 @@ from casarray.balance.algorithm import Algorithm
 from casarray.balance.queue import WaitQueue
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
+from casarray.engine.accesslog import AccessLog
 
 log = logging.getLogger("casarray.l4")
 
@@ -74,6 +75,8 @@ class L4Client(asyncio.Protocol):
         "frontend",
         "pending",
         "server",
+        "started",
+        "term",
         "transport",
         "upstream",
     )
@@ -89,6 +92,8 @@ class L4Client(asyncio.Protocol):
         self.eof_client = False
         self.eof_server = False
         self.closed = False
+        self.started = 0.0
+        self.term = "--"  # HAProxy-style termination code for the access log
         self._seen_in = self._seen_out = 0
         self._quiet_in = self._quiet_out = 0.0
 
@@ -102,6 +107,8 @@ class L4Client(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.transport.pause_reading()  # nothing is read until a server is connected
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        if self.frontend.access is not None:
+            self.started = asyncio.get_running_loop().time()
         self.frontend.accepted(self)
 
     def data_received(self, data: bytes) -> None:
@@ -168,6 +175,7 @@ class L4Client(asyncio.Protocol):
             self._seen_out, self._quiet_out = self.bytes_out, now
         fe = self.frontend
         if now - self._quiet_in >= fe.client_idle:
+            self.term = "cD"
             log.info(
                 "closing %s -> %s: client idle for %.1fs (timeouts.client_idle)",
                 self.peer,
@@ -176,6 +184,7 @@ class L4Client(asyncio.Protocol):
             )
             self.close()
         elif now - self._quiet_out >= fe.server_idle:
+            self.term = "sD"
             log.info(
                 "closing %s -> %s: server idle for %.1fs (timeouts.server_idle)",
                 self.peer,
@@ -189,6 +198,17 @@ class L4Client(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        access = self.frontend.access
+        if access is not None:
+            access.l4(
+                self.frontend.name,
+                self.peer,
+                self.server.name if self.server else "-",
+                self.bytes_in,
+                self.bytes_out,
+                asyncio.get_running_loop().time() - self.started,
+                self.term,
+            )
         self.transport.close()
         if self.upstream is not None:
             self.upstream.close()
@@ -222,6 +242,7 @@ class L4Frontend:
         self._connecting: set[L4Client] = set()
         self.serving = 0  # clients connecting or relaying (counted against limits.maxconn)
         self.accepted_total = 0
+        self.access: AccessLog | None = None
         self.refused = 0  # connections closed by the balancer (no server, queue full or timed out)
         self.queue: WaitQueue[L4Client] = WaitQueue(config.limits.queue)
         self.client_idle = config.timeouts.client_idle
@@ -286,6 +307,7 @@ class L4Frontend:
         if not self.eligible:
             log.warning("refused %s: no server is up", client.peer)
             self.refused += 1
+            client.term = "SC"
             client.close()
             return
         if self.serving >= self.config.limits.maxconn or all(s.full for s in self.eligible):
@@ -360,6 +382,8 @@ class L4Frontend:
                     client.peer,
                     ", ".join(s.name for s in tried) or "none: every server is full or down",
                 )
+                client.term = "SC"
+                self.refused += 1
                 client.close()
         finally:
             self._connecting.discard(client)
@@ -373,6 +397,8 @@ class L4Frontend:
             log.warning(
                 "refused %s: maxconn reached and the queue is full (%d waiting)", client.peer, len(self.queue)
             )
+            client.term = "PQ"
+            self.refused += 1
             client.close()
             return
         if self._queue_timer is None:
@@ -391,6 +417,8 @@ class L4Frontend:
                 client.peer,
                 self.config.timeouts.queue,
             )
+            client.term = "sQ"
+            self.refused += 1
             client.close()
         self._arm_queue_timer()
 

@@ -26,6 +26,7 @@ from typing import cast
 from casarray.balance.algorithm import Algorithm, make_algorithm
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
+from casarray.engine.accesslog import AccessLog
 from casarray.exchange import catalog
 from casarray.http.errors import ProtocolError
 from casarray.http.h1 import (
@@ -237,7 +238,9 @@ class L7Client(asyncio.Protocol):
         "events",
         "frontend",
         "head",
+        "in_start",
         "interim",
+        "out_start",
         "paused",
         "peer",
         "phase",
@@ -248,6 +251,9 @@ class L7Client(asyncio.Protocol):
         "retry_head",
         "service",
         "set_cookie",
+        "status",
+        "t_first",
+        "t_start",
         "transport",
         "tried",
         "upstream",
@@ -270,6 +276,9 @@ class L7Client(asyncio.Protocol):
         self.interim = False
         self.upstream_keep = True
         self.retries_left = 0
+        self.status = 0
+        self.t_start = self.t_first = 0.0
+        self.in_start = self.out_start = 0
         self.close_after = False
         self.closed = False
         self.paused = False
@@ -368,6 +377,11 @@ class L7Client(asyncio.Protocol):
         self.tried = []
         self.retries_left = fe.config.retries
         method, target = head.method, head.target
+        if fe.access is not None:
+            self.t_start = asyncio.get_running_loop().time()
+            self.t_first = 0.0
+            self.in_start, self.out_start = self.bytes_in, self.bytes_out
+            self.status = 0
         if method == b"CONNECT":
             self.refuse(405, "CONNECT is not served", log_level=logging.WARNING)
             return
@@ -566,7 +580,10 @@ class L7Client(asyncio.Protocol):
             self.transport.write(serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers))
             return
         self.response_started = True
+        self.status = head.status
         self.frontend.count(self.service, head.status)
+        if self.frontend.access is not None:
+            self.t_first = asyncio.get_running_loop().time()
         request = self.head
         assert request is not None
         if not request.keep_alive or head.length == UNTIL_CLOSE or self.close_after:
@@ -583,6 +600,8 @@ class L7Client(asyncio.Protocol):
         self.transport.write(serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers))
 
     def response_end(self, upstream: L7Upstream) -> None:
+        if self.frontend.access is not None:
+            self.access_line(upstream.server.name, "--")
         try:
             stray = upstream.reader.next_message() if self.upstream_keep else []
         except ProtocolError:
@@ -649,6 +668,27 @@ class L7Client(asyncio.Protocol):
         if upstream is not None:
             upstream.close()
 
+    def access_line(self, server: str, termination: str) -> None:
+        access = self.frontend.access
+        head = self.head
+        if access is None or head is None or self.t_start == 0.0:
+            return
+        now = asyncio.get_running_loop().time()
+        access.l7(
+            self.peer,
+            head.method.decode("latin-1"),
+            head.target[:200].decode("latin-1"),
+            self.service,
+            server,
+            self.status,
+            self.bytes_in - self.in_start,
+            self.bytes_out - self.out_start,
+            (self.t_first or now) - self.t_start,
+            now - self.t_start,
+            termination,
+        )
+        self.t_start = 0.0
+
     # --- answers from the balancer itself ----------------------------------------------------------
     def redirect(self, head: RequestHead, location: bytes) -> None:
         host = self.frontend.config.namespace.encode()
@@ -683,6 +723,10 @@ class L7Client(asyncio.Protocol):
         log.log(log_level, "refused %s %s: %d %s", self.peer, request, status, detail)
         self.frontend.refused += 1
         self.frontend.count("balancer", status)
+        if self.frontend.access is not None and keep is not None:
+            self.head, self.status = keep, status
+            self.t_start = self.t_start or asyncio.get_running_loop().time()
+            self.access_line("-", "cR" if status == 408 else "PR")
         self.transport.write(error_response(status, detail, close=close, extra=extra))
         if keep is not None:
             self.after_local_answer(keep, close)
@@ -719,7 +763,11 @@ class L7Client(asyncio.Protocol):
         self.frontend.refused += 1
         if not self.response_started:
             self.frontend.count(self.service or "balancer", status)
+            self.status = status
             self.transport.write(error_response(status, detail, close=True))
+        if self.frontend.access is not None:
+            term = {502: "SH", 503: "SC", 504: "sH", 408: "cD"}.get(status, "PH")
+            self.access_line(self.upstream.server.name if self.upstream else "-", term)
         self.close()
 
     # --- timeouts (called by the listener's sweep) --------------------------------------------------
@@ -746,7 +794,7 @@ class L7Client(asyncio.Protocol):
         elif self.phase == EXCHANGE:
             if self.request_done and not self.response_started:
                 if now >= self.deadline:
-                    self.fail(504, f"no response within {fe.server_timeout:.0f}s (timeouts.server)")
+                    self.fail(504, f"no response within {fe.server_timeout:g}s (timeouts.server)")
                 return
             long_lived = catalog.get(self.service).long_lived if self.service else False
             limit_in = fe.config.timeouts.client_idle if long_lived else fe.body_idle
@@ -765,6 +813,10 @@ class L7Client(asyncio.Protocol):
     def close(self) -> None:
         if self.closed:
             return
+        if self.head is not None and self.t_start:
+            self.access_line(
+                self.upstream.server.name if self.upstream else "-", "CD" if self.response_started else "CH"
+            )
         self.closed = True
         self.phase = CLOSING
         if self._connect_task is not None and not self._connect_task.done():
@@ -795,6 +847,7 @@ class L7Frontend:
         self.clients: set[L7Client] = set()
         self.refused = 0
         self.accepted_total = 0
+        self.access: AccessLog | None = None
         # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
         self.statuses: dict[str, list[int]] = {}
         self._available: dict[str, bool] = {}
