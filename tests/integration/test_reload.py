@@ -15,7 +15,9 @@ def load(lab: Lab, port: int, stop: threading.Event, results: list[int], errors:
     deadline = time.monotonic() + 60  # bounded even if the test forgets to stop it
     while not stop.is_set() and time.monotonic() < deadline:
         try:
-            results.append(https_request("127.0.0.1", port, "/owa/healthcheck.htm", lab.pki.ca, timeout=5).status)
+            results.append(
+                https_request("127.0.0.1", port, "/owa/healthcheck.htm", lab.pki.ca, timeout=5).status
+            )
         except OSError as exc:
             errors.append(repr(exc))
 
