@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import http.client
 import os
+import ssl
 import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,19 +39,33 @@ class Context:
 
 @dataclass(slots=True)
 class Target:
-    """One column of the report: where wrk sends load and whose CPU time is charged for it."""
+    """One column of the report: where wrk sends load and whose CPU time is charged for it.
+
+    `port` speaks TLS when `ca` is set (the CA its certificate is verified against in the sanity
+    check; wrk itself verifies nothing). `plain_port` is the same target without TLS on either side,
+    for the suites that have a plain case; `plain_skip` says why a target has none.
+    """
 
     name: str
     port: int | None
     process: ManagedProcess | None
     skip_reason: str | None = None
+    ca: Path | None = None
+    plain_port: int | None = None
+    plain_skip: str | None = None
 
     @property
     def available(self) -> bool:
         return self.port is not None and self.skip_reason is None
 
-    def url(self, path: str) -> str:
-        return f"http://{LOOPBACK}:{self.port}{path}"
+    def port_for(self, plain: bool) -> int | None:
+        return self.plain_port if plain else self.port
+
+    def url(self, path: str, *, plain: bool = False) -> str:
+        if plain:
+            return f"http://{LOOPBACK}:{self.plain_port}{path}"
+        scheme = "https" if self.ca is not None else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}{path}"
 
 
 def _fill(path: Path, size: int) -> None:
@@ -60,15 +76,43 @@ def _fill(path: Path, size: int) -> None:
 
 def start_nginx(ctx: Context, stack: ExitStack) -> int:
     """nginx with one worker serving the 100-byte and 1 MiB files over keep-alive; returns its port."""
+    port = free_port()
+    run_nginx(
+        ctx,
+        stack,
+        files={SMALL_PATH: SMALL_SIZE, LARGE_PATH: LARGE_SIZE},
+        servers=[f"listen {LOOPBACK}:{port} backlog=4096;"],
+        ports=[port],
+    )
+    return port
+
+
+def run_nginx(
+    ctx: Context,
+    stack: ExitStack,
+    *,
+    files: Mapping[str, int],
+    servers: Sequence[str],
+    ports: Sequence[int],
+    worker_connections: int = 8192,
+) -> None:
+    """Start nginx (one worker, keep-alive, sendfile) with `files` (URL path -> size) under its root
+    and one `server { … }` block per entry of `servers` (its directives, without root/location);
+    return once every port in `ports` accepts connections."""
     prefix = ctx.workdir / "nginx"
     www = prefix / "www"
     www.mkdir(parents=True)
     # nginx started by root drops its worker to `nobody`, which must be able to read the files.
     for directory in (ctx.workdir, prefix, www):
         directory.chmod(0o755)
-    _fill(www / SMALL_PATH.lstrip("/"), SMALL_SIZE)
-    _fill(www / LARGE_PATH.lstrip("/"), LARGE_SIZE)
-    port = free_port()
+    for url_path, size in files.items():
+        target = www / url_path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.chmod(0o755)
+        _fill(target, size)
+    blocks = "\n".join(
+        f"server {{\n    {directives}\n    root {www};\n    location / {{ }}\n}}" for directives in servers
+    )
     conf = prefix / "nginx.conf"
     conf.write_text(
         textwrap.dedent(
@@ -79,7 +123,7 @@ def start_nginx(ctx: Context, stack: ExitStack) -> int:
             pid {prefix}/nginx.pid;
             error_log {prefix}/error.log warn;
             events {{
-                worker_connections 8192;
+                worker_connections {worker_connections};
             }}
             http {{
                 access_log off;
@@ -94,14 +138,10 @@ def start_nginx(ctx: Context, stack: ExitStack) -> int:
                 fastcgi_temp_path {prefix}/fastcgi;
                 uwsgi_temp_path {prefix}/uwsgi;
                 scgi_temp_path {prefix}/scgi;
-                server {{
-                    listen {LOOPBACK}:{port} backlog=4096;
-                    root {www};
-                    location / {{ }}
-                }}
-            }}
             """
         )
+        + textwrap.indent(blocks, "    ")
+        + "\n}\n"
     )
     proc = ManagedProcess(
         "nginx",
@@ -109,8 +149,8 @@ def start_nginx(ctx: Context, stack: ExitStack) -> int:
         prefix / "stdout.log",
     )
     stack.callback(proc.stop)
-    proc.wait_listening(port, START_TIMEOUT_S)
-    return port
+    for port in ports:
+        proc.wait_listening(port, START_TIMEOUT_S)
 
 
 def start_haproxy_tcp(ctx: Context, stack: ExitStack, origin_port: int) -> Target:
@@ -190,15 +230,27 @@ def casarray_config(mode: str, port: int, origin_port: int) -> str:
 
 
 def start_casarray(ctx: Context, stack: ExitStack, mode: str, origin_port: int) -> Target:
-    """casarray in `mode`; a skipped Target (with the reason) when it cannot run yet."""
+    """casarray in `mode` (plain origin); a skipped Target (with the reason) when it cannot run yet."""
+    return launch_casarray(ctx, stack, lambda port: casarray_config(mode, port, origin_port))
+
+
+def launch_casarray(
+    ctx: Context,
+    stack: ExitStack,
+    config_for: Callable[[int], str],
+    *,
+    ca: Path | None = None,
+    plain_skip: str | None = None,
+) -> Target:
+    """casarray with the casarray.yaml `config_for(listen_port)`; a skipped Target when it cannot run."""
     reason = casarray_unavailable(ctx)
     if reason is not None:
-        return Target("casarray", None, None, skip_reason=reason)
+        return Target("casarray", None, None, skip_reason=reason, ca=ca, plain_skip=plain_skip)
     directory = ctx.workdir / "casarray"
     directory.mkdir()
     port = free_port()
     conf = directory / "casarray.yaml"
-    conf.write_text(casarray_config(mode, port, origin_port))
+    conf.write_text(config_for(port))
     proc = ManagedProcess(
         "casarray",
         [ctx.python, "-m", "casarray", "run", "-c", str(conf)],
@@ -211,17 +263,28 @@ def start_casarray(ctx: Context, stack: ExitStack, mode: str, origin_port: int) 
         proc.wait_listening(port, START_TIMEOUT_S)
     except BenchError as exc:
         proc.stop()
-        return Target("casarray", None, None, skip_reason=str(exc))
-    return Target("casarray", port, proc)
+        return Target("casarray", None, None, skip_reason=str(exc), ca=ca, plain_skip=plain_skip)
+    return Target("casarray", port, proc, ca=ca, plain_skip=plain_skip)
 
 
-def check_response(target: Target, path: str, size: int) -> str | None:
-    """GET path once through the target; the problem as text, or None when it answers 200 with size bytes."""
-    if target.port is None:
+def check_response(
+    target: Target, path: str, size: int, *, plain: bool = False, headers: Sequence[str] = ()
+) -> str | None:
+    """GET path once through the target (with `headers`, "Name: value"); the problem as text, or None
+    when it answers 200 with size bytes. A TLS port must present a certificate valid for 127.0.0.1
+    under the target's CA."""
+    port = target.port_for(plain)
+    if port is None:
         return "not started"
-    conn = http.client.HTTPConnection(LOOPBACK, target.port, timeout=5)
+    conn: http.client.HTTPConnection
+    if target.ca is not None and not plain:
+        context = ssl.create_default_context(cafile=str(target.ca))
+        conn = http.client.HTTPSConnection(LOOPBACK, port, timeout=5, context=context)
+    else:
+        conn = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
+    fields = dict(header.split(":", 1) for header in headers)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={name.strip(): value.strip() for name, value in fields.items()})
         response = conn.getresponse()
         body = response.read()
     except (OSError, http.client.HTTPException) as exc:

@@ -79,5 +79,7 @@ def machine() -> dict[str, Any]:
         "memory_kib": memory_kib,
         "kernel": platform.release(),
         "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        # Taken when the suite starts: anything else busy on the machine shows here.
+        "loadavg_1_5_15": list(os.getloadavg()),
         "sysctl": sysctls,
     }

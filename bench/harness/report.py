@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .idle import IdleResult
 from .runner import ScenarioResult, SuiteResult
 from .suites import CANDIDATE, REFERENCE, TARGET_ORDER
 
@@ -22,6 +23,18 @@ HEADERS: Row = [
     f"CPU s/1k {CANDIDATE}",
 ]
 LATENCY_HEADERS: Row = ["scenario", *(f"{name} p99" for name in TARGET_ORDER)]
+IDLE_HEADERS: Row = [
+    "balancer",
+    "idle TLS conns",
+    "RSS before KiB",
+    "RSS after KiB",
+    "KiB/conn",
+    "target",
+    "result",
+    "fds before→after",
+    "open time",
+    "failed",
+]
 
 
 def _number(value: float | None) -> str:
@@ -30,11 +43,16 @@ def _number(value: float | None) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
-def _verdict(outcome: ScenarioResult) -> str:
-    passed = outcome.passed
+def _verdict(passed: bool | None, target_ratio: float | None) -> str:
+    if target_ratio is None:
+        return "info"
     if passed is None:
         return "n/a"
     return "PASS" if passed else "FAIL"
+
+
+def _goal(target_ratio: float | None) -> str:
+    return "—" if target_ratio is None else f"≥ {target_ratio:.2f}"
 
 
 def _cpu(outcome: ScenarioResult, target: str) -> str:
@@ -48,19 +66,85 @@ def rows(result: SuiteResult) -> list[Row]:
     for outcome in result.scenarios:
         s = outcome.scenario
         ratio = outcome.ratio
+        goals = [(s.key, s.target_ratio)] + [(f"{a.key} (= {s.key})", a.target_ratio) for a in s.also]
+        for key, target_ratio in goals:
+            table.append(
+                [
+                    key,
+                    s.unit,
+                    *(_number(outcome.value(name)) for name in TARGET_ORDER),
+                    "—" if ratio is None else f"{ratio:.2f}",
+                    _goal(target_ratio),
+                    _verdict(outcome.passes(target_ratio), target_ratio),
+                    _cpu(outcome, REFERENCE),
+                    _cpu(outcome, CANDIDATE),
+                ]
+            )
+    return table
+
+
+def idle_rows(result: SuiteResult) -> list[Row]:
+    spec = result.suite.idle
+    if spec is None:
+        return []
+    table: list[Row] = []
+    for idle in result.idle:
+        per = idle.kib_per_connection
+        passed = result.idle_passed(idle)
+        goal = f"≤ {spec.target_kib:g}" if idle.target == CANDIDATE else "—"
+        verdict = (
+            ("n/a" if passed is None else "PASS" if passed else "FAIL")
+            if idle.target == CANDIDATE
+            else "info"
+        )
         table.append(
             [
-                s.key,
-                s.unit,
-                *(_number(outcome.value(name)) for name in TARGET_ORDER),
-                "—" if ratio is None else f"{ratio:.2f}",
-                f"≥ {s.target_ratio:.2f}",
-                _verdict(outcome),
-                _cpu(outcome, REFERENCE),
-                _cpu(outcome, CANDIDATE),
+                idle.target,
+                f"{idle.still_open:,} of {idle.requested:,}",
+                f"{idle.rss_before_kib:,}",
+                f"{idle.rss_after_kib:,}",
+                "—" if per is None else f"{per:.2f}",
+                goal,
+                verdict,
+                f"{idle.fds_before:,}→{idle.fds_after:,}",
+                f"{idle.open_seconds:.1f} s",
+                f"{idle.failed:,}",
             ]
         )
+    for name, reason in result.idle_skipped.items():
+        first = reason.split("; its output:")[0].strip().splitlines()[0]
+        table.append([name, "—", "—", "—", "—", "—", "n/a", "—", "—", first[:60]])
     return table
+
+
+def _idle_notes(result: SuiteResult) -> list[str]:
+    spec = result.suite.idle
+    if spec is None:
+        return []
+    lines = [
+        f"Idle memory: TLS clients that each completed a handshake and one GET {spec.path}, then stayed "
+        "open; KiB/conn = (balancer VmRSS with them − VmRSS before) / connections opened "
+        "(1 KiB = 1 024 bytes); each holds a client and a pinned upstream connection in the balancer.",
+    ]
+    notes_seen: set[str] = set()
+    for idle in result.idle:
+        if idle.note and idle.note not in notes_seen:
+            notes_seen.add(idle.note)
+            lines.append(f"Idle memory: {idle.note}.")
+        if idle.errors:
+            lines.append(f"Idle memory via {idle.target}: failures {_errors(idle)}")
+        if idle.still_open != idle.opened:
+            lines.append(
+                f"Idle memory via {idle.target}: {idle.opened - idle.still_open:,} of {idle.opened:,} "
+                "connections were closed by the balancer before the measurement"
+            )
+    return lines
+
+
+def _errors(idle: IdleResult) -> str:
+    return "; ".join(
+        f"{count:,} × {error}" for error, count in sorted(idle.errors.items(), key=lambda e: -e[1])
+    )
 
 
 def latency_rows(result: SuiteResult) -> list[Row]:
@@ -77,6 +161,7 @@ def latency_rows(result: SuiteResult) -> list[Row]:
 
 def notes(result: SuiteResult, machine: dict[str, Any], duration_s: float) -> list[str]:
     lines = [
+        *result.suite.notes,
         f"wrk -t1, {duration_s:g}s per cell; nginx worker_processes 1; haproxy nbthread 1.",
         f"No CPU pinning: wrk, nginx and the balancer share {machine['usable_cpus']} CPU(s) "
         f"({machine['cpu_model']}), so the balancer competes with the load generator and the origin.",
@@ -90,6 +175,7 @@ def notes(result: SuiteResult, machine: dict[str, Any], duration_s: float) -> li
                     f"{outcome.scenario.key} via {name}: socket errors {m.wrk.socket_errors}, "
                     f"non-2xx/3xx {m.wrk.non_2xx_3xx}"
                 )
+    lines += _idle_notes(result)
     for target in result.targets:
         if target.skip_reason:
             # The full output is in the JSON and was printed when it was skipped; one line here.
@@ -100,7 +186,7 @@ def notes(result: SuiteResult, machine: dict[str, Any], duration_s: float) -> li
 
 def print_report(result: SuiteResult, machine: dict[str, Any], duration_s: float) -> None:
     title = f"casarray bench — {result.suite.title}"
-    table, latency = rows(result), latency_rows(result)
+    table, latency, idle = rows(result), latency_rows(result), idle_rows(result)
     extra = notes(result, machine, duration_s)
     try:
         from rich.console import Console
@@ -112,6 +198,10 @@ def print_report(result: SuiteResult, machine: dict[str, Any], duration_s: float
         print()
         print(render_plain(LATENCY_HEADERS, latency))
         print()
+        if idle:
+            print("Memory per idle keep-alive TLS connection")
+            print(render_plain(IDLE_HEADERS, idle))
+            print()
         for line in extra:
             print(f"* {line}")
         return
@@ -131,6 +221,14 @@ def print_report(result: SuiteResult, machine: dict[str, Any], duration_s: float
     for row in latency:
         lat.add_row(*row)
     console.print(lat)
+    if idle:
+        mem = Table(title="Memory per idle keep-alive TLS connection", title_justify="left")
+        for i, header in enumerate(IDLE_HEADERS):
+            mem.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+        for row in idle:
+            style = {"PASS": "green", "FAIL": "bold red"}.get(row[IDLE_HEADERS.index("result")])
+            mem.add_row(*row, style=style)
+        console.print(mem)
     for line in extra:
         console.print(f"• {line}", highlight=False, markup=False)
 
@@ -151,11 +249,15 @@ def render_markdown(headers: Row, table: list[Row]) -> str:
 
 
 def markdown(result: SuiteResult) -> str:
-    return (
+    text = (
         render_markdown(HEADERS, rows(result))
         + "\n\n"
         + render_markdown(LATENCY_HEADERS, latency_rows(result))
     )
+    idle = idle_rows(result)
+    if idle:
+        text += "\n\n" + render_markdown(IDLE_HEADERS, idle)
+    return text
 
 
 def write_json(
@@ -169,7 +271,7 @@ def write_json(
     machine: dict[str, Any],
     versions: dict[str, str],
 ) -> None:
-    data = {
+    data: dict[str, Any] = {
         "suite": result.suite.name,
         "title": result.suite.title,
         "started": started,
@@ -182,10 +284,29 @@ def write_json(
         "versions": versions,
         "notes": notes(result, machine, duration_s),
         "targets": {
-            t.name: {"available": t.available, "port": t.port, "skip_reason": t.skip_reason}
+            t.name: {
+                "available": t.available,
+                "port": t.port,
+                "tls": t.ca is not None,
+                "plain_port": t.plain_port,
+                "skip_reason": t.skip_reason,
+                "plain_skip": t.plain_skip,
+            }
             for t in result.targets
         },
         "scenarios": [outcome.to_json() for outcome in result.scenarios],
     }
+    if result.suite.idle is not None:
+        spec = result.suite.idle
+        data["idle_memory"] = {
+            "requested": spec.count,
+            "path": spec.path,
+            "target": f"{CANDIDATE} <= {spec.target_kib:g} KiB per idle connection",
+            "target_kib": spec.target_kib,
+            "results": {
+                idle.target: {**idle.to_json(), "passed": result.idle_passed(idle)} for idle in result.idle
+            },
+            "skipped": result.idle_skipped,
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

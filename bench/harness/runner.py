@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Context, Target, check_response
+from .idle import IdleResult, fd_budget, measure_idle
 from .procs import BenchError, cpu_seconds
-from .suites import CANDIDATE, REFERENCE, TARGET_ORDER, Scenario, Suite
+from .suites import CANDIDATE, REFERENCE, TARGET_ORDER, AlsoTarget, Scenario, Suite
 from .wrk import WrkResult, run_wrk
 
 
@@ -64,10 +65,21 @@ class ScenarioResult:
             return None
         return candidate / reference
 
+    def passes(self, target_ratio: float | None) -> bool | None:
+        """None when there is no goal or no ratio."""
+        ratio = self.ratio
+        return None if ratio is None or target_ratio is None else ratio >= target_ratio
+
     @property
     def passed(self) -> bool | None:
-        ratio = self.ratio
-        return None if ratio is None else ratio >= self.scenario.target_ratio
+        return self.passes(self.scenario.target_ratio)
+
+    @property
+    def verdicts(self) -> list[bool | None]:
+        """One per goal (the scenario's own and each AlsoTarget); empty when it has none."""
+        goals = [self.scenario.target_ratio] if self.scenario.target_ratio is not None else []
+        goals += [also.target_ratio for also in self.scenario.also]
+        return [self.passes(goal) for goal in goals]
 
     def to_json(self) -> dict[str, Any]:
         s = self.scenario
@@ -75,17 +87,29 @@ class ScenarioResult:
             "key": s.key,
             "title": s.title,
             "path": s.path,
+            "plain": s.plain,
             "connections": s.connections,
             "headers": list(s.headers),
             "metric": s.metric,
             "unit": s.unit,
-            "target": f"{CANDIDATE} >= {s.target_ratio:g} x {REFERENCE}",
+            "target": None if s.target_ratio is None else f"{CANDIDATE} >= {s.target_ratio:g} x {REFERENCE}",
             "target_ratio": s.target_ratio,
             "ratio": self.ratio,
             "passed": self.passed,
+            "also": [_also_json(self, also) for also in s.also],
             "results": {name: m.to_json(s) for name, m in self.measurements.items()},
             "skipped": self.skipped,
         }
+
+
+def _also_json(outcome: ScenarioResult, also: AlsoTarget) -> dict[str, Any]:
+    return {
+        "key": also.key,
+        "title": also.title,
+        "target": f"{CANDIDATE} >= {also.target_ratio:g} x {REFERENCE}",
+        "target_ratio": also.target_ratio,
+        "passed": outcome.passes(also.target_ratio),
+    }
 
 
 @dataclass(slots=True)
@@ -93,6 +117,25 @@ class SuiteResult:
     suite: Suite
     targets: list[Target]
     scenarios: list[ScenarioResult]
+    idle: list[IdleResult] = field(default_factory=list)
+    idle_skipped: dict[str, str] = field(default_factory=dict)
+
+    def idle_passed(self, result: IdleResult) -> bool | None:
+        """Within the memory goal, with every connection opened and still open; None: no figure."""
+        spec, per_connection = self.suite.idle, result.kib_per_connection
+        if spec is None or per_connection is None:
+            return None
+        complete = result.failed == 0 and result.still_open == result.opened
+        return complete and per_connection <= spec.target_kib
+
+    @property
+    def missed(self) -> bool:
+        """A goal was missed or could not be judged (casarray not measured)."""
+        verdicts = [v for outcome in self.scenarios for v in outcome.verdicts]
+        verdicts += [self.idle_passed(r) for r in self.idle if r.target == CANDIDATE]
+        if self.suite.idle is not None and not any(r.target == CANDIDATE for r in self.idle):
+            verdicts.append(None)
+        return any(v is not True for v in verdicts)
 
 
 def log(message: str) -> None:
@@ -104,7 +147,7 @@ def _measure(ctx: Context, target: Target, scenario: Scenario, duration_s: float
     before = cpu_seconds(proc.pid) if proc else None
     result = run_wrk(
         ctx.wrk,
-        target.url(scenario.path),
+        target.url(scenario.path, plain=scenario.plain),
         duration_s=duration_s,
         connections=scenario.connections,
         headers=scenario.headers,
@@ -139,7 +182,16 @@ def _lost(target: Target) -> str | None:
     return None
 
 
-def run_suite(suite: Suite, ctx: Context, stack: ExitStack, durations: Durations) -> SuiteResult:
+def run_suite(
+    suite: Suite,
+    ctx: Context,
+    stack: ExitStack,
+    durations: Durations,
+    *,
+    idle_connections: int | None = None,
+) -> SuiteResult:
+    """Every scenario against every target, then (when the suite has one) the idle-memory measurement
+    with `idle_connections` connections (default: the suite's; 0 skips it)."""
     log(f"[{suite.name}] starting nginx, haproxy and casarray in {ctx.workdir}")
     targets = sorted(suite.setup(ctx, stack), key=lambda t: TARGET_ORDER.index(t.name))
 
@@ -147,9 +199,19 @@ def run_suite(suite: Suite, ctx: Context, stack: ExitStack, durations: Durations
         if not target.available:
             continue
         for scenario in suite.scenarios:
-            problem = check_response(target, scenario.path, scenario.expected_size)
+            if scenario.plain and target.plain_port is None:
+                continue
+            problem = check_response(
+                target,
+                scenario.path,
+                scenario.expected_size,
+                plain=scenario.plain,
+                headers=scenario.headers,
+            )
             if problem is None:
                 continue
+            if scenario.plain:
+                problem = f"plain HTTP: {problem}"
             if target.name != CANDIDATE:
                 raise BenchError(f"{target.name}: sanity check failed: {problem}")
             target.skip_reason = f"sanity check failed: {problem}"
@@ -168,7 +230,11 @@ def run_suite(suite: Suite, ctx: Context, stack: ExitStack, durations: Durations
             log(f"[{suite.name}] warm-up {target.name} ({durations.warmup_s:g}s)")
             warm = suite.scenarios[0]
             run_wrk(
-                ctx.wrk, target.url(warm.path), duration_s=durations.warmup_s, connections=warm.connections
+                ctx.wrk,
+                target.url(warm.path, plain=warm.plain),
+                duration_s=durations.warmup_s,
+                connections=warm.connections,
+                headers=warm.headers,
             )
 
     results: list[ScenarioResult] = []
@@ -177,6 +243,9 @@ def run_suite(suite: Suite, ctx: Context, stack: ExitStack, durations: Durations
         for target in targets:
             if not target.available:
                 outcome.skipped[target.name] = target.skip_reason or "not available"
+                continue
+            if scenario.plain and target.plain_port is None:
+                outcome.skipped[target.name] = target.plain_skip or "no plain-HTTP mode"
                 continue
             time.sleep(durations.settle_s)
             measurement = _measure(ctx, target, scenario, durations.measure_s)
@@ -189,7 +258,70 @@ def run_suite(suite: Suite, ctx: Context, stack: ExitStack, durations: Durations
             outcome.measurements[target.name] = measurement
             log(_progress_line(suite, scenario, measurement))
         results.append(outcome)
-    return SuiteResult(suite, targets, results)
+    result = SuiteResult(suite, targets, results)
+    if suite.idle is not None:
+        _measure_idle(suite, targets, result, durations, idle_connections)
+    return result
+
+
+def _measure_idle(
+    suite: Suite, targets: list[Target], result: SuiteResult, durations: Durations, requested: int | None
+) -> None:
+    spec = suite.idle
+    assert spec is not None
+    wanted = spec.count if requested is None else requested
+    if wanted <= 0:
+        for name in spec.targets:
+            result.idle_skipped[name] = "not measured (--idle-connections 0)"
+        return
+    count, capped = fd_budget(wanted, spec.descriptors_per_connection)
+    if capped:
+        log(f"[{suite.name}] idle connections: {capped}")
+    for target in targets:
+        if target.name not in spec.targets:
+            continue
+        if not target.available or target.process is None or target.ca is None or target.port is None:
+            result.idle_skipped[target.name] = target.skip_reason or "not available"
+            continue
+        time.sleep(durations.settle_s)
+        log(f"[{suite.name}] idle memory: opening {count:,} TLS keep-alive connections to {target.name}")
+        try:
+            idle = measure_idle(
+                target.name,
+                target.process.pid,
+                target.port,
+                count=count,
+                requested=wanted,
+                ca=target.ca,
+                server_name=spec.server_name,
+                request=spec.request(),
+                capped=capped,
+            )
+        except BenchError as exc:
+            if _lost(target) is None:
+                raise
+            log(f"[{suite.name}] idle memory via {target.name}: {exc}")
+        lost = _lost(target)
+        if lost is not None:
+            target.skip_reason = lost
+            result.idle_skipped[target.name] = lost
+            log(f"[{suite.name}] {target.name} is gone: {lost}")
+            continue
+        result.idle.append(idle)
+        log(_idle_line(suite, idle))
+
+
+def _idle_line(suite: Suite, idle: IdleResult) -> str:
+    per = idle.kib_per_connection
+    line = (
+        f"[{suite.name}] idle-memory      {idle.target:<9} {idle.opened:,} open in {idle.open_seconds:.1f}s, "
+        f"RSS {idle.rss_before_kib:,} -> {idle.rss_after_kib:,} KiB"
+        + ("" if per is None else f" = {per:.2f} KiB/conn")
+        + f", fds {idle.fds_before:,} -> {idle.fds_after:,}, still open {idle.still_open:,}"
+    )
+    if idle.failed:
+        line += f", FAILED {idle.failed:,}: {idle.errors}"
+    return line
 
 
 def _progress_line(suite: Suite, scenario: Scenario, m: Measurement) -> str:

@@ -1,7 +1,8 @@
 """What is measured: suites (one per listener mode) of scenarios, each run against every target.
 
-A new suite (e.g. Layer 7 with TLS on both sides) is one more entry in SUITES: its own setup that
-starts the origin and the balancers, and its own scenarios with their targets.
+A new suite is one more entry in SUITES: its own setup that starts the origin and the balancers, and
+its own scenarios with their targets. `l4` relays plain HTTP/1.1 over TCP; `l7` terminates TLS and
+re-encrypts to an HTTPS origin, and also measures memory per idle connection.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from .backends import (
     start_haproxy_tcp,
     start_nginx,
 )
+from .idle import fd_budget
+from .l7 import HOST_HEADER, NAMESPACE, make_pki, start_casarray_l7, start_haproxy_http, start_origin
+from .l7 import LARGE_PATH as L7_LARGE_PATH
+from .l7 import LARGE_SIZE as L7_LARGE_SIZE
+from .l7 import SMALL_PATH as L7_SMALL_PATH
+from .l7 import SMALL_SIZE as L7_SMALL_SIZE
 from .procs import LOOPBACK
 
 Metric = Literal["requests_per_s", "mib_per_s"]
@@ -33,6 +40,15 @@ CANDIDATE = "casarray"
 
 
 @dataclass(frozen=True, slots=True)
+class AlsoTarget:
+    """A second goal judged on the same measurement (its own row in the report, no extra wrk run)."""
+
+    key: str
+    title: str
+    target_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     key: str
     title: str
@@ -41,8 +57,25 @@ class Scenario:
     connections: int
     metric: Metric
     unit: str
-    target_ratio: float
+    target_ratio: float | None  # None: for information, no goal
     headers: tuple[str, ...] = ()
+    plain: bool = False  # measured on each target's plain_port (no TLS anywhere)
+    also: tuple[AlsoTarget, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IdleSpec:
+    """Memory per idle keep-alive connection: `count` TLS clients, one GET of `path` each, then quiet."""
+
+    count: int
+    path: str
+    server_name: str
+    target_kib: float
+    targets: tuple[str, ...] = ("haproxy", "casarray")
+    descriptors_per_connection: int = 2  # client + pinned upstream, in the balancer
+
+    def request(self) -> bytes:
+        return f"GET {self.path} HTTP/1.1\r\nHost: {self.server_name}\r\nUser-Agent: casarray-bench\r\n\r\n".encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +84,8 @@ class Suite:
     title: str
     scenarios: tuple[Scenario, ...]
     setup: Callable[[Context, ExitStack], list[Target]]
+    idle: IdleSpec | None = None
+    notes: tuple[str, ...] = ()  # how to read this suite, printed under its table
 
 
 def _setup_l4(ctx: Context, stack: ExitStack) -> list[Target]:
@@ -101,4 +136,94 @@ L4 = Suite(
     setup=_setup_l4,
 )
 
-SUITES: dict[str, Suite] = {suite.name: suite for suite in (L4,)}
+
+def _setup_l7(ctx: Context, stack: ExitStack) -> list[Target]:
+    pki = make_pki(ctx)
+    origin = start_origin(ctx, stack, pki)
+    # HAProxy's maxconn must fit the inherited open-files limit (2 descriptors per connection), or it
+    # refuses to start; the idle measurement never opens more than this many.
+    fits, _ = fd_budget(100_000, 2)
+    return [
+        Target("direct", origin.tls_port, None, ca=pki.ca, plain_port=origin.plain_port),
+        start_haproxy_http(ctx, stack, pki, origin, maxconn=fits + 10),
+        start_casarray_l7(ctx, stack, pki, origin),
+    ]
+
+
+L7 = Suite(
+    name="l7",
+    title=(
+        f"Layer 7 (HTTP/1.1), TLS terminated and re-encrypted to nginx over HTTPS on {LOOPBACK}, "
+        f"Host: {NAMESPACE}"
+    ),
+    scenarios=(
+        Scenario(
+            key="keepalive-100B",
+            title="keep-alive, 100-byte responses, TLS terminated + re-encrypted",
+            path=L7_SMALL_PATH,
+            expected_size=L7_SMALL_SIZE,
+            connections=50,
+            metric="requests_per_s",
+            unit="req/s",
+            target_ratio=0.75,
+            headers=(HOST_HEADER,),
+            also=(
+                AlsoTarget(
+                    key="tls-bridged",
+                    title="TLS bridging (= keepalive-100B: the same measurement)",
+                    target_ratio=0.60,
+                ),
+            ),
+        ),
+        Scenario(
+            key="transfer-1MiB",
+            title="keep-alive, 1 MiB responses, TLS both sides",
+            path=L7_LARGE_PATH,
+            expected_size=L7_LARGE_SIZE,
+            connections=16,
+            metric="mib_per_s",
+            unit="MiB/s",
+            target_ratio=None,
+            headers=(HOST_HEADER,),
+        ),
+        Scenario(
+            key="new-connections",
+            title="new TLS connection per request (Connection: close), 100 B",
+            path=L7_SMALL_PATH,
+            expected_size=L7_SMALL_SIZE,
+            connections=50,
+            metric="requests_per_s",
+            unit="conn/s",
+            target_ratio=None,
+            headers=(HOST_HEADER, "Connection: close"),
+        ),
+        Scenario(
+            key="plain-keepalive-100B",
+            title="keep-alive, 100-byte responses, plain HTTP both sides (reference only)",
+            path=L7_SMALL_PATH,
+            expected_size=L7_SMALL_SIZE,
+            connections=50,
+            metric="requests_per_s",
+            unit="req/s",
+            target_ratio=None,
+            headers=(HOST_HEADER,),
+            plain=True,
+        ),
+    ),
+    setup=_setup_l7,
+    idle=IdleSpec(count=10_000, path=L7_SMALL_PATH, server_name=NAMESPACE, target_kib=10.0),
+    notes=(
+        "keepalive-100B and tls-bridged are one measurement judged against two goals: casarray always "
+        "terminates TLS and re-encrypts (SSL bridging), so its keep-alive case is the TLS-bridged case "
+        "(>= 0.75 x and >= 0.60 x HAProxy).",
+        "direct = wrk straight to nginx over HTTPS (plain-* rows: plain HTTP), the machine's ceiling.",
+        "plain-keepalive-100B is the issue's 'plain' L7 keep-alive case: HTTP without TLS on either "
+        "side. casarray has no such mode (re-encryption is mandatory), so the row shows what TLS costs "
+        "nginx and HAProxy; it has no goal.",
+        "transfer-1MiB and new-connections have no L7 goal; they are for information.",
+        "wrk does not verify certificates and sends the Host header given with -H; the sanity GET "
+        "verifies each TLS port against the lab CA.",
+    ),
+)
+
+SUITES: dict[str, Suite] = {suite.name: suite for suite in (L4, L7)}
