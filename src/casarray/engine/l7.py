@@ -107,13 +107,15 @@ def error_response(
     return serialize_head(f"HTTP/1.1 {status} {reason}".encode(), headers) + body
 
 
-def _forward_headers(headers: Headers) -> Headers:
-    """Drop hop-by-hop fields and those the Connection header names (RFC 9110 §7.6.1)."""
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(t.strip().lower() for t in value.split(b","))
-    return [(n, v) for n, v in headers if (low := n.lower()) not in _HOP_BY_HOP and low not in named]
+_XFF = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
+_SKIP_REQUEST = _HOP_BY_HOP | _XFF
+
+
+def _forward_headers(headers: Headers, connection: frozenset[bytes], skip: frozenset[bytes]) -> Headers:
+    """Drop hop-by-hop fields and those the Connection header names (RFC 9110 §7.6.1), in one pass."""
+    if connection:
+        skip = skip | connection
+    return [(n, v) for n, v in headers if n.lower() not in skip]
 
 
 class Router:
@@ -419,10 +421,9 @@ class L7Client(asyncio.Protocol):
             return
         self.head = head
         self.service = service
-        headers = _forward_headers(head.headers)
+        headers = self.forward_request_headers(head)
         if target is not head.target:
             headers = [(n, host if n.lower() == b"host" else v) for n, v in headers]
-        headers = self.forwarded(headers)
         out = serialize_head(method + b" " + target + b" HTTP/" + head.version, headers)
         self.retry_head = out if (method in _IDEMPOTENT_RETRY and head.length == NO_BODY) else None
         upstream = self.upstream
@@ -441,23 +442,17 @@ class L7Client(asyncio.Protocol):
             self.drop_upstream()
         self.connect(out)
 
-    def forwarded(self, headers: Headers) -> Headers:
-        """X-Forwarded-For: appended to when the peer is a trusted proxy, else replaced (IIS can log it)."""
-        router = self.frontend.router
+    def forward_request_headers(self, head: RequestHead) -> Headers:
+        """Hop-by-hop fields dropped; X-Forwarded-For appended to when the peer is a trusted proxy, else
+        replaced by the client address (IIS can log it in a custom field); X-Forwarded-Proto https."""
         peer = self.peer.encode()
-        if router.trusted_peer(self.peer):
-            out: Headers = []
-            appended = False
-            for name, value in headers:
-                if name.lower() == b"x-forwarded-for" and not appended:
-                    value = value + b", " + peer
-                    appended = True
-                if name.lower() != b"x-forwarded-proto":
-                    out.append((name, value))
-            if not appended:
-                out.append((b"X-Forwarded-For", peer))
+        if self.frontend.router.trusted_peer(self.peer):
+            out = _forward_headers(head.headers, head.connection, _HOP_BY_HOP)
+            chain = [v for n, v in out if n.lower() == b"x-forwarded-for"]
+            out = [(n, v) for n, v in out if n.lower() not in _XFF]
+            out.append((b"X-Forwarded-For", b", ".join([*chain, peer])))
         else:
-            out = [(n, v) for n, v in headers if n.lower() not in (b"x-forwarded-for", b"x-forwarded-proto")]
+            out = _forward_headers(head.headers, head.connection, _SKIP_REQUEST)
             out.append((b"X-Forwarded-For", peer))
         out.append((b"X-Forwarded-Proto", b"https"))
         return out
@@ -557,28 +552,41 @@ class L7Client(asyncio.Protocol):
         self.response_events(upstream, events)
 
     def response_events(self, upstream: L7Upstream, events: list[Event]) -> None:
-        transport = self.transport
+        # Everything one read produced goes out in one write: the head and the first body bytes share a
+        # TLS record and a send instead of costing one each.
+        parts: list[bytes] = []
         for event in events:
             if isinstance(event, Body):
                 self.bytes_out += len(event.data)
-                transport.write(event.data)
+                parts.append(event.data)
             elif isinstance(event, ResponseHead):
-                self.response_head(upstream, event)
+                parts.append(self.response_head(upstream, event))
             else:  # End: always the last event, the reader holds what follows
+                self.send(parts)
                 if self.interim:  # the end of a 1xx interim response: the final one follows
                     self.interim = False
                     self.response_events(upstream, upstream.reader.next_message())
                 else:
                     self.response_end(upstream)
                 return
+        self.send(parts)
 
-    def response_head(self, upstream: L7Upstream, head: ResponseHead) -> None:
-        headers = _forward_headers(head.headers)
+    def send(self, parts: list[bytes]) -> None:
+        if len(parts) == 1:
+            self.transport.write(parts[0])
+        elif parts:
+            # Small pieces are joined (one TLS record); big bodies are handed over without a copy.
+            if sum(map(len, parts)) <= 16384:
+                self.transport.write(b"".join(parts))
+            else:
+                self.transport.writelines(parts)
+
+    def response_head(self, upstream: L7Upstream, head: ResponseHead) -> bytes:
+        headers = _forward_headers(head.headers, head.connection, _HOP_BY_HOP)
         if head.status < 200:
             # 100 Continue and friends: relay and wait for the final response (RFC 9110 §15.2).
             self.interim = True
-            self.transport.write(serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers))
-            return
+            return serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers)
         self.response_started = True
         self.status = head.status
         self.frontend.count(self.service, head.status)
@@ -586,18 +594,16 @@ class L7Client(asyncio.Protocol):
             self.t_first = asyncio.get_running_loop().time()
         request = self.head
         assert request is not None
-        if not request.keep_alive or head.length == UNTIL_CLOSE or self.close_after:
+        # Close after this response when the client or a close-delimited body asks for it, or when the
+        # server answered before the whole request arrived (e.g. 401 or 413 to an upload): the rest of
+        # that body could not be told apart from a next request.
+        if not request.keep_alive or head.length == UNTIL_CLOSE or self.close_after or not self.request_done:
             self.close_after = True
             headers.append((b"Connection", b"close"))
         if self.set_cookie is not None:
             headers.append((b"Set-Cookie", self.set_cookie))
         self.upstream_keep = head.keep_alive
-        if not self.request_done:
-            # The server answered before the whole request arrived (e.g. 401 or 413 to an upload):
-            # the rest of the body cannot be told apart from a next request, so close afterwards.
-            self.close_after = True
-            headers.append((b"Connection", b"close"))
-        self.transport.write(serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers))
+        return serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers)
 
     def response_end(self, upstream: L7Upstream) -> None:
         if self.frontend.access is not None:

@@ -54,6 +54,7 @@ class RequestHead:
     length: int  # >= 0 Content-Length, CHUNKED, or NO_BODY
     host: bytes
     expect_continue: bool
+    connection: frozenset[bytes]  # tokens of the Connection header, lower-cased (hop-by-hop names)
 
 
 @dataclass(slots=True)
@@ -64,6 +65,7 @@ class ResponseHead:
     headers: Headers
     keep_alive: bool
     length: int  # >= 0, CHUNKED, UNTIL_CLOSE or NO_BODY
+    connection: frozenset[bytes]
 
 
 @dataclass(slots=True)
@@ -88,16 +90,26 @@ def header_value(headers: Headers, lower_name: bytes) -> bytes | None:
     return None
 
 
-def _connection_tokens(headers: Headers) -> set[bytes]:
-    tokens: set[bytes] = set()
+_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"})
+
+
+def _scan(headers: Headers) -> dict[bytes, list[bytes]]:
+    """The values of the fields that frame and route a message, by lower-cased name, in one pass."""
+    found: dict[bytes, list[bytes]] = {}
     for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return tokens
+        low = name.lower()
+        if low in _FRAMING:
+            found.setdefault(low, []).append(value)
+    return found
 
 
-def _keep_alive(version: bytes, headers: Headers) -> bool:
-    tokens = _connection_tokens(headers)
+def connection_tokens(values: list[bytes] | None) -> frozenset[bytes]:
+    if not values:
+        return frozenset()
+    return frozenset(t.strip().lower() for value in values for t in value.split(b","))
+
+
+def _keep_alive(version: bytes, tokens: frozenset[bytes]) -> bool:
     if version == b"1.1":
         return b"close" not in tokens
     return b"keep-alive" in tokens  # HTTP/1.0 closes unless asked (RFC 9112 §9.3)
@@ -129,11 +141,11 @@ def _header_problem(block: bytes) -> str:
     return "malformed header block"
 
 
-def _content_length(headers: Headers) -> int | None:
+def _content_length(values: list[bytes] | None) -> int | None:
+    if not values:
+        return None
     found: int | None = None
-    for name, value in headers:
-        if name.lower() != b"content-length":
-            continue
+    for value in values:
         # A list "5, 5" or repeated fields with one value are tolerated (RFC 9110 §8.6); others are not.
         for part in value.split(b","):
             part = part.strip()
@@ -146,14 +158,11 @@ def _content_length(headers: Headers) -> int | None:
     return found
 
 
-def _transfer_chunked(headers: Headers) -> bool | None:
+def _transfer_chunked(values: list[bytes] | None) -> bool | None:
     """True for "chunked", None when absent; any other coding is refused with 501."""
-    codings: list[bytes] = []
-    for name, value in headers:
-        if name.lower() == b"transfer-encoding":
-            codings += [c.strip().lower() for c in value.split(b",") if c.strip()]
-    if not codings:
+    if not values:
         return None
+    codings = [c.strip().lower() for value in values for c in value.split(b",") if c.strip()]
     if codings != [b"chunked"]:
         raise ProtocolError(f"unsupported transfer coding {b', '.join(codings).decode('latin-1')!r}", 501)
     return True
@@ -327,29 +336,32 @@ class RequestReader(_Framer):
             raise ProtocolError(f"HTTP version {major.decode()}.{minor.decode()} not supported", 505)
         version = b"1.1" if minor != b"0" else b"1.0"
         headers = _parse_headers(head[line_end + 2 :], self.limits)
-        hosts = [value for name, value in headers if name.lower() == b"host"]
+        fields = _scan(headers)
+        hosts = fields.get(b"host", [])
         if len(hosts) > 1:
             raise ProtocolError("more than one Host header (RFC 9112 §3.2)")
         if not hosts and version == b"1.1":
             raise ProtocolError("missing Host header (RFC 9112 §3.2)")
-        chunked = _transfer_chunked(headers)
-        content_length = _content_length(headers)
+        chunked = _transfer_chunked(fields.get(b"transfer-encoding"))
+        content_length = _content_length(fields.get(b"content-length"))
         if chunked and content_length is not None:
             # Request smuggling vector (RFC 9112 §6.3 item 3): refuse instead of guessing.
             raise ProtocolError("both Transfer-Encoding and Content-Length")
         if chunked and version == b"1.0":
             raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
         self._length = CHUNKED if chunked else (content_length or NO_BODY)
-        expect = header_value(headers, b"expect")
+        expect = fields.get(b"expect")
+        tokens = connection_tokens(fields.get(b"connection"))
         return RequestHead(
             method,
             target,
             version,
             headers,
-            _keep_alive(version, headers),
+            _keep_alive(version, tokens),
             self._length,
             hosts[0] if hosts else b"",
-            expect is not None and expect.lower() == b"100-continue",
+            expect is not None and expect[0].lower() == b"100-continue",
+            tokens,
         )
 
 
@@ -377,14 +389,16 @@ class ResponseReader(_Framer):
             headers = _parse_headers(head[line_end + 2 :], self.limits)
         except ProtocolError as exc:
             raise ProtocolError(f"bad response header: {exc.what}", 502) from None
-        keep_alive = _keep_alive(version, headers)
+        fields = _scan(headers)
+        tokens = connection_tokens(fields.get(b"connection"))
+        keep_alive = _keep_alive(version, tokens)
         # RFC 9112 §6.3: HEAD, 1xx, 204 and 304 responses have no body, whatever their headers say.
         if self._method == b"HEAD" or status < 200 or status in (204, 304):
             length = NO_BODY
         else:
             try:
-                chunked = _transfer_chunked(headers)
-                content_length = _content_length(headers)
+                chunked = _transfer_chunked(fields.get(b"transfer-encoding"))
+                content_length = _content_length(fields.get(b"content-length"))
             except ProtocolError as exc:
                 raise ProtocolError(f"bad response framing: {exc.what}", 502) from None
             if chunked:
@@ -395,7 +409,7 @@ class ResponseReader(_Framer):
                 length = UNTIL_CLOSE
                 keep_alive = False
         self._length = length
-        return ResponseHead(status, reason or b"", version, headers, keep_alive, length)
+        return ResponseHead(status, reason or b"", version, headers, keep_alive, length, tokens)
 
 
 def serialize_head(first_line: bytes, headers: Headers) -> bytes:
