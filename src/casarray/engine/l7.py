@@ -49,6 +49,7 @@ log = logging.getLogger("casarray.l7")
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+PIPELINE_LIMIT = 64 * 1024  # bytes of pipelined requests held while one is answered
 
 # RFC 9110 §7.6.1: connection-specific fields a proxy must not forward. Transfer-Encoding is kept: the
 # body is relayed with its framing unchanged, so the next hop needs it. Upgrade is dropped: Exchange
@@ -317,6 +318,8 @@ class L7Client(asyncio.Protocol):
             self.events += events
         else:
             self.events = events
+        if self.request_done and self.reader.buffered > PIPELINE_LIMIT:
+            self.pause()  # a client pipelining a lot while its request is answered: stop reading
         self.process()
 
     def eof_received(self) -> bool:
@@ -535,9 +538,10 @@ class L7Client(asyncio.Protocol):
         upstream.write(head_bytes)
 
     def request_end(self) -> None:
+        # No pause here: reading stays on (pausing and resuming a TLS transport per request costs more
+        # than the request); bytes a client pipelines meanwhile wait in the reader, bounded below.
         self.request_done = True
         self.deadline = self.frontend.now + self.frontend.server_timeout
-        self.pause()
 
     # --- response handling -------------------------------------------------------------------------
     def upstream_data(self, upstream: L7Upstream, data: bytes) -> None:
