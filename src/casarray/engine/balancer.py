@@ -20,12 +20,13 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from casarray.balance.algorithm import make_algorithm
 from casarray.balance.state import Member, Operator, ServerState
 from casarray.config.load import load_config
-from casarray.config.model import Config
+from casarray.config.model import Config, MailProtocol, Server
 from casarray.engine.accesslog import AccessLog
 from casarray.engine.control import Event, MemberView, Snapshot
 from casarray.engine.control import ServerView as ServerViewData
@@ -34,7 +35,8 @@ from casarray.engine.l7 import HttpRedirector, L7Frontend
 from casarray.engine.tls import server_context, upstream_context
 from casarray.errors import CasarrayError, StartupError
 from casarray.exchange import catalog
-from casarray.health.checker import HealthChecker, HttpsProbe
+from casarray.health.checker import HealthChecker, HttpsProbe, Probe, probe_https
+from casarray.health.mail import MailProbe, MailProtocolName, probe_mail
 from casarray.health.state import HealthState, Transition
 
 log = logging.getLogger("casarray")
@@ -101,20 +103,30 @@ class Listeners:
 
 
 class Generation:
-    """Everything one config runs: server states, members, frontends, health checker, servers."""
+    """Everything one config runs: server states, members, frontends, health checker, servers.
+
+    `frontends[0]` is the HTTPS listener (l4 or l7); mail listeners follow, one l4 pool per port.
+    """
 
     def __init__(self, config: Config, number: int) -> None:
         self.config = config
         self.number = number
-        self.servers: list[ServerState] = []
-        self.frontend: Frontend | None = None
+        self.servers: list[ServerState] = []  # the HTTPS pool
+        self.frontends: list[Frontend] = []
         self.checker: HealthChecker | None = None
         self.asyncio_servers: list[asyncio.Server] = []
         self.listen_keys: set[tuple[str, int]] = set()
-        self.on_transition: Callable[[Member, Transition], None] = lambda m, t: None
+
+    @property
+    def frontend(self) -> Frontend | None:
+        return self.frontends[0] if self.frontends else None
+
+    def states(self) -> list[ServerState]:
+        """Every server state of every pool (one per server and pool)."""
+        return [s for fe in self.frontends for s in fe.servers] or list(self.servers)
 
     def members(self) -> list[Member]:
-        return [m for s in self.servers for m in s.members.values()]
+        return [m for s in self.states() for m in s.members.values()]
 
     async def start(
         self,
@@ -124,48 +136,58 @@ class Generation:
         access: AccessLog | None = None,
     ) -> None:
         config = self.config
-        if config.mail is not None:
-            raise StartupError(
-                "mail listeners are not available in this version", "mail", "remove the mail: section"
-            )
         addresses = await resolve(config)
         upstream_ssl = upstream_context(config)
         server_ssl = server_context(config) if config.mode == "l7" else None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = asyncio.get_running_loop().time()
         carried = {
             (m.server.name, m.server.address, m.server.port, m.service): m
             for m in (previous.members() if previous else [])
         }
-        old_servers = {s.name: s for s in (previous.servers if previous else [])}
-        probes: list[tuple[Member, HttpsProbe]] = []
-        fresh: list[tuple[Member, HttpsProbe]] = []
-        for server_config, address in zip(config.servers, addresses, strict=True):
-            state = ServerState(server_config, address, server_config.port)
-            if server_config.name in old_servers:
-                state.operator = old_servers[server_config.name].operator
-            for name in config.services:
-                member = Member(state, name, HealthState(config.health.rise, config.health.fall))
-                old = carried.get((state.name, address, state.port, name))
-                if old is not None:
-                    member.operator = old.operator
-                    member.health = old.health
-                    member.health.rise, member.health.fall = config.health.rise, config.health.fall
-                state.members[name] = member
-                if not config.health.enabled:
-                    member.health.force_up(now)
-                probe = HttpsProbe(
-                    address,
+        old_operator = {s.name: s.operator for s in (previous.servers if previous else [])}
+        probes: list[tuple[Member, Probe]] = []
+        fresh: list[tuple[Member, Probe]] = []
+
+        def pool(
+            port_of: Callable[[Server], int],
+            services: Sequence[str],
+            probe_for: Callable[[ServerState, str], Probe],
+        ) -> list[ServerState]:
+            states: list[ServerState] = []
+            for server_config, address in zip(config.servers, addresses, strict=True):
+                state = ServerState(server_config, address, port_of(server_config))
+                state.operator = old_operator.get(server_config.name, Operator.READY)
+                for name in services:
+                    member = Member(state, name, HealthState(config.health.rise, config.health.fall))
+                    old = carried.get((state.name, address, state.port, name))
+                    if old is not None:  # same server, address, port and service: keep what is known
+                        member.operator = old.operator
+                        member.health = old.health
+                        member.health.rise, member.health.fall = config.health.rise, config.health.fall
+                    if not config.health.enabled:
+                        member.health.force_up(now)
+                    state.members[name] = member
+                    probe = probe_for(state, name)
+                    probes.append((member, probe))
+                    if old is None or not old.health.checked:
+                        fresh.append((member, probe))
+                states.append(state)
+            return states
+
+        def https_probe(state: ServerState, service: str) -> Probe:
+            return partial(
+                probe_https,
+                HttpsProbe(
+                    state.address,
                     state.port,
-                    catalog.get(name).health_path,
+                    catalog.get(service).health_path,
                     config.check_server_name,
                     upstream_ssl,
                     config.health.timeout,
-                )
-                probes.append((member, probe))
-                if old is None or not old.health.checked:
-                    fresh.append((member, probe))
-            self.servers.append(state)
+                ),
+            )
+
+        self.servers = pool(lambda s: s.port, config.services, https_probe)
         frontend: Frontend
         if config.mode == "l7":
             frontend = L7Frontend(config, self.servers, upstream_ssl)
@@ -175,6 +197,7 @@ class Generation:
         sock = listeners.get(listen.address, listen.https_port)
         self.listen_keys.add((listen.address, listen.https_port))
         self.asyncio_servers.append(await self._serve(frontend.protocol_factory, sock, server_ssl))
+        self.frontends.append(frontend)
         if config.mode == "l7" and listen.http_port is not None:
             namespace = config.namespace.encode()
             https_port = sock.getsockname()[1]
@@ -183,17 +206,53 @@ class Generation:
             self.asyncio_servers.append(
                 await self._serve(lambda: HttpRedirector(namespace, https_port), redirect_sock, None)
             )
-        self.frontend = frontend
-        frontend.access = access
-        frontend.start()
+        for protocol, settings in _mail_protocols(config):
+            for port in settings.ports:
+                service = f"{protocol}:{port}"
+
+                def mail_probe(
+                    state: ServerState,
+                    _: str,
+                    protocol: MailProtocolName = protocol,
+                    port: int = port,
+                    settings: MailProtocol = settings,
+                ) -> Probe:
+                    return partial(
+                        probe_mail,
+                        MailProbe(
+                            protocol,
+                            state.address,
+                            state.port,
+                            port in catalog.IMPLICIT_TLS_PORTS,
+                            config.check_server_name,
+                            upstream_ssl,
+                            config.health.timeout,
+                            settings.require_starttls,
+                        ),
+                    )
+
+                def mail_port(server: Server, port: int = port) -> int:
+                    return server.mail_ports.get(port, port)
+
+                states = pool(mail_port, (service,), mail_probe)
+                # IMAP and POP3 sessions are long and uneven: least connections spreads them better.
+                balance = settings.balance or ("roundrobin" if protocol == "smtp" else "leastconn")
+                mail = L4Frontend(config, states, make_algorithm(balance), required=(service,), name=service)
+                mail_sock = listeners.get(listen.address, port)
+                self.listen_keys.add((listen.address, port))
+                self.asyncio_servers.append(await self._serve(mail.protocol_factory, mail_sock, None))
+                self.frontends.append(mail)
+        for fe in self.frontends:
+            fe.access = access
+            fe.start()
         if config.health.enabled:
             self.checker = HealthChecker(probes, config.health.interval, config.health.jitter, on_transition)
             await self.checker.first_round(fresh)
-            frontend.refresh()
             self.checker.start()
         else:
             log.warning("health checks are disabled (health.enabled: false): every server counts as up")
-            frontend.refresh()
+        for fe in self.frontends:
+            fe.refresh()
         for server in self.asyncio_servers:
             await server.start_serving()
 
@@ -217,20 +276,27 @@ class Generation:
 
     async def drain(self, grace: float) -> None:
         self.stop_accepting()
-        if self.frontend is not None:
-            open_now = len(self.frontend.clients)
-            if open_now:
-                log.info(
-                    "generation %d: stopped accepting; waiting up to %.0fs for %d connection(s)",
-                    self.number,
-                    grace,
-                    open_now,
-                )
-            await self.frontend.drain(grace)
+        open_now = sum(len(fe.clients) for fe in self.frontends)
+        if open_now:
+            log.info(
+                "generation %d: stopped accepting; waiting up to %.0fs for %d connection(s)",
+                self.number,
+                grace,
+                open_now,
+            )
+        await asyncio.gather(*(fe.drain(grace) for fe in self.frontends))
         if self.checker is not None:
             await self.checker.stop()
         for server in self.asyncio_servers:
             await server.wait_closed()
+
+
+def _mail_protocols(config: Config) -> list[tuple[MailProtocolName, MailProtocol]]:
+    mail = config.mail
+    if mail is None:
+        return []
+    found = (("imap", mail.imap), ("pop3", mail.pop3), ("smtp", mail.smtp))
+    return [(name, settings) for name, settings in found if settings is not None]  # type: ignore[misc]
 
 
 class Balancer:
@@ -372,15 +438,18 @@ class Balancer:
         log.info("stopped")
 
     def close_all(self) -> None:
-        if self.current is not None and self.current.frontend is not None:
-            self.current.frontend.close_all()
+        if self.current is not None:
+            for fe in self.current.frontends:
+                fe.close_all()
 
     def _on_transition(self, member: Member, transition: Transition) -> None:
         res = transition.result
         self._event(member.server.name, member.service, transition.old, transition.new, res.code, res.reason)
         current = self.current
-        if current is not None and current.frontend is not None and member in current.members():
-            current.frontend.refresh()
+        if current is not None:
+            for fe in current.frontends:
+                if member.server in fe.servers:
+                    fe.refresh()
 
     def _event(self, server: str, service: str, old: str, new: str, code: str, reason: str) -> None:
         self._events.append(Event(time.time(), server, service, old, new, code, reason))
@@ -393,78 +462,96 @@ class Balancer:
         current = self.current
         if current is None:
             raise KeyError("the balancer is not running")
-        target = next((s for s in current.servers if s.name.lower() == server.lower()), None)
-        if target is None:
+        # One server has a state in each pool (HTTPS, each mail port); the operator's word applies to all.
+        targets = [s for s in current.states() if s.name.lower() == server.lower()]
+        if not targets:
             raise KeyError(f"no server {server!r} (servers: {', '.join(s.name for s in current.servers)})")
+        name = targets[0].name
         if service is None:
-            old = target.operator
-            target.operator = state
+            old = targets[0].operator
+            for target in targets:
+                target.operator = state
             label = ""
         else:
-            member = target.members.get(service.lower())
-            if member is None:
-                raise KeyError(f"no service {service!r} (services: {', '.join(target.members)})")
-            old = member.operator
-            member.operator = state
-            label = member.service
-        log.info("operator: %s%s %s -> %s", target.name, f"/{label}" if label else "", old.value, state.value)
-        self._event(target.name, label, old.value, state.value, "operator", "set by the operator")
-        if current.frontend is not None:
-            current.frontend.refresh()
+            members = [t.members[service.lower()] for t in targets if service.lower() in t.members]
+            if not members:
+                services = sorted({m for t in targets for m in t.members})
+                raise KeyError(f"no service {service!r} (services: {', '.join(services)})")
+            old = members[0].operator
+            for member in members:
+                member.operator = state
+            label = members[0].service
+        log.info("operator: %s%s %s -> %s", name, f"/{label}" if label else "", old.value, state.value)
+        self._event(name, label, old.value, state.value, "operator", "set by the operator")
+        for fe in current.frontends:
+            fe.refresh()
             if state is Operator.MAINT:
-                current.frontend.close_server(target, label or None)
+                for target in targets:
+                    if target in fe.servers:
+                        fe.close_server(target, label or None)
 
     def snapshot(self) -> Snapshot:
         current = self.current
-        servers: list[ServerViewData] = []
+        first: dict[str, ServerState] = {}
+        counts: dict[str, list[int]] = {}
+        members: dict[str, dict[str, MemberView]] = {}
         clients = refused = total = queue = 0
         requests: dict[str, dict[str, int]] = {}
+        services: list[str] = list(self.config.services)
         if current is not None:
-            for s in current.servers:
-                members = {
-                    name: MemberView(
+            for s in current.states():  # a server appears once per pool: sum its counters
+                first.setdefault(s.name, s)
+                sums = counts.setdefault(s.name, [0] * 6)
+                for i, value in enumerate(
+                    (s.active, s.peak, s.total, s.bytes_in, s.bytes_out, s.connect_errors)
+                ):
+                    sums[i] += value
+                views = members.setdefault(s.name, {})
+                for name, m in s.members.items():
+                    last = m.health.last
+                    views[name] = MemberView(
                         s.name,
                         name,
                         m.health.name,
-                        m.health.last.code if m.health.last else "",
-                        m.health.last.reason if m.health.last else "",
-                        round(m.health.last.duration * 1000, 1) if m.health.last else 0.0,
+                        last.code if last else "",
+                        last.reason if last else "",
+                        round(last.duration * 1000, 1) if last else 0.0,
                         _epoch(m.health.last_change) if m.health.checked else 0.0,
                         m.operator.value,
                         m.available,
                         m.requests,
                     )
-                    for name, m in s.members.items()
-                }
-                servers.append(
-                    ServerViewData(
-                        s.name,
-                        s.address,
-                        s.port,
-                        s.operator.value,
-                        s.active,
-                        s.peak,
-                        s.total,
-                        s.bytes_in,
-                        s.bytes_out,
-                        s.connect_errors,
-                        members,
-                    )
-                )
-            frontend = current.frontend
-            if frontend is not None:
-                clients = len(frontend.clients)
-                refused = frontend.refused
-                total = frontend.accepted_total
-                if isinstance(frontend, L4Frontend):
-                    queue = len(frontend.queue)
+                    if name not in services:
+                        services.append(name)
+            for fe in current.frontends:
+                clients += len(fe.clients)
+                refused += fe.refused
+                total += fe.accepted_total
+                if isinstance(fe, L4Frontend):
+                    queue += len(fe.queue)
                 else:
-                    requests = frontend.status_counts()
+                    requests = fe.status_counts()
+        servers = tuple(
+            ServerViewData(
+                name,
+                s.address,
+                s.port,
+                s.operator.value,
+                counts[name][0],
+                counts[name][1],
+                counts[name][2],
+                counts[name][3],
+                counts[name][4],
+                counts[name][5],
+                members[name],
+            )
+            for name, s in first.items()
+        )
         return Snapshot(
             self.config.mode,
             self.config.namespace,
-            tuple(self.config.services),
-            tuple(servers),
+            tuple(services),
+            servers,
             clients,
             total,
             refused,

@@ -841,6 +841,7 @@ class L7Frontend:
 
     def __init__(self, config: Config, servers: Sequence[ServerState], upstream_ssl: ssl.SSLContext) -> None:
         self.config = config
+        self.servers = list(servers)
         self.router = Router(config, servers)
         self.upstream_ssl = upstream_ssl
         self.server_name = config.check_server_name

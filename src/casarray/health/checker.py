@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from casarray.balance.state import Member
@@ -22,6 +22,7 @@ from casarray.http.response_head import ResponseHead
 log = logging.getLogger("casarray.health")
 
 OnTransition = Callable[[Member, Transition], None]
+Probe = Callable[[], Awaitable[CheckResult]]  # one check of one member (HTTPS, IMAP, POP3, SMTP, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +133,7 @@ class HealthChecker:
 
     def __init__(
         self,
-        members: list[tuple[Member, HttpsProbe]],
+        members: list[tuple[Member, Probe]],
         interval: float,
         jitter: float,
         on_transition: OnTransition,
@@ -143,10 +144,10 @@ class HealthChecker:
         self._on_transition = on_transition
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def first_round(self, members: list[tuple[Member, HttpsProbe]] | None = None) -> None:
+    async def first_round(self, members: list[tuple[Member, Probe]] | None = None) -> None:
         """Check every member (or those given) once, concurrently, so traffic starts on real states."""
         todo = self._members if members is None else members
-        results = await asyncio.gather(*(probe_https(probe) for _, probe in todo))
+        results = await asyncio.gather(*(probe() for _, probe in todo))
         for (member, _), res in zip(todo, results, strict=True):
             self._record(member, res)
 
@@ -169,11 +170,11 @@ class HealthChecker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def _loop(self, member: Member, probe: HttpsProbe) -> None:
+    async def _loop(self, member: Member, probe: Probe) -> None:
         while True:
             spread = self._interval * self._jitter
             await asyncio.sleep(self._interval + random.uniform(-spread, spread))
-            self._record(member, await probe_https(probe))
+            self._record(member, await probe())
 
     def _record(self, member: Member, res: CheckResult) -> None:
         transition = member.health.record(res, asyncio.get_running_loop().time())
