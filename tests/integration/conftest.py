@@ -82,6 +82,8 @@ class Lab:
             f"servers:\n{servers if servers is not None else self.servers_yaml()}\n"
             f"health: {health}\n" + textwrap.dedent(extra)
         )
+        if "workers:" not in extra:
+            text += "workers: 1\n"  # one process: exact counts, per-process limits; test_workers.py covers N
         path = self.dir / f"balancer-{port}.yaml"
         path.write_text(text)
         proc = Proc(casarray("run", "-c", str(path)), self.dir / f"balancer-{port}.log")
@@ -170,6 +172,8 @@ class L7Lab:
             + "\n"
             + textwrap.dedent(extra)
         )
+        if "workers:" not in extra:
+            text += "workers: 1\n"
         path = self.dir / f"l7-{port}.yaml"
         path.write_text(text)
         proc = Proc(casarray("run", "-c", str(path)), self.dir / f"l7-{port}.log")

@@ -256,6 +256,13 @@ class Config(_Model):
     limits: Limits = Field(default_factory=lambda: Limits(), description="Connection limits.")
     admin: Admin | None = Field(None, description="Admin API and dashboard.")
     log: Log = Field(default_factory=lambda: Log(), description="Logging.")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Data-plane processes sharing the listeners, under one supervisor that "
+        "runs the health checks and the admin API; default: one per CPU. 1 runs everything in one process.",
+    )
     mail: Mail | None = Field(None, description="POP3, IMAP and SMTP listeners (l4).")
 
     @field_validator("trusted_proxies")
@@ -272,6 +279,12 @@ class Config(_Model):
     def names(self) -> tuple[str, ...]:
         """Every client-facing name served on the VIP."""
         return (self.namespace,) + ((self.autodiscover,) if self.autodiscover else ())
+
+    @property
+    def worker_count(self) -> int:
+        import os
+
+        return self.workers if self.workers is not None else (os.cpu_count() or 1)
 
     @property
     def check_server_name(self) -> str:

@@ -37,7 +37,7 @@ from casarray.errors import CasarrayError, StartupError
 from casarray.exchange import catalog
 from casarray.health.checker import HealthChecker, HttpsProbe, Probe, probe_https
 from casarray.health.mail import MailProbe, MailProtocolName, probe_mail
-from casarray.health.state import HealthState, Transition
+from casarray.health.state import CheckResult, HealthState, Transition
 
 log = logging.getLogger("casarray")
 
@@ -90,6 +90,15 @@ class Listeners:
                 self._socks[(address, sock.getsockname()[1])] = sock
         return sock
 
+    def adopt(self, address: str, port: int, fd: int) -> None:
+        """A listening socket inherited from the supervisor (workers)."""
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        self._socks[(address, port)] = sock
+
+    def fds(self) -> dict[tuple[str, int], int]:
+        return {key: sock.fileno() for key, sock in self._socks.items()}
+
     def keep_only(self, keys: set[tuple[str, int]]) -> None:
         for key, sock in list(self._socks.items()):
             if key not in keys and sock.getsockname()[:2] not in keys:
@@ -112,6 +121,7 @@ class Generation:
         self.config = config
         self.number = number
         self.servers: list[ServerState] = []  # the HTTPS pool
+        self.pools: list[list[ServerState]] = []  # the HTTPS pool, then one per mail port
         self.frontends: list[Frontend] = []
         self.checker: HealthChecker | None = None
         self.asyncio_servers: list[asyncio.Server] = []
@@ -123,7 +133,7 @@ class Generation:
 
     def states(self) -> list[ServerState]:
         """Every server state of every pool (one per server and pool)."""
-        return [s for fe in self.frontends for s in fe.servers] or list(self.servers)
+        return [s for pool in self.pools for s in pool]
 
     def members(self) -> list[Member]:
         return [m for s in self.states() for m in s.members.values()]
@@ -134,8 +144,12 @@ class Generation:
         previous: Generation | None,
         on_transition: Callable[[Member, Transition], None],
         access: AccessLog | None = None,
+        role: str = "all",
     ) -> None:
+        """role "all": one process does everything; "master": pools and health checks, no listeners;
+        "worker": pools and listeners, health comes from the master (and serving starts on `serve`)."""
         config = self.config
+        serve = role != "master"
         addresses = await resolve(config)
         upstream_ssl = upstream_context(config)
         server_ssl = server_context(config) if config.mode == "l7" else None
@@ -188,24 +202,29 @@ class Generation:
             )
 
         self.servers = pool(lambda s: s.port, config.services, https_probe)
+        self.pools.append(self.servers)
+        # The supervisor ("master") builds the same frontends, without serving: they log the pool
+        # changes once and hold the states; its workers serve on the sockets it binds here.
+        listen = config.listen
         frontend: Frontend
         if config.mode == "l7":
             frontend = L7Frontend(config, self.servers, upstream_ssl)
         else:
             frontend = L4Frontend(config, self.servers, make_algorithm(config.balance, config.affinity))
-        listen = config.listen
+        self.frontends.append(frontend)
         sock = listeners.get(listen.address, listen.https_port)
         self.listen_keys.add((listen.address, listen.https_port))
-        self.asyncio_servers.append(await self._serve(frontend.protocol_factory, sock, server_ssl))
-        self.frontends.append(frontend)
+        if serve:
+            self.asyncio_servers.append(await self._serve(frontend.protocol_factory, sock, server_ssl))
         if config.mode == "l7" and listen.http_port is not None:
             namespace = config.namespace.encode()
             https_port = sock.getsockname()[1]
             redirect_sock = listeners.get(listen.address, listen.http_port)
             self.listen_keys.add((listen.address, listen.http_port))
-            self.asyncio_servers.append(
-                await self._serve(lambda: HttpRedirector(namespace, https_port), redirect_sock, None)
-            )
+            if serve:
+                self.asyncio_servers.append(
+                    await self._serve(lambda: HttpRedirector(namespace, https_port), redirect_sock, None)
+                )
         for protocol, settings in _mail_protocols(config):
             for port in settings.ports:
                 service = f"{protocol}:{port}"
@@ -235,24 +254,31 @@ class Generation:
                     return server.mail_ports.get(port, port)
 
                 states = pool(mail_port, (service,), mail_probe)
+                self.pools.append(states)
                 # IMAP and POP3 sessions are long and uneven: least connections spreads them better.
                 balance = settings.balance or ("roundrobin" if protocol == "smtp" else "leastconn")
                 mail = L4Frontend(config, states, make_algorithm(balance), required=(service,), name=service)
+                self.frontends.append(mail)
                 mail_sock = listeners.get(listen.address, port)
                 self.listen_keys.add((listen.address, port))
-                self.asyncio_servers.append(await self._serve(mail.protocol_factory, mail_sock, None))
-                self.frontends.append(mail)
+                if serve:
+                    self.asyncio_servers.append(await self._serve(mail.protocol_factory, mail_sock, None))
         for fe in self.frontends:
             fe.access = access
+            fe.announce = role != "worker"  # under a supervisor, pool changes are logged by it, once
             fe.start()
-        if config.health.enabled:
+        if config.health.enabled and role != "worker":
             self.checker = HealthChecker(probes, config.health.interval, config.health.jitter, on_transition)
             await self.checker.first_round(fresh)
             self.checker.start()
-        else:
+        elif not config.health.enabled:
             log.warning("health checks are disabled (health.enabled: false): every server counts as up")
         for fe in self.frontends:
             fe.refresh()
+        if role != "worker":
+            await self.serve()
+
+    async def serve(self) -> None:
         for server in self.asyncio_servers:
             await server.start_serving()
 
@@ -302,8 +328,10 @@ def _mail_protocols(config: Config) -> list[tuple[MailProtocolName, MailProtocol
 class Balancer:
     """The running balancer; implements `casarray.engine.control.Control` for the admin side."""
 
-    def __init__(self, config: Config, config_path: str | Path | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | Path | None = None, role: str = "all") -> None:
         self.config = config
+        self.role = role  # "all", or "master"/"worker" under the supervisor (engine/supervisor.py)
+        self.on_change: Callable[[Member, Transition], None] | None = None  # the supervisor's hook
         self.config_path = Path(config_path) if config_path is not None else None
         self.listeners = Listeners()
         self.current: Generation | None = None
@@ -363,7 +391,7 @@ class Balancer:
         self._flush()
         generation = Generation(self.config, 1)
         try:
-            await generation.start(self.listeners, None, self._on_transition, self.access)
+            await generation.start(self.listeners, None, self._on_transition, self.access, self.role)
         except BaseException:
             generation.stop_accepting()
             if generation.checker is not None:
@@ -372,7 +400,8 @@ class Balancer:
             raise
         self.current = generation
         listen = self.config.listen
-        log.info(
+        log.log(
+            logging.DEBUG if self.role == "worker" else logging.INFO,
             "listening on %s:%d (mode %s, %d servers, %d services, balance %s)",
             listen.address,
             self.port,
@@ -397,7 +426,9 @@ class Balancer:
             old = self.current
             generation = Generation(config, (old.number + 1) if old else 1)
             try:
-                await generation.start(self.listeners, old, self._on_transition, self._access_for(config))
+                await generation.start(
+                    self.listeners, old, self._on_transition, self._access_for(config), self.role
+                )
             except CasarrayError as exc:
                 generation.stop_accepting()
                 if generation.checker is not None:
@@ -414,7 +445,7 @@ class Balancer:
                 task.add_done_callback(self._draining.discard)
             self._event("", "", "-", f"generation {generation.number}", "reload", str(self.config_path))
             outcome = f"reloaded {self.config_path}: generation {generation.number} serving"
-            log.info("%s", outcome)
+            log.log(logging.DEBUG if self.role == "worker" else logging.INFO, "%s", outcome)
             return outcome
 
     async def stop(self, grace: float | None = None) -> None:
@@ -435,16 +466,32 @@ class Balancer:
             self._flusher.cancel()
         if self.access is not None:
             self.access.close()
-        log.info("stopped")
+        log.log(logging.DEBUG if self.role == "worker" else logging.INFO, "stopped")
 
     def close_all(self) -> None:
         if self.current is not None:
             for fe in self.current.frontends:
                 fe.close_all()
 
+    def apply_health(self, server: str, service: str, up: bool, code: str, reason: str) -> None:
+        """A worker learns a member's health from the supervisor's checker."""
+        current = self.current
+        if current is None:
+            return
+        for state in current.states():
+            member = state.members.get(service)
+            if state.name == server and member is not None:
+                member.health.checked = True
+                member.health.up = up
+                member.health.last = CheckResult(up, code, reason, 0.0)
+        for fe in current.frontends:
+            fe.refresh()
+
     def _on_transition(self, member: Member, transition: Transition) -> None:
         res = transition.result
         self._event(member.server.name, member.service, transition.old, transition.new, res.code, res.reason)
+        if self.on_change is not None:
+            self.on_change(member, transition)
         current = self.current
         if current is not None:
             for fe in current.frontends:
@@ -458,7 +505,7 @@ class Balancer:
     def events(self, since: float = 0.0) -> Sequence[Event]:
         return [e for e in self._events if e.time > since]
 
-    def set_operator(self, server: str, service: str | None, state: Operator) -> None:
+    def set_operator(self, server: str, service: str | None, state: Operator, quiet: bool = False) -> None:
         current = self.current
         if current is None:
             raise KeyError("the balancer is not running")
@@ -481,8 +528,9 @@ class Balancer:
             for member in members:
                 member.operator = state
             label = members[0].service
-        log.info("operator: %s%s %s -> %s", name, f"/{label}" if label else "", old.value, state.value)
-        self._event(name, label, old.value, state.value, "operator", "set by the operator")
+        if not quiet:  # workers apply what the supervisor already logged
+            log.info("operator: %s%s %s -> %s", name, f"/{label}" if label else "", old.value, state.value)
+            self._event(name, label, old.value, state.value, "operator", "set by the operator")
         for fe in current.frontends:
             fe.refresh()
             if state is Operator.MAINT:

@@ -242,6 +242,7 @@ class L4Frontend:
         self._connecting: set[L4Client] = set()
         self.serving = 0  # clients connecting or relaying (counted against limits.maxconn)
         self.accepted_total = 0
+        self.announce = True  # log pool changes (not in supervised workers: the supervisor logs health)
         self.access: AccessLog | None = None
         self.refused = 0  # connections closed by the balancer (no server, queue full or timed out)
         self.queue: WaitQueue[L4Client] = WaitQueue(config.limits.queue)
@@ -277,7 +278,7 @@ class L4Frontend:
         before = set(self.eligible)
         self.eligible = [s for s in self.servers if s.serves_all(self.required)]
         after = set(self.eligible)
-        for server in self.servers:
+        for server in self.servers if self.announce else ():
             if server in after and server not in before:
                 log.info(
                     "server %s joins the %s pool (%d of %d up)",
@@ -295,7 +296,7 @@ class L4Frontend:
                     len(after),
                     len(self.servers),
                 )
-        if not self.eligible and before:
+        if not self.eligible and before and self.announce:
             log.error("no server is up: new connections will be closed at once")
         self._serve_queue()
 

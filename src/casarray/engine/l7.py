@@ -858,6 +858,7 @@ class L7Frontend:
         self.clients: set[L7Client] = set()
         self.refused = 0
         self.accepted_total = 0
+        self.announce = True  # log pool changes (not in supervised workers: the supervisor logs health)
         self.access: AccessLog | None = None
         # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
         self.statuses: dict[str, list[int]] = {}
@@ -886,7 +887,7 @@ class L7Frontend:
         """Health or operator state changed: log each service that loses or regains its last member."""
         for name in self.config.services:
             available = bool(self.router.candidates(name))
-            if available != self._available.get(name, True):
+            if available != self._available.get(name, True) and self.announce:
                 if available:
                     log.info("%s is available again", name)
                 else:
