@@ -91,8 +91,13 @@ def run(
 
 async def _serve(cfg: Config, config_path: Path) -> None:
     from casarray.engine.balancer import Balancer
+    from casarray.engine.supervisor import Supervisor
 
-    balancer = Balancer(cfg, config_path)
+    balancer: Balancer | Supervisor
+    if cfg.worker_count > 1:
+        balancer = Supervisor(cfg, config_path, cfg.worker_count)
+    else:
+        balancer = Balancer(cfg, config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = 0
@@ -122,14 +127,49 @@ async def _serve(cfg: Config, config_path: Path) -> None:
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGUSR1, balancer.reopen_logs)
+    admin = None
     try:
         await balancer.start()
+        if cfg.admin is not None:
+            from casarray.admin import AdminServer
+
+            admin = AdminServer.from_config(cfg.admin, balancer)
+            await admin.start()
         await stop.wait()
     finally:
+        # The admin API goes first: no reload or operator change may race the balancer's shutdown.
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
         with contextlib.suppress(Exception):
             await balancer.stop()
+
+
+def worker(
+    config: Annotated[Path, typer.Option("--config")],
+    control_fd: Annotated[int, typer.Option("--control-fd")],
+    number: Annotated[int, typer.Option("--number")],
+    listen: Annotated[list[str], typer.Option("--listen", help="ADDRESS:PORT=FD, repeated")],
+) -> None:
+    """A data-plane worker, started by `casarray run` when workers > 1 (not for direct use)."""
+    from casarray.engine.supervisor import run_worker
+
+    cfg = load_or_exit(config)
+    setup_logging(cfg.log.level)
+    use_uvloop()
+    sockets: list[tuple[str, int, int]] = []
+    for item in listen:
+        where, _, fd = item.rpartition("=")
+        address, _, port = where.rpartition(":")
+        sockets.append((address, int(port), int(fd)))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when a worker stops
+    try:
+        asyncio.run(run_worker(config, sockets, control_fd, number))
+    except CasarrayError as exc:
+        raise fail(str(exc)) from None
 
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("check")(check)
+    app.command("worker", hidden=True)(worker)
