@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from casarray.health.mail import (
@@ -16,6 +18,7 @@ from casarray.health.mail import (
     SmtpReply,
     Verdict,
     dialogue_for,
+    exchange_server,
     imap_capabilities,
     parse_imap_line,
     parse_smtp_line,
@@ -92,6 +95,21 @@ def test_imap_greeting_then_logout() -> None:
     sent, verdict = run(d, b"* BYE Logging out\r\n", b"a2 OK Logout completed (0.001 + 0.000 secs).\r\n")
     assert sent == []
     assert verdict == Verdict(True, "L7OK", "IMAP * OK Dovecot ready.")
+
+
+def test_exchange_greetings_name_their_server() -> None:
+    tag = base64.b64encode("MB1.alwayshotcafe.com".encode("utf-16-le")).decode()
+    assert (
+        exchange_server(f"+OK The Microsoft Exchange POP3 service is ready. [{tag}]")
+        == "MB1.alwayshotcafe.com"
+    )
+    for text in ("* OK Dovecot ready.", "* OK [QQ==]", "* OK [not base64]", "* OK [" + "AAAA" + "]"):
+        assert exchange_server(text) is None
+    d = Pop3Dialogue()
+    run(d, f"+OK The Microsoft Exchange POP3 service is ready. [{tag}]\r\n".encode(), b"+OK bye\r\n")
+    assert d.verdict == Verdict(
+        True, "L7OK", "POP3 +OK The Microsoft Exchange POP3 service is ready. [MB1.alwayshotcafe.com]"
+    )
 
 
 def test_imap_one_byte_at_a_time() -> None:

@@ -15,6 +15,7 @@ from casarray.lab import LabError
 from casarray.lab import runner as lab_runner
 from casarray.lab.pki import DEFAULT_DOMAIN
 from casarray.lab.sim import SimCas, parse_listen
+from casarray.lab.sim_mail import Credentials, MailPort, MailSimCas, SimMail
 
 T = TypeVar("T")
 
@@ -60,18 +61,64 @@ def sim_cas(
         bool,
         typer.Option(help="Require NTLM channel binding to this server's certificate (Extended Protection)."),
     ] = False,
+    imap: Annotated[
+        list[int] | None, typer.Option(help="IMAP4 port (STARTTLS), e.g. 143; repeatable.")
+    ] = None,
+    imaps: Annotated[list[int] | None, typer.Option(help="IMAP4 implicit-TLS port, e.g. 993.")] = None,
+    pop3: Annotated[list[int] | None, typer.Option(help="POP3 port (STLS), e.g. 110.")] = None,
+    pop3s: Annotated[list[int] | None, typer.Option(help="POP3 implicit-TLS port, e.g. 995.")] = None,
+    smtp: Annotated[
+        list[int] | None, typer.Option(help="SMTP port (STARTTLS, no AUTH needed), e.g. 25.")
+    ] = None,
+    submission: Annotated[
+        list[int] | None, typer.Option(help="SMTP submission port (STARTTLS, then AUTH), e.g. 587.")
+    ] = None,
+    smtps: Annotated[
+        list[int] | None, typer.Option(help="SMTP implicit-TLS submission port, e.g. 465.")
+    ] = None,
 ) -> None:
-    """Run one simulated Exchange server (HTTPS, every vdir, healthcheck.htm, X-FEServer, optional NTLM).
+    """Run one simulated Exchange server (HTTPS, every vdir, healthcheck.htm, X-FEServer, optional NTLM;
+    optional IMAP4, POP3 and SMTP front ends on the same address).
 
     Controls (direct only): /_sim/state, /_sim/server/down|up, /_sim/service/NAME/down|up,
-    /_sim/latency?ms=N, /_sim/requests, /_sim/reset. See docs/lab.md.
+    /_sim/mail/[imap|pop3|smtp/]up|down|broken, /_sim/latency?ms=N, /_sim/requests, /_sim/reset.
+    See docs/lab.md.
     """
     try:
         host, port = parse_listen(listen)
     except ValueError as exc:
         raise _fail(f"--listen {exc}") from None
-    sim = SimCas(name, certificate=cert, key=key, host=host, port=port, domain=domain,
-                 ntlm_users=ntlm_users, extended_protection=extended_protection)  # fmt: skip
+    mail_ports = [
+        *(MailPort("imap", p) for p in imap or ()),
+        *(MailPort("imap", p, implicit_tls=True) for p in imaps or ()),
+        *(MailPort("pop3", p) for p in pop3 or ()),
+        *(MailPort("pop3", p, implicit_tls=True) for p in pop3s or ()),
+        *(MailPort("smtp", p) for p in smtp or ()),
+        *(MailPort("smtp", p, submission=True) for p in submission or ()),
+        *(MailPort("smtp", p, implicit_tls=True, submission=True) for p in smtps or ()),
+    ]
+    for spec in mail_ports:
+        if not 1 <= spec.port <= 65535:
+            raise _fail(f"--{spec.label} {spec.port}: port must be 1..65535")
+    if len({spec.port for spec in mail_ports} | {port}) != len(mail_ports) + 1:
+        raise _fail("each mail port must differ from the others and from the --listen port")
+    sim: SimCas
+    if mail_ports:
+        try:
+            credentials = (
+                Credentials.from_file(ntlm_users, domain)
+                if ntlm_users is not None
+                else Credentials(domain=domain)
+            )
+        except LabError as exc:
+            raise _fail(str(exc)) from None
+        mail = SimMail(name, certificate=cert, key=key, ports=mail_ports, host=host, domain=domain,
+                       credentials=credentials)  # fmt: skip
+        sim = MailSimCas(name, mail=mail, certificate=cert, key=key, host=host, port=port, domain=domain,
+                         ntlm_users=ntlm_users, extended_protection=extended_protection)  # fmt: skip
+    else:
+        sim = SimCas(name, certificate=cert, key=key, host=host, port=port, domain=domain,
+                     ntlm_users=ntlm_users, extended_protection=extended_protection)  # fmt: skip
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -79,6 +126,9 @@ def sim_cas(
         await sim.start()
         try:
             typer.echo(f"sim-cas {sim.name} listening on {sim.url}", err=True)
+            if mail_ports:
+                listeners = ", ".join(f"{spec.label} {host}:{spec.port}" for spec in mail_ports)
+                typer.echo(f"sim-cas {sim.name} mail on {listeners}", err=True)
             await stop.wait()
         finally:
             await sim.stop()
@@ -97,13 +147,19 @@ def lab(
     mode: Annotated[LabMode, typer.Option(help="l4: TCP pass-through; l7: TLS termination.")] = LabMode.l7,
     sim_port: Annotated[int, typer.Option(help="Port of the simulated servers on 127.0.0.2-4.")] = 8443,
     ntlm: Annotated[bool, typer.Option(help="Let the simulated servers demand NTLM on their vdirs.")] = True,
+    mail: Annotated[
+        bool,
+        typer.Option(
+            help="Also IMAP4, POP3 and SMTP: on the servers and through the balancer (l4 listeners)."
+        ),
+    ] = False,
 ) -> None:
     """Start a lab: a CA, 3 simulated Exchange servers on 127.0.0.2-4, a config and the balancer.
 
     Prints what to try; Ctrl-C stops everything.
     """
     try:
-        plan = lab_runner.plan(directory, port=port, mode=mode.value, sim_port=sim_port, ntlm=ntlm)
+        plan = lab_runner.plan(directory, port=port, mode=mode.value, sim_port=sim_port, ntlm=ntlm, mail=mail)
     except LabError as exc:
         raise _fail(str(exc)) from None
 

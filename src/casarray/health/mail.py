@@ -17,6 +17,8 @@ closed connection), L7TOUT (no complete answer in time).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import ssl
 from dataclasses import dataclass
 from typing import Final, Literal, cast
@@ -72,6 +74,28 @@ class LineReader:
     def pending(self) -> bytes:
         """Bytes of an unfinished line (shown when the server closes in the middle of one)."""
         return self._buf
+
+
+def exchange_server(text: str) -> str | None:
+    """The server FQDN at the end of an Exchange IMAP4/POP3 greeting (`… is ready. [<tag>]`, the tag
+    being the FQDN in UTF-16LE, base64), or None when the text carries none."""
+    start, end = text.rfind("["), text.rfind("]")
+    if start < 0 or end < start or end - start < 5:
+        return None
+    try:
+        name = base64.b64decode(text[start + 1 : end], validate=True).decode("utf-16-le")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return name if name and all(c.isalnum() or c in ".-_" for c in name) else None
+
+
+def _readable_greeting(line: bytes) -> str:
+    """A greeting for a reason: Exchange's base64 server tag decoded, IMAP's capability list dropped."""
+    text = shown(_drop_imap_code(line))
+    server = exchange_server(line.decode("latin-1"))
+    if server is not None:
+        text = text[: text.rfind("[")] + f"[{server}]" if "[" in text else text
+    return text
 
 
 def shown(line: bytes) -> str:
@@ -281,7 +305,7 @@ class ImapDialogue(Dialogue):
         # RFC 9051 §7.1 / RFC 3501 §7.1: the greeting is `* OK`, `* PREAUTH` or `* BYE`. BYE means the
         # server refuses service; PREAUTH skips authentication, which an Exchange front end never does,
         # so it means something else answers on the port.
-        self.greeting = shown(_drop_imap_code(line))
+        self.greeting = _readable_greeting(line)
         if parsed.tag != "*" or parsed.status != "OK":
             return [self._fail(f"IMAP greeting is not '* OK': {shown(line)!r}")]
         self._capabilities = imap_capabilities(parsed.text)
@@ -325,7 +349,7 @@ class Pop3Dialogue(Dialogue):
     def _line(self, line: bytes) -> list[Action]:
         if self._state == "greeting":
             # RFC 1939 §4: the server greets with a positive response (`+OK`); `-ERR` is a refusal.
-            self.greeting = shown(line)
+            self.greeting = _readable_greeting(line)
             if not _pop3_ok(line):
                 return [self._fail(f"POP3 greeting is not '+OK': {shown(line)!r}")]
             if self.starttls_check:

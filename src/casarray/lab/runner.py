@@ -6,8 +6,13 @@ return value; the CLI prints. Layout of the lab directory:
     ca.pem, ca.key          the lab CA (kept between runs so a trusted root stays valid)
     server.pem, server.key  the certificate every sim and the balancer present (Extended Protection
                             needs the very same certificate on the balancer and the servers)
-    ntlm-users.txt          DOMAIN:user:password for the sims' NTLM acceptor
+    ntlm-users.txt          DOMAIN:user:password for the sims' NTLM acceptor (and their mail log-ins)
     casarray.yaml           the balancer's config (DESIGN §3)
+
+With `mail`, every sim also runs IMAP4, POP3 and SMTP front ends (lab/sim_mail.py) on high ports, and
+the config gets a `mail:` section. A check knows an implicit-TLS port by its VIP number (993, 995), which
+only root may bind: without root the lab leaves implicit TLS out of the balancer (the sims still answer
+it directly).
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shlex
 import signal
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -49,6 +55,24 @@ HEALTH_INTERVAL = "2s"
 START_TIMEOUT = 20.0  # seconds a child may take to accept connections
 PROBE_TIMEOUT = 2.0  # seconds one readiness probe may take
 STOP_TIMEOUT = 5.0  # seconds a child may take to exit after SIGTERM before it is killed
+# Mail ports of every sim (the sim-cas option each one is given with), and the VIP port that leads there.
+SIM_MAIL_PORTS: Mapping[str, int] = {
+    "imap": 10143, "imaps": 10993, "pop3": 10110, "pop3s": 10995, "smtp": 10025, "submission": 10587,
+}  # fmt: skip
+VIP_TLS_PORTS: Mapping[str, int] = {"imaps": 993, "pop3s": 995}  # catalog.IMPLICIT_TLS_PORTS
+_MAIL_PROTOCOL: Mapping[str, str] = {
+    "imap": "imap", "imaps": "imap", "pop3": "pop3", "pop3s": "pop3", "smtp": "smtp", "submission": "smtp",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class MailRoute:
+    """One mail port through the lab's balancer: VIP port on 127.0.0.1 → port on every sim."""
+
+    protocol: str  # imap, pop3, smtp (the config's mail: keys)
+    label: str  # imap, imaps, pop3, pop3s, smtp, submission (the sim-cas option)
+    vip_port: int
+    sim_port: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +92,22 @@ class LabPlan:
     domain: str
     servers: tuple[LabServer, ...]
     ntlm: bool
+    mail: bool = False  # sims run IMAP4/POP3/SMTP and the balancer has a mail: section
+    mail_tls: bool = False  # the balancer also listens on 993/995 (needs root)
     python: str = field(default=sys.executable)
+
+    @property
+    def mail_routes(self) -> tuple[MailRoute, ...]:
+        """The mail ports the balancer listens on (none without `mail`)."""
+        if not self.mail:
+            return ()
+        routes = []
+        for label, sim_port in SIM_MAIL_PORTS.items():
+            vip_port = VIP_TLS_PORTS.get(label, sim_port)
+            if label in VIP_TLS_PORTS and not self.mail_tls:
+                continue
+            routes.append(MailRoute(_MAIL_PROTOCOL[label], label, vip_port, sim_port))
+        return tuple(routes)
 
     @property
     def namespace(self) -> str:
@@ -112,7 +151,10 @@ def plan(
     domain: str = DEFAULT_DOMAIN,
     ntlm: bool = True,
     servers: Sequence[str] = DEFAULT_SERVERS,
+    mail: bool = False,
+    mail_tls: bool | None = None,
 ) -> LabPlan:
+    """What the lab will do. `mail_tls` (balancer on 993/995) defaults to whether we run as root."""
     if mode not in ("l4", "l7"):
         raise LabError(f"mode {mode!r}: expected l4 or l7")
     for what, value in (("port", port), ("sim port", sim_port)):
@@ -121,7 +163,12 @@ def plan(
     members = tuple(
         LabServer(name, f"127.0.0.{FIRST_SIM_ADDRESS + i}", sim_port) for i, name in enumerate(servers)
     )
-    return LabPlan(directory, port, mode, domain, members, ntlm)
+    if mail and sim_port in SIM_MAIL_PORTS.values():
+        raise LabError(f"sim port {sim_port}: the sims' mail ports use it; choose another")
+    if mail and port in {*SIM_MAIL_PORTS.values(), *VIP_TLS_PORTS.values()}:
+        raise LabError(f"port {port}: the balancer's mail listeners use it; choose another")
+    tls = (os.geteuid() == 0) if mail_tls is None else mail_tls
+    return LabPlan(directory, port, mode, domain, members, ntlm, mail, mail and tls)
 
 
 def _q(value: str | Path) -> str:
@@ -148,9 +195,18 @@ def render_config(p: LabPlan) -> str:
         "  verify: true",
         "servers:",
     ]
-    lines += [f"  - {{name: {s.name}, address: {s.address}, port: {s.port}}}" for s in p.servers]
-    lines += [f"health: {{interval: {HEALTH_INTERVAL}}}", ""]
-    return "\n".join(lines)
+    routes = p.mail_routes
+    mail_ports = ", ".join(f"{r.vip_port}: {r.sim_port}" for r in routes)
+    for s in p.servers:
+        extra = f", mail_ports: {{{mail_ports}}}" if routes else ""
+        lines.append(f"  - {{name: {s.name}, address: {s.address}, port: {s.port}{extra}}}")
+    lines += [f"health: {{interval: {HEALTH_INTERVAL}}}"]
+    if routes:
+        lines.append("mail:  # l4 listeners on the VIP, each with its own pool and greeting check")
+        for protocol in ("imap", "pop3", "smtp"):
+            ports = ", ".join(str(r.vip_port) for r in routes if r.protocol == protocol)
+            lines.append(f"  {protocol}: {{ports: [{ports}]}}")
+    return "\n".join([*lines, ""])
 
 
 def sim_command(p: LabPlan, server: LabServer) -> list[str]:
@@ -164,6 +220,9 @@ def sim_command(p: LabPlan, server: LabServer) -> list[str]:
     ]  # fmt: skip
     if p.ntlm:
         command += ["--ntlm-users", str(p.users)]
+    if p.mail:
+        for label, port in SIM_MAIL_PORTS.items():
+            command += [f"--{label}", str(port)]
     return command
 
 
@@ -215,7 +274,45 @@ def try_lines(p: LabPlan) -> list[str]:
             "Authenticate with NTLM (the server keeps the user on the connection):",
             f"  curl -si --ntlm -u {credentials} {resolve} {cacert} {base}{ews.url_suffix}",
         ]
+    if p.mail:
+        lines += mail_try_lines(p)
     lines += ["Ctrl-C stops everything."]
+    return lines
+
+
+def mail_try_lines(p: LabPlan) -> list[str]:
+    """openssl and curl lines for the mail listeners (lab user alice; any password without NTLM users)."""
+    vip = {r.label: r.vip_port for r in p.mail_routes}
+    address = p.listen_address
+    cafile = shlex.quote(str(p.ca))
+    user = shlex.quote(f"{LAB_USER[1]}:{LAB_USER[2]}" if p.ntlm else f"{LAB_USER[1]}:any")
+    second = p.servers[1] if len(p.servers) > 1 else p.servers[0]
+    direct = f"https://{second.address}:{second.port}"
+    lines = [
+        "Mail through the balancer (the [...] of an IMAP/POP3 greeting is the answering server's FQDN,",
+        "UTF-16LE in base64, as Exchange sends it):",
+        f"  openssl s_client -quiet -starttls imap -connect {address}:{vip['imap']} -CAfile {cafile}",
+        f"  curl -v --ssl-reqd --cacert {cafile} -u {user} imap://{address}:{vip['imap']}/",
+        f"  curl -v --ssl-reqd --cacert {cafile} -u {user} pop3://{address}:{vip['pop3']}/",
+        f"  printf 'Subject: hi\\r\\n\\r\\nhello\\r\\n' | curl -v --ssl-reqd --cacert {cafile} "
+        f"--mail-from {LAB_USER[1]}@{p.domain} --mail-rcpt {LAB_USER[1]}@{p.domain} -T - "
+        f"smtp://{address}:{vip['smtp']}",
+    ]
+    if "imaps" in vip:
+        lines.append(
+            f"  openssl s_client -quiet -connect {address}:{vip['imaps']} -servername {p.namespace} "
+            f"-CAfile {cafile}"
+        )
+    else:
+        lines.append(
+            f"  (implicit TLS through the balancer needs ports 993/995, so root; directly: "
+            f"openssl s_client -quiet -connect {second.address}:{SIM_MAIL_PORTS['imaps']} -CAfile {cafile})"
+        )
+    lines += [
+        f"Break the IMAP banner on {second.name} (its imap members go down), take it down (what ImapProxy",
+        "Inactive does: the port refuses), bring it back:",
+        f"  curl -X POST --cacert {cafile} {direct}/_sim/mail/imap/broken   (…/down, …/up)",
+    ]
     return lines
 
 
