@@ -147,6 +147,7 @@ class L7Lab:
         servers: str | None = None,
         health: str = "{interval: 200ms, timeout: 1s, rise: 1, fall: 1}",
         http_port: int | None = None,
+        tls: str | None = None,
     ) -> tuple[Proc, int]:
         port = free_port()
         http = f", http_port: {http_port}" if http_port else ""
@@ -163,7 +164,7 @@ class L7Lab:
             autodiscover: autodiscover.alwayshotcafe.com
             mode: l7
             listen: {{address: 127.0.0.1, https_port: {port}{http}}}
-            tls: {{certificate: {self.pki.certificate}, key: {self.pki.key}}}
+            tls: {tls or f"{{certificate: {self.pki.certificate}, key: {self.pki.key}}}"}
             upstream_tls: {{ca: {self.pki.ca}}}
             health: {health}
             servers:

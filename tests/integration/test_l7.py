@@ -8,6 +8,7 @@ import socket
 import ssl
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from casarray.lab.pki import CertFiles
 from tests.integration.conftest import USERS, L7Lab, get
 from tests.support import (
     NAMESPACE,
+    Proc,
+    casarray,
     free_port,
     read_response,
     rss_kib,
@@ -347,3 +350,58 @@ def test_http_port_redirects_to_https(l7: L7Lab) -> None:
         status, headers, _ = read_response(plain)
     assert status == 301
     assert headers["location"] == f"https://{NAMESPACE}:{port}/ews/Exchange.asmx"
+
+
+def test_ntlm_connection_moves_when_the_pinned_server_lacks_the_next_service(l7: L7Lab) -> None:
+    l7.start_sims(2, ntlm=True)
+    proc, port = l7.balancer()
+    with session(l7, port) as s:
+        s.auth = HttpNtlmAuth("CORP\\user01", "Pass-user01")
+        first = s.get(f"https://127.0.0.1:{port}/EWS/Exchange.asmx", timeout=20)
+        assert first.status_code == 200
+        pinned = first.headers["X-FEServer"]
+        s.auth = None
+        same = s.get(f"https://127.0.0.1:{port}/mapi/emsmdb/", timeout=20)
+        assert same.status_code == 200  # another service, same pinned connection: still authenticated
+        assert same.headers["X-FEServer"] == pinned
+        assert "user=CORP\\user01" in same.text
+        l7.sims[pinned].state.set_service("mapi", False)
+        proc.wait_log(f"health {pinned}/mapi up -> down")
+        moved = s.get(f"https://127.0.0.1:{port}/mapi/emsmdb/", timeout=20)
+        assert moved.status_code == 401  # a new upstream connection: the client authenticates again
+        assert moved.headers["X-FEServer"] != pinned
+    proc.wait_log(f"mapi not available on {pinned} for /mapi/emsmdb/: new upstream connection")
+
+
+def test_sni_picks_an_extra_certificate(l7: L7Lab, tmp_path: Path) -> None:
+    from casarray.lab.pki import LabCa
+
+    ca = LabCa.load(l7.pki.ca, l7.pki.ca.parent / "ca.key")
+    extra = ca.issue(tmp_path, ["legacy.alwayshotcafe.com"], stem="legacy")
+    l7.start_sims(1)
+    _, port = l7.balancer(
+        tls=f"{{certificate: {l7.pki.certificate}, key: {l7.pki.key}, "
+        f"extra: [{{certificate: {extra.certificate}, key: {extra.key}}}]}}"
+    )
+    for name in ("legacy.alwayshotcafe.com", NAMESPACE):
+        with tls_connection("127.0.0.1", port, l7.pki.ca, host=name) as tls:
+            cert = tls.getpeercert()
+            assert cert is not None
+            sans = {value for _, value in cert["subjectAltName"]}
+            assert name in sans
+            assert ("legacy.alwayshotcafe.com" in sans) == (name != NAMESPACE)
+
+
+def test_unreadable_listener_certificate_is_one_clear_line(l7: L7Lab) -> None:
+    cfg = l7.dir / "badcert.yaml"
+    cfg.write_text(
+        f"namespace: {NAMESPACE}\nmode: l7\nlisten: {{address: 127.0.0.1, https_port: {free_port()}}}\n"
+        "tls: {certificate: /nonexistent/cert.pem, key: /nonexistent/key.pem}\n"
+        "servers: [{name: MB1, address: 127.0.0.2}]\nworkers: 1\n"
+    )
+    proc = Proc(casarray("run", "-c", str(cfg)), l7.dir / "badcert.log")
+    l7.procs.append(proc)
+    assert proc.popen.wait(20) == 1
+    errors = [line for line in proc.log.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.log
+    assert "tls: cannot load the certificate '/nonexistent/cert.pem'" in errors[0]
