@@ -187,6 +187,10 @@ class Supervisor:
         self._broadcast(self._health_message(member))
 
     async def _read(self, handle: WorkerHandle) -> None:
+        with contextlib.suppress(ConnectionError):  # a killed worker resets its end: _watch reports it
+            await self._read_lines(handle)
+
+    async def _read_lines(self, handle: WorkerHandle) -> None:
         while line := await handle.reader.readline():
             try:
                 message = json.loads(line)
