@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from casarray.cli import core, lab, namespace, tools
+from casarray.cli import core, ctl, lab, namespace, tools
 
 app = typer.Typer(
     name="casarray",
@@ -20,6 +20,7 @@ app = typer.Typer(
 core.register(app)
 lab.register(app)
 tools.register(app)
+ctl.register(app)
 app.add_typer(namespace.app, name="namespace")
 
 

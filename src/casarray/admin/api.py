@@ -1,0 +1,209 @@
+"""The admin HTTP API on aiohttp: JSON reads and changes, server-sent events, metrics, the dashboard.
+
+Every handler talks to the balancer only through `casarray.engine.control.Control`, on the balancer's
+own event loop: a snapshot is taken synchronously between two data-plane callbacks, so it is consistent
+without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from casarray.admin import dashboard
+from casarray.admin.auth import Access, Policy, decide
+from casarray.admin.metrics import CONTENT_TYPE, registry_for, render_metrics
+from casarray.admin.openapi import openapi_document
+from casarray.admin.views import OPERATOR_STATES, event_json, snapshot_json
+from casarray.engine.control import Control, OperatorState
+from casarray.errors import CasarrayError
+
+__all__ = ["AdminApi"]
+
+log = logging.getLogger("casarray.admin")
+
+_READ_METHODS = frozenset({"GET", "HEAD"})
+# What a fresh stream replays, so the dashboard's log is not empty when it opens.
+_STREAM_BACKLOG = 100
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def _sse(kind: str, data: dict[str, Any]) -> bytes:
+    # One JSON line per `data:` field: json.dumps never emits a newline (text/event-stream, WHATWG HTML §9.2).
+    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class AdminApi:
+    """The routes, bound to one Control and one access Policy."""
+
+    def __init__(self, control: Control, policy: Policy, *, stream_interval: float = 1.0) -> None:
+        self.control = control
+        self.policy = policy
+        self.stream_interval = stream_interval
+        self.registry = registry_for(control)
+        self.closing = asyncio.Event()
+
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors, self._auth])
+        app.router.add_get("/", self.page)
+        app.router.add_get("/api/status", self.status)
+        app.router.add_get("/api/events", self.events)
+        app.router.add_get("/api/stream", self.stream)
+        app.router.add_post("/api/servers/{server}/{state}", self.set_server)
+        app.router.add_post("/api/servers/{server}/services/{service}/{state}", self.set_member)
+        app.router.add_post("/api/reload", self.reload)
+        app.router.add_get("/api/openapi.json", self.openapi)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    # --- middlewares ----------------------------------------------------------------------------------
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """aiohttp answers unknown paths and methods in plain text; API clients get JSON everywhere."""
+        try:
+            return await handler(request)
+        except web.HTTPMethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            return _error(405, f"method {request.method} not allowed on {request.path} (allowed: {allowed})")
+        except web.HTTPNotFound:
+            return _error(404, f"no endpoint {request.path} (see /api/openapi.json)")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _error(exc.status, exc.reason)
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/" and request.method in _READ_METHODS:
+            return await handler(request)  # the page holds no data; its API calls are checked
+        access = Access.READ if request.method in _READ_METHODS else Access.CHANGE
+        verdict = decide(
+            self.policy,
+            access,
+            authorization=request.headers.get("Authorization"),
+            host=request.headers.get("Host"),
+            origin=request.headers.get("Origin"),
+        )
+        if verdict is None:
+            return await handler(request)
+        log.warning(
+            "admin: %d for %s %s from %s: %s",
+            verdict.status,
+            request.method,
+            request.path,
+            request.remote,
+            verdict.message,
+        )
+        response = _error(verdict.status, verdict.message)
+        if verdict.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="casarray"'  # RFC 6750 §3
+        return response
+
+    # --- reads ----------------------------------------------------------------------------------------
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=dashboard.PAGE.encode(),
+            content_type="text/html",
+            charset="utf-8",
+            headers=dashboard.HEADERS,
+        )
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(snapshot_json(self.control.snapshot(), time.time()))
+
+    async def events(self, request: web.Request) -> web.Response:
+        text = request.query.get("since", "0")
+        try:
+            since = float(text)
+        except ValueError:
+            return _error(400, f"since: expected epoch seconds such as 1700000000.5, got {text!r}")
+        now = time.time()
+        events = [event_json(e) for e in self.control.events(since)]
+        return web.json_response({"events": events, "time": now})
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response  # headers only: a stream has no end to wait for
+        since = 0.0
+        backlog = _STREAM_BACKLOG
+        with contextlib.suppress(ConnectionError):  # the client went away
+            while not self.closing.is_set():
+                events = list(self.control.events(since))[-backlog:]
+                backlog = len(events) + _STREAM_BACKLOG  # after the first round: every new event
+                for event in events:
+                    await response.write(_sse("event", event_json(event)))
+                if events:
+                    since = events[-1].time
+                await response.write(_sse("snapshot", snapshot_json(self.control.snapshot(), time.time())))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.stream_interval):
+                        await self.closing.wait()
+        return response
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=render_metrics(self.registry), headers={"Content-Type": CONTENT_TYPE})
+
+    # --- changes --------------------------------------------------------------------------------------
+    async def set_server(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        return self._set(request, info["server"], None, info["state"])
+
+    async def set_member(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        return self._set(request, info["server"], info["service"], info["state"])
+
+    def _set(self, request: web.Request, server: str, service: str | None, state: str) -> web.Response:
+        if state.lower() not in OPERATOR_STATES:
+            return _error(
+                400,
+                f"unknown state {state!r}: expected one of {', '.join(OPERATOR_STATES)}",
+                expected=list(OPERATOR_STATES),
+            )
+        try:
+            self.control.set_operator(server, service, OperatorState(state.lower()))
+        except KeyError as exc:
+            message = str(exc.args[0]) if exc.args else f"no server {server!r}"
+            return _error(404, message)
+        name = next(
+            (s.name for s in self.control.snapshot().servers if s.name.lower() == server.lower()), server
+        )
+        label = f"{name}/{service.lower()}" if service else name
+        log.info("admin: %s set %s to %s", request.remote, label, state.lower())
+        return web.json_response(
+            {
+                "server": name,
+                "service": service.lower() if service else None,
+                "state": state.lower(),
+                "outcome": f"{label}: {state.lower()}",
+            }
+        )
+
+    async def reload(self, request: web.Request) -> web.Response:
+        log.info("admin: %s asked for a reload", request.remote)
+        try:
+            outcome = await self.control.reload()
+        except CasarrayError as exc:
+            problems = str(exc).splitlines()
+            return _error(
+                409,
+                f"reload refused, the running config keeps serving: {'; '.join(problems)}",
+                problems=problems,
+            )
+        return web.json_response({"outcome": outcome})

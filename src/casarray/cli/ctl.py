@@ -1,0 +1,362 @@
+"""`casarray ctl`: the command-line client of a running balancer's admin API. Thin: find the API and
+its token, make one request, print the answer; any failure is one `error: …` line and exit 1."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import httpx
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from casarray.admin.auth import split_listen
+from casarray.cli.core import fail
+from casarray.config import ConfigErrors, load_config
+from casarray.config.model import Admin
+
+app = typer.Typer(
+    help="Control a running balancer through its admin API: status, drain, ready, maint, reload, events.",
+    no_args_is_help=True,
+)
+
+# Where `ctl` looks for the config when -c is not given: the working directory, then the packaged path.
+DEFAULT_CONFIGS = (Path("casarray.yaml"), Path("/etc/casarray/casarray.yaml"))
+DEFAULT_ADMIN = "http://127.0.0.1:9090"
+
+_STATE_STYLE = {
+    "up": "bold green",
+    "ready": "bold green",
+    "drain": "bold yellow",
+    "maint": "grey50",
+    "down": "bold red",
+    "init": "blue",
+}
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "-c",
+        "--config",
+        help="The balancer's config: admin.listen and admin.token_file are read from it "
+        "(default: ./casarray.yaml, else /etc/casarray/casarray.yaml).",
+        show_default=False,
+    ),
+]
+AdminOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--admin", help=f"Admin API URL; overrides the config (default: {DEFAULT_ADMIN}).", show_default=False
+    ),
+]
+TokenOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file", help="File holding the admin token; overrides admin.token_file.", show_default=False
+    ),
+]
+ServiceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--service", "-s", help="Only this service's member (e.g. ews) instead of the whole server."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+
+
+@dataclass
+class Options:
+    config: Path | None = None
+    admin: str | None = None
+    token_file: Path | None = None
+
+
+@dataclass
+class Target:
+    url: str
+    token: str | None
+    note: str  # why no token is sent, for a 401's error line
+
+
+@app.callback()
+def main(
+    ctx: typer.Context, config: ConfigOpt = None, admin: AdminOpt = None, token_file: TokenOpt = None
+) -> None:
+    """Options given here apply to every verb (they may also follow the verb)."""
+    ctx.obj = Options(config, admin, token_file)
+
+
+def _target(ctx: typer.Context, config: Path | None, admin: str | None, token_file: Path | None) -> Target:
+    given: Options = ctx.obj if isinstance(ctx.obj, Options) else Options()
+    config = config or given.config
+    admin = admin or given.admin
+    token_file = token_file or given.token_file
+    if config is None:
+        config = next((path for path in DEFAULT_CONFIGS if path.is_file()), None)
+    url, configured_token = admin, None
+    if config is not None:
+        section = _admin_section(config)
+        if section is None and admin is None:
+            raise fail(
+                f"{config} has no admin: section, so the balancer runs no admin API "
+                "(add admin: {listen: 127.0.0.1:9090} and restart, or pass --admin URL)"
+            )
+        if section is not None:
+            if url is None:
+                url = _listen_url(section.listen)
+            configured_token = section.token_file
+    url = (url or DEFAULT_ADMIN).rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    if token_file is not None:
+        try:
+            return Target(url, _read(token_file), "")
+        except OSError as exc:
+            raise fail(f"cannot read the token file {token_file}: {exc.strerror or exc}") from None
+    if configured_token is not None:
+        try:
+            return Target(url, _read(Path(configured_token)), "")
+        except OSError as exc:
+            # Reads on loopback need no token: an unprivileged user can still ask for the status.
+            return Target(url, None, f"admin.token_file {configured_token}: {exc.strerror or exc}")
+    return Target(url, None, "no token file (use --token-file or admin.token_file)")
+
+
+def _admin_section(path: Path) -> Admin | None:
+    try:
+        return load_config(path).admin
+    except ConfigErrors as exc:
+        # The file may be mid-edit, and `ctl reload` is how the balancer reports its errors: the admin:
+        # section alone is enough to reach the running balancer.
+        try:
+            data = YAML(typ="safe").load(path.read_text(encoding="utf-8-sig"))
+            raw = data.get("admin") if isinstance(data, dict) else None
+            if raw is not None:
+                return Admin.model_validate(raw)
+        except (OSError, YAMLError, ValidationError):
+            pass
+        raise fail(str(exc)) from None
+
+
+def _read(path: Path) -> str:
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise OSError(0, "the file is empty")
+    return token
+
+
+def _listen_url(listen: str) -> str:
+    try:
+        host, port = split_listen(listen)
+    except ValueError as exc:
+        raise fail(f"admin.listen: {exc}") from None
+    # A wildcard listen address is reached on this machine through loopback.
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+    host = wildcard.get(host, host)
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None and literal.version == 6:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _call(target: Target, method: str, path: str, timeout: float = 10.0) -> Any:
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    # trust_env=False: an http_proxy meant for the internet must not capture calls to the balancer.
+    try:
+        with httpx.Client(base_url=target.url, timeout=timeout, trust_env=False) as client:
+            response = client.request(method, path, headers=headers)
+    except httpx.ConnectError as exc:
+        raise fail(
+            f"cannot reach the admin API at {target.url}: {_reason(exc)} "
+            "(is `casarray run` running with an admin: section?)"
+        ) from None
+    except httpx.TimeoutException:
+        raise fail(f"the admin API at {target.url} did not answer within {timeout:.0f}s") from None
+    except httpx.HTTPError as exc:
+        raise fail(f"admin API at {target.url}: {_reason(exc)}") from None
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code >= 400:
+        error = data.get("error") if isinstance(data, dict) else None
+        message = f"{response.status_code} {response.reason_phrase}: {error or response.text.strip()[:200]}"
+        if response.status_code == 401 and target.note:
+            message += f" ({target.note})"
+        raise fail(" ".join(message.split()))
+    if data is None:
+        raise fail(f"{target.url}{path} did not answer JSON (is that the admin API?)")
+    return data
+
+
+def _reason(exc: Exception) -> str:
+    text = (str(exc) or type(exc).__name__).splitlines()[0]
+    return re.sub(r"^\[Errno -?\d+\] ", "", text)  # "[Errno 111] Connection refused" -> the words
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 200  # piped: one line per server however many services
+    return console
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    admin: AdminOpt = None,
+    token_file: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Servers × services coloured by state (up green, drain amber, maint grey, down red), and counters."""
+    snap = _call(_target(ctx, config, admin, token_file), "GET", "/api/status")
+    if as_json:
+        typer.echo(json.dumps(snap, indent=2))
+        return
+    console = _console()
+    classes: dict[str, int] = {}
+    for by_class in snap["requests"].values():
+        for name, count in by_class.items():
+            classes[name] = classes.get(name, 0) + count
+    requests = "  ".join(f"{name} {count}" for name, count in sorted(classes.items()))
+    console.print(
+        f"[bold]{snap['namespace']}[/]  mode {snap['mode']}  clients {snap['clients']} "
+        f"(accepted {snap['clients_total']})  refused {snap['refused']}  queued {snap['queue']}  "
+        f"reloads {snap['reloads']}" + (f"  requests {requests}" if requests else "")
+    )
+    table = Table("Server", "Operator", *snap["services"], "Conns", "Total", "In", "Out", "Errors")
+    for server in snap["servers"]:
+        cells = []
+        for service in snap["services"]:
+            member = server["members"].get(service)
+            if member is None:
+                cells.append(Text("-"))
+                continue
+            state, health = member["state"], member["health"]
+            label = state
+            if state == "down" and member["code"]:
+                label = f"down {member['code']}"
+            elif state in ("drain", "maint") and health != "up":
+                label = f"{state}, {health}"  # the operator's state shows; its health still matters
+            cells.append(Text(label, style=_STATE_STYLE.get(state, "")))
+        table.add_row(
+            server["name"],
+            Text(server["operator"], style=_STATE_STYLE.get(server["operator"], "")),
+            *cells,
+            str(server["active"]),
+            str(server["total"]),
+            _size(server["bytes_in"]),
+            _size(server["bytes_out"]),
+            str(server["connect_errors"]),
+        )
+    console.print(table)
+
+
+def _set(ctx: typer.Context, state: str, server: str, service: str | None, options: Options) -> None:
+    target = _target(ctx, options.config, options.admin, options.token_file)
+    path = f"/api/servers/{quote(server, safe='')}"
+    if service is not None:
+        path += f"/services/{quote(service, safe='')}"
+    result = _call(target, "POST", f"{path}/{state}")
+    typer.echo(result["outcome"])
+
+
+@app.command()
+def drain(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
+    service: ServiceOpt = None,
+    config: ConfigOpt = None,
+    admin: AdminOpt = None,
+    token_file: TokenOpt = None,
+) -> None:
+    """No new connections or requests for SERVER; the open ones finish."""
+    _set(ctx, "drain", server, service, Options(config, admin, token_file))
+
+
+@app.command()
+def ready(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
+    service: ServiceOpt = None,
+    config: ConfigOpt = None,
+    admin: AdminOpt = None,
+    token_file: TokenOpt = None,
+) -> None:
+    """SERVER takes new traffic again (when its health checks pass)."""
+    _set(ctx, "ready", server, service, Options(config, admin, token_file))
+
+
+@app.command()
+def maint(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
+    service: ServiceOpt = None,
+    config: ConfigOpt = None,
+    admin: AdminOpt = None,
+    token_file: TokenOpt = None,
+) -> None:
+    """Take SERVER out now: its open connections are closed."""
+    _set(ctx, "maint", server, service, Options(config, admin, token_file))
+
+
+@app.command()
+def reload(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    admin: AdminOpt = None,
+    token_file: TokenOpt = None,
+) -> None:
+    """Re-read the balancer's config file (a refused one leaves the running config serving)."""
+    # Long timeout: the new generation runs its first round of health checks before it serves.
+    result = _call(_target(ctx, config, admin, token_file), "POST", "/api/reload", timeout=60.0)
+    typer.echo(result["outcome"])
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    since: Annotated[float, typer.Option(help="Only events after this time (epoch seconds).")] = 0.0,
+    config: ConfigOpt = None,
+    admin: AdminOpt = None,
+    token_file: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent state changes: health transitions, operator actions, reloads (oldest first)."""
+    data = _call(_target(ctx, config, admin, token_file), "GET", f"/api/events?since={since}")
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    for event in data["events"]:
+        when = datetime.datetime.fromtimestamp(event["time"]).strftime("%Y-%m-%d %H:%M:%S")
+        what = event["server"] + (f"/{event['service']}" if event["service"] else "") or "config"
+        reason = f" {event['reason']!r}" if event["reason"] else ""
+        typer.echo(f"{when} {what} {event['old']} -> {event['new']} {event['code']}{reason}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="ctl")
