@@ -223,7 +223,19 @@ def test_l7_drain_lets_the_in_flight_request_finish_and_sends_new_ones_elsewhere
     assert sample(scrape1, "casarray_server_connections_total", server="MB2") > sample(
         scrape0, "casarray_server_connections_total", server="MB2"
     )
-    assert sample(scrape1, "casarray_check_duration_seconds", server="MB1", service="ews") > 0
+    assert sample(scrape1, "casarray_check_last_duration_seconds", server="MB1", service="ews") > 0
+    assert sample(scrape1, "casarray_check_duration_seconds_count", server="MB1", service="ews") >= 1
+
+    # A client that speaks plain HTTP to the TLS port: a failed handshake, counted.
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", lab.port), timeout=5) as plain:
+            plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            plain.recv(100)
+    wait_until(
+        lambda: sample(scrape(), "casarray_tls_handshake_failures_total") >= 2,
+        5,
+        what="two failed TLS handshakes counted",
+    )
 
     readied = lab.ctl("ready", "MB1")
     assert (readied.returncode, readied.stdout, readied.stderr) == (0, "MB1: ready\n", "")

@@ -96,3 +96,15 @@ def test_response_head_keeps_only_the_start_of_a_big_body() -> None:
     head.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50_000)
     assert head.done
     assert head.body == b"x" * 16
+
+
+def test_check_durations_are_counted_in_buckets() -> None:
+    from casarray.health.state import CHECK_BUCKETS
+
+    state = HealthState(rise=1, fall=1)
+    for duration in (0.001, 0.02, 0.02, 7.0):
+        state.record(CheckResult(True, "L7OK", "", duration), 0.0)
+    assert state.durations[0] == 1
+    assert state.durations[CHECK_BUCKETS.index(0.025)] == 2
+    assert state.durations[-1] == 1  # +Inf
+    assert abs(state.duration_sum - 7.041) < 1e-9

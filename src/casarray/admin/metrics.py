@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from casarray.admin.views import OPERATOR_STATES, effective_operator
 from casarray.engine.control import Control, Snapshot
+from casarray.health.state import CHECK_BUCKETS
 
 __all__ = ["CONTENT_TYPE", "SnapshotCollector", "render_metrics"]
 
@@ -52,8 +53,13 @@ def families(snap: Snapshot) -> list[Metric]:
         labels=["server", "service", "state"],
     )
     check = GaugeMetricFamily(
-        "casarray_check_duration_seconds",
+        "casarray_check_last_duration_seconds",
         "Duration of the member's last health check.",
+        labels=["server", "service"],
+    )
+    check_histogram = HistogramMetricFamily(
+        "casarray_check_duration_seconds",
+        "Durations of the member's health checks.",
         labels=["server", "service"],
     )
     member_requests = CounterMetricFamily(
@@ -105,6 +111,15 @@ def families(snap: Snapshot) -> list[Metric]:
             for state in OPERATOR_STATES:
                 member_operator.add_metric([*labels, state], 1.0 if applied == state else 0.0)
             check.add_metric(labels, member.check_ms / 1000)
+            if member.check_buckets:
+                cumulative = 0
+                buckets: list[tuple[str, float]] = []
+                for bound, count in zip(
+                    (*map(str, CHECK_BUCKETS), "+Inf"), member.check_buckets, strict=True
+                ):
+                    cumulative += count
+                    buckets.append((bound, cumulative))
+                check_histogram.add_metric(labels, buckets, member.check_sum)
             member_requests.add_metric(labels, member.requests)
     requests = CounterMetricFamily(
         "casarray_requests",
@@ -144,6 +159,7 @@ def families(snap: Snapshot) -> list[Metric]:
         available,
         member_operator,
         check,
+        check_histogram,
         member_requests,
         server_operator,
         current,

@@ -543,7 +543,7 @@ class Balancer:
         first: dict[str, ServerState] = {}
         counts: dict[str, list[int]] = {}
         members: dict[str, dict[str, MemberView]] = {}
-        clients = refused = total = queue = 0
+        clients = refused = total = queue = tls_failures = 0
         requests: dict[str, dict[str, int]] = {}
         services: list[str] = list(self.config.services)
         if current is not None:
@@ -568,6 +568,8 @@ class Balancer:
                         m.operator.value,
                         m.available,
                         m.requests,
+                        tuple(m.health.durations),
+                        round(m.health.duration_sum, 6),
                     )
                     if name not in services:
                         services.append(name)
@@ -579,6 +581,7 @@ class Balancer:
                     queue += len(fe.queue)
                 else:
                     requests = fe.status_counts()
+                    tls_failures += fe.tls_failures
         servers = tuple(
             ServerViewData(
                 name,
@@ -605,7 +608,7 @@ class Balancer:
             refused,
             requests,
             queue,
-            0,
+            tls_failures,
             self.reloads,
             1,
             self.started,

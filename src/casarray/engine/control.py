@@ -28,6 +28,8 @@ class MemberView:
     operator: str  # OperatorState value set on this member (the server's own state applies too)
     available: bool  # takes new traffic now (up, member and server ready)
     requests: int  # l7 requests sent to this member (0 in l4)
+    check_buckets: tuple[int, ...] = ()  # checks per duration bucket (health.state.CHECK_BUCKETS, +Inf)
+    check_sum: float = 0.0  # seconds spent in all checks
 
 
 @dataclass(frozen=True, slots=True)

@@ -294,6 +294,12 @@ class L7Client(asyncio.Protocol):
         self._last_in = self._last_out = 0.0
 
     # --- client transport events -------------------------------------------------------------------
+    def __del__(self) -> None:
+        # The loop creates this protocol at accept time but calls connection_made only after the TLS
+        # handshake; one that is dropped without it is a handshake that failed or timed out.
+        if self.transport is None:
+            self.frontend.tls_failures += 1
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
@@ -858,6 +864,7 @@ class L7Frontend:
         self.clients: set[L7Client] = set()
         self.refused = 0
         self.accepted_total = 0
+        self.tls_failures = 0  # handshakes that never completed (counted by L7Client.__del__)
         self.announce = True  # log pool changes (not in supervised workers: the supervisor logs health)
         self.access: AccessLog | None = None
         # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers

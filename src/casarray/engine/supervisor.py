@@ -72,6 +72,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._numbers = 0
+        self._retired: list[dict[str, Any]] = []  # last stats of workers that are gone
         self._dir = Path(tempfile.mkdtemp(prefix="casarray-"))
         self._config_file = self._write_config(config_path)
 
@@ -179,9 +180,9 @@ class Supervisor:
         }
 
     def _broadcast(self, message: dict[str, Any]) -> None:
+        # Draining workers too: a `maint` must also close the connections they still hold.
         for handle in self.workers:
-            if not handle.stopping:
-                handle.send(message)
+            handle.send(message)
 
     def _on_change(self, member: Member, transition: Transition) -> None:
         self._broadcast(self._health_message(member))
@@ -206,6 +207,7 @@ class Supervisor:
         handle.writer.close()
         if handle in self.workers:
             self.workers.remove(handle)
+        self._retire(handle.stats)
         if handle.stopping or self._stopping:
             return
         log.error(
@@ -218,6 +220,16 @@ class Supervisor:
             await self._spawn(handle.generation)
         except CasarrayError as exc:
             log.error("could not restart a worker: %s", exc)
+
+    def _retire(self, stats: dict[str, Any]) -> None:
+        """Keep the totals of a worker that is gone, so counters never go down (Prometheus would read
+        a reset). Gauges (open connections, peaks, queue) are not kept."""
+        if not stats:
+            return
+        stats = dict(stats)
+        stats["clients"] = stats["queue"] = 0
+        stats["servers"] = [{**server, "active": 0, "peak": 0} for server in stats.get("servers", [])]
+        self._retired.append(stats)
 
     # --- Control ------------------------------------------------------------------------------------
     def events(self, since: float = 0.0) -> Sequence[Event]:
@@ -243,7 +255,7 @@ class Supervisor:
 
     def snapshot(self) -> Snapshot:
         base = self.master.snapshot()
-        stats = [h.stats for h in self.workers if h.stats]
+        stats = [h.stats for h in self.workers if h.stats] + self._retired
         servers: list[ServerView] = []
         for view in base.servers:
             sums = [0] * 6
@@ -286,6 +298,7 @@ class Supervisor:
             refused=sum(int(s.get("refused", 0)) for s in stats),
             requests=counts,
             queue=sum(int(s.get("queue", 0)) for s in stats),
+            tls_handshake_failures=sum(int(s.get("tls_handshake_failures", 0)) for s in stats),
             workers=len(self.workers),
         )
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+# Upper bounds (seconds) of the check-duration histogram; the last bucket is +Inf.
+CHECK_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,8 @@ class HealthState:
     streak: int = 0  # consecutive results pointing away from the current state
     last: CheckResult | None = None
     last_change: float = 0.0
+    durations: list[int] = field(default_factory=lambda: [0] * (len(CHECK_BUCKETS) + 1))  # per bucket
+    duration_sum: float = 0.0
 
     @property
     def name(self) -> str:
@@ -44,6 +49,10 @@ class HealthState:
     def record(self, result: CheckResult, now: float) -> Transition | None:
         """Count one result; return the transition when the state changes."""
         self.last = result
+        self.duration_sum += result.duration
+        self.durations[
+            next((i for i, b in enumerate(CHECK_BUCKETS) if result.duration <= b), len(CHECK_BUCKETS))
+        ] += 1
         old = self.name
         if not self.checked:
             # No history yet: trust the first check instead of waiting `rise` intervals at start-up.

@@ -44,7 +44,7 @@ def test_exposition_parses_and_matches_the_snapshot() -> None:
     assert value(got, "casarray_server_connect_errors_total", server="MB2") == 1
     assert value(got, "casarray_requests_total", service="ews", code_class="2xx") == 7
     assert value(got, "casarray_requests_total", service="ews", code_class="5xx") == 1
-    assert value(got, "casarray_check_duration_seconds", server="MB1", service="owa") == 0.0125
+    assert value(got, "casarray_check_last_duration_seconds", server="MB1", service="owa") == 0.0125
     assert value(got, "casarray_queue_length") == 0
     assert value(got, "casarray_client_connections") == 2
     assert value(got, "casarray_client_connections_total") == 14
@@ -91,3 +91,55 @@ def test_registering_takes_no_snapshot() -> None:
     assert Counting.taken == 0
     render_metrics(registry)
     assert Counting.taken == 1
+
+
+def test_check_duration_histogram_is_exported() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from casarray.admin.metrics import families
+    from casarray.engine.control import MemberView, ServerView, Snapshot
+
+    member = MemberView(
+        "MB1",
+        "owa",
+        "up",
+        "L7OK",
+        "200 OK",
+        12.0,
+        0.0,
+        "ready",
+        True,
+        0,
+        (1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 1),
+        9.5,
+    )
+    snap = Snapshot(
+        "l7",
+        "outlook.alwayshotcafe.com",
+        ("owa",),
+        (ServerView("MB1", "10.0.1.11", 443, "ready", 0, 0, 0, 0, 0, 0, {"owa": member}),),
+        0,
+        0,
+        0,
+    )
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.registry import Collector
+
+    class One(Collector):
+        def collect(self):  # type: ignore[no-untyped-def]
+            return families(snap)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(One())
+    text = generate_latest(registry).decode()
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name.startswith("casarray_check_duration_seconds")
+    }
+    assert samples[("casarray_check_duration_seconds_bucket", "0.005")] == 1
+    assert samples[("casarray_check_duration_seconds_bucket", "0.025")] == 6
+    assert samples[("casarray_check_duration_seconds_bucket", "+Inf")] == 7
+    assert samples[("casarray_check_duration_seconds_count", None)] == 7
+    assert samples[("casarray_check_duration_seconds_sum", None)] == 9.5
