@@ -147,6 +147,9 @@ def lab(
     mode: Annotated[LabMode, typer.Option(help="l4: TCP pass-through; l7: TLS termination.")] = LabMode.l7,
     sim_port: Annotated[int, typer.Option(help="Port of the simulated servers on 127.0.0.2-4.")] = 8443,
     ntlm: Annotated[bool, typer.Option(help="Let the simulated servers demand NTLM on their vdirs.")] = True,
+    admin_port: Annotated[
+        int, typer.Option(help="Admin API and dashboard port on 127.0.0.1 (0: none).")
+    ] = 9090,
     mail: Annotated[
         bool,
         typer.Option(
@@ -159,7 +162,15 @@ def lab(
     Prints what to try; Ctrl-C stops everything.
     """
     try:
-        plan = lab_runner.plan(directory, port=port, mode=mode.value, sim_port=sim_port, ntlm=ntlm, mail=mail)
+        plan = lab_runner.plan(
+            directory,
+            port=port,
+            mode=mode.value,
+            sim_port=sim_port,
+            ntlm=ntlm,
+            mail=mail,
+            admin_port=admin_port,
+        )
     except LabError as exc:
         raise _fail(str(exc)) from None
 

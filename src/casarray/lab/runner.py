@@ -94,6 +94,7 @@ class LabPlan:
     ntlm: bool
     mail: bool = False  # sims run IMAP4/POP3/SMTP and the balancer has a mail: section
     mail_tls: bool = False  # the balancer also listens on 993/995 (needs root)
+    admin_port: int = 9090  # admin API and dashboard on 127.0.0.1 (0: none)
     python: str = field(default=sys.executable)
 
     @property
@@ -153,6 +154,7 @@ def plan(
     servers: Sequence[str] = DEFAULT_SERVERS,
     mail: bool = False,
     mail_tls: bool | None = None,
+    admin_port: int = 9090,
 ) -> LabPlan:
     """What the lab will do. `mail_tls` (balancer on 993/995) defaults to whether we run as root."""
     if mode not in ("l4", "l7"):
@@ -168,7 +170,7 @@ def plan(
     if mail and port in {*SIM_MAIL_PORTS.values(), *VIP_TLS_PORTS.values()}:
         raise LabError(f"port {port}: the balancer's mail listeners use it; choose another")
     tls = (os.geteuid() == 0) if mail_tls is None else mail_tls
-    return LabPlan(directory, port, mode, domain, members, ntlm, mail, mail and tls)
+    return LabPlan(directory, port, mode, domain, members, ntlm, mail, mail and tls, admin_port)
 
 
 def _q(value: str | Path) -> str:
@@ -201,6 +203,8 @@ def render_config(p: LabPlan) -> str:
         extra = f", mail_ports: {{{mail_ports}}}" if routes else ""
         lines.append(f"  - {{name: {s.name}, address: {s.address}, port: {s.port}{extra}}}")
     lines += [f"health: {{interval: {HEALTH_INTERVAL}}}"]
+    if p.admin_port:
+        lines.append(f"admin: {{listen: '{p.listen_address}:{p.admin_port}'}}  # API, dashboard, /metrics")
     if routes:
         lines.append("mail:  # l4 listeners on the VIP, each with its own pool and greeting check")
         for protocol in ("imap", "pop3", "smtp"):
@@ -276,6 +280,11 @@ def try_lines(p: LabPlan) -> list[str]:
         ]
     if p.mail:
         lines += mail_try_lines(p)
+    if p.admin_port:
+        lines += [
+            f"Dashboard: http://{p.listen_address}:{p.admin_port}/   (metrics: /metrics; API: /api/status)",
+            f"  casarray ctl -c {p.config} status        casarray ctl -c {p.config} drain {second.name}",
+        ]
     lines += ["Ctrl-C stops everything."]
     return lines
 
