@@ -59,7 +59,7 @@ def test_config_is_valid_for_the_balancer(tmp_path: Path, mode: str) -> None:
     ]
     assert config.health.interval == 2.0
     assert config.admin is not None
-    assert config.admin.listen == "127.0.0.1:9090"  # the lab shows the dashboard  # not part of the lab yet
+    assert config.admin.listen == "127.0.0.1:9090"  # the lab shows the dashboard
 
 
 def test_commands(tmp_path: Path) -> None:
