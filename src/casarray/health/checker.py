@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from casarray.balance.state import Member
+from casarray.health.layers import Failed, open_layers
 from casarray.health.state import CheckResult, Transition
 from casarray.health.verdict import judge
 from casarray.http.errors import ProtocolError
@@ -85,34 +86,17 @@ async def probe_https(probe: HttpsProbe) -> CheckResult:
         return CheckResult(ok, code, reason, loop.time() - start)
 
     try:
-        try:
-            async with asyncio.timeout_at(deadline):
-                transport, protocol = await loop.create_connection(_ProbeProtocol, probe.address, probe.port)
-        except TimeoutError:
-            return result(False, "L4TOUT", "connect timeout")
-        except ConnectionRefusedError:
-            return result(False, "L4CON", "connect refused")
-        except OSError as exc:
-            return result(False, "L4CON", f"connect error: {exc.strerror or exc}")
-        try:
-            async with asyncio.timeout_at(deadline):
-                tls = await loop.start_tls(
-                    transport, protocol, probe.ssl_context, server_hostname=probe.server_name
-                )
-        except TimeoutError:
-            return result(False, "L6TOUT", "TLS handshake timeout")
-        except ssl.SSLCertVerificationError as exc:
-            return result(False, "L6RSP", f"TLS certificate rejected: {exc.verify_message}")
-        except (ssl.SSLError, OSError, ConnectionError) as exc:
-            return result(False, "L6RSP", f"TLS error: {exc}")
-        if tls is None:
-            return result(False, "L6RSP", "TLS error: connection closed during the handshake")
-        transport = tls
+        opened = await open_layers(
+            _ProbeProtocol, probe.address, probe.port, deadline, (probe.ssl_context, probe.server_name)
+        )
+        if isinstance(opened, Failed):
+            return result(False, opened.code, opened.reason)
+        transport, protocol = opened
         request = (
             f"GET {probe.path} HTTP/1.1\r\nHost: {probe.server_name}\r\n"
             "User-Agent: casarray-check\r\nConnection: close\r\n\r\n"
         ).encode("ascii")
-        tls.write(request)
+        transport.write(request)
         try:
             async with asyncio.timeout_at(deadline):
                 await protocol.finished

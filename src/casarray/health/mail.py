@@ -23,6 +23,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
+from casarray.health.layers import Failed, open_layers
 from casarray.health.state import CheckResult
 
 MailProtocolName = Literal["imap", "pop3", "smtp"]
@@ -523,33 +524,18 @@ async def probe_mail(probe: MailProbe) -> CheckResult:
         return CheckResult(ok, code, reason, loop.time() - start)
 
     try:
-        try:
-            async with asyncio.timeout_at(deadline):
-                transport, protocol = await loop.create_connection(
-                    lambda: _MailClient(dialogue, probe.implicit_tls), probe.address, probe.port
-                )
-        except TimeoutError:
-            return result(False, "L4TOUT", "connect timeout")
-        except ConnectionRefusedError:
-            return result(False, "L4CON", "connect refused")
-        except OSError as exc:
-            return result(False, "L4CON", f"connect error: {exc.strerror or exc}")
+        opened = await open_layers(
+            lambda: _MailClient(dialogue, probe.implicit_tls),
+            probe.address,
+            probe.port,
+            deadline,
+            (probe.ssl_context, probe.server_name) if probe.implicit_tls else None,
+        )
+        if isinstance(opened, Failed):
+            return result(False, opened.code, opened.reason)
+        transport, protocol = opened
         if probe.implicit_tls:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    tls = await loop.start_tls(
-                        transport, protocol, probe.ssl_context, server_hostname=probe.server_name
-                    )
-            except TimeoutError:
-                return result(False, "L6TOUT", "TLS handshake timeout")
-            except ssl.SSLCertVerificationError as exc:
-                return result(False, "L6RSP", f"TLS certificate rejected: {exc.verify_message}")
-            except (ssl.SSLError, OSError, ConnectionError) as exc:
-                return result(False, "L6RSP", f"TLS error: {exc}")
-            if tls is None:
-                return result(False, "L6RSP", "TLS error: connection closed during the handshake")
-            transport = tls
-            protocol.attach(tls)
+            protocol.attach(transport)
         try:
             async with asyncio.timeout_at(deadline):
                 verdict = await protocol.verdict
