@@ -97,7 +97,8 @@ class Server(_Model):
     maxconn: int | None = Field(
         None,
         ge=1,
-        description="Most concurrent connections to this server; beyond it clients wait in the queue.",
+        description="Most concurrent connections to this server per worker process; beyond it "
+        "clients wait in the queue.",
     )
     mail_ports: dict[int, Port] = Field(
         default_factory=dict,
@@ -160,7 +161,9 @@ class Timeouts(_Model):
 
 
 class Limits(_Model):
-    maxconn: int = Field(20000, ge=1, description="Most concurrent client connections on the listener.")
+    maxconn: int = Field(
+        20000, ge=1, description="Most concurrent client connections on the listener, per worker process."
+    )
     queue: int = Field(1024, ge=0, description="Most connections waiting for a free slot (FIFO).")
 
 
