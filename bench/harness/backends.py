@@ -225,6 +225,7 @@ def casarray_config(mode: str, port: int, origin_port: int) -> str:
           - {{name: N1, address: {LOOPBACK}, port: {origin_port}}}
         health:
           enabled: false
+        workers: 1  # one worker against HAProxy's one thread; RSS and CPU are read off this process
         """
     )
 

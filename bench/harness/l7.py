@@ -187,6 +187,7 @@ def casarray_l7_config(port: int, pki: Pki, origin: Origin) -> str:
           - {{name: N1, address: {LOOPBACK}, port: {origin.tls_port}}}
         health:
           enabled: false
+        workers: 1  # one worker against HAProxy's one thread; RSS and CPU are read off this process
         """
     )
 
