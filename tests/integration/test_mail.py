@@ -449,7 +449,7 @@ def balancer_config(array: Array) -> str:
         f"listen: {{address: {VIP}, https_port: {free_port(VIP)}}}",
         f"upstream_tls: {{ca: {array.pki.ca}}}",
         "services: [owa]",
-        "health: {interval: 200ms, timeout: 1s, rise: 1, fall: 1}",
+        "health: {interval: 200ms, timeout: 1s, rise: 1, fall: 2}",  # one slow check under load must not flip a member
         "servers:",
     ]
     for name, server in array.servers.items():
