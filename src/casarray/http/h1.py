@@ -116,9 +116,17 @@ def _keep_alive(version: bytes, tokens: frozenset[bytes]) -> bool:
 
 
 def _parse_headers(block: bytes, limits: Limits) -> Headers:
-    if _HEADER_BLOCK.fullmatch(block) is None:
+    # One pass: the line matches must tile the whole block; a skipped byte means an invalid line.
+    headers: Headers = []
+    covered = 0
+    for match in _HEADER_LINE.finditer(block):
+        start, end = match.span()
+        if start != covered:
+            break
+        covered = end
+        headers.append((match.group(1), match.group(2)))
+    if covered != len(block):
         raise ProtocolError(_header_problem(block))
-    headers = [(m.group(1), m.group(2)) for m in _HEADER_LINE.finditer(block)]
     if len(headers) > limits.max_headers:
         raise ProtocolError(f"more than {limits.max_headers} header fields", 431)
     return headers
