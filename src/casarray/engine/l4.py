@@ -21,6 +21,7 @@ from casarray.balance.queue import WaitQueue
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
+from casarray.engine.sweep import Sweeper
 
 log = logging.getLogger("casarray.l4")
 
@@ -164,8 +165,8 @@ class L4Client(asyncio.Protocol):
     def upstream_lost(self, exc: Exception | None) -> None:
         self.close()
 
-    def idle_check(self, now: float) -> None:
-        """Called by the listener's sweep every `idle_tick` (1/8 of the shortest idle timeout): byte
+    def sweep(self, now: float) -> None:
+        """Called by the listener's sweep every tick (1/8 of the shortest idle timeout): byte
         counters that did not move mean silence, so the hot path pays nothing for idle tracking."""
         if self.upstream is None or self.closed:
             return
@@ -248,10 +249,8 @@ class L4Frontend:
         self.queue: WaitQueue[L4Client] = WaitQueue(config.limits.queue)
         self.client_idle = config.timeouts.client_idle
         self.server_idle = config.timeouts.server_idle
-        self.idle_tick = max(0.05, min(self.client_idle, self.server_idle) / 8)
+        self.sweeper = Sweeper(max(0.05, min(self.client_idle, self.server_idle) / 8))
         self._queue_timer: asyncio.TimerHandle | None = None
-        self._sweep: asyncio.TimerHandle | None = None
-        self.now = 0.0  # loop time of the last sweep (the idle clock's resolution is idle_tick)
         self._tasks: set[asyncio.Task[None]] = set()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -262,16 +261,7 @@ class L4Frontend:
 
     def start(self) -> None:
         """Start the idle sweep (call once the loop runs)."""
-        loop = asyncio.get_running_loop()
-        self.now = loop.time()
-        self._sweep = loop.call_later(self.idle_tick, self._idle_sweep)
-
-    def _idle_sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.now = now = loop.time()
-        for client in list(self.clients):
-            client.idle_check(now)
-        self._sweep = loop.call_later(self.idle_tick, self._idle_sweep)
+        self.sweeper.start(self.clients)
 
     def refresh(self) -> None:
         """Recompute which servers take connections; log each server that joins or leaves."""
@@ -451,8 +441,7 @@ class L4Frontend:
 
     async def drain(self, grace: float) -> None:
         """Wait up to `grace` seconds for open connections to finish, then close the rest."""
-        if self._sweep is not None:
-            self._sweep.cancel()
+        self.sweeper.stop()
         try:
             async with asyncio.timeout(grace):
                 await self._empty.wait()

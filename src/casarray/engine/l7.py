@@ -27,6 +27,7 @@ from casarray.balance.algorithm import Algorithm, make_algorithm
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
+from casarray.engine.sweep import Sweeper
 from casarray.exchange import catalog
 from casarray.http.errors import ProtocolError
 from casarray.http.h1 import (
@@ -857,10 +858,10 @@ class L7Frontend:
         self.keepalive_timeout = t.keepalive
         self.server_timeout = t.server
         self.body_idle = t.body_idle
-        self.tick = max(
+        tick = max(
             0.02, min(t.request_header, t.keepalive, t.body_idle, t.server, t.client_idle, t.server_idle) / 4
         )
-        self.tick = min(self.tick, 1.0)
+        self.sweeper = Sweeper(min(tick, 1.0))
         self.clients: set[L7Client] = set()
         self.refused = 0
         self.accepted_total = 0
@@ -870,8 +871,6 @@ class L7Frontend:
         # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
         self.statuses: dict[str, list[int]] = {}
         self._available: dict[str, bool] = {}
-        self.now = 0.0
-        self._sweep: asyncio.TimerHandle | None = None
         self._empty = asyncio.Event()
         self._empty.set()
 
@@ -879,16 +878,11 @@ class L7Frontend:
         return L7Client(self)
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.now = loop.time()
-        self._sweep = loop.call_later(self.tick, self._tick)
+        self.sweeper.start(self.clients)
 
-    def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.now = now = loop.time()
-        for client in list(self.clients):
-            client.sweep(now)
-        self._sweep = loop.call_later(self.tick, self._tick)
+    @property
+    def now(self) -> float:
+        return self.sweeper.now
 
     def refresh(self) -> None:
         """Health or operator state changed: log each service that loses or regains its last member."""
@@ -956,8 +950,7 @@ class L7Frontend:
             log.warning("grace period over: closing %d open connection(s)", len(self.clients))
             for client in list(self.clients):
                 client.close()
-        if self._sweep is not None:
-            self._sweep.cancel()
+        self.sweeper.stop()
 
 
 class HttpRedirector(asyncio.Protocol):
