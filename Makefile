@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the tests and benchmarks drive as real peers.
-SYSTEM_PACKAGES := curl haproxy nginx-light wrk chromium chromium-driver dovecot-imapd dovecot-pop3d postfix
+SYSTEM_PACKAGES := curl haproxy nginx-light wrk chromium chromium-driver dovecot-imapd dovecot-pop3d postfix keepalived netcat-openbsd
 
 .PHONY: lab test lint types unit integration bench system-deps clean
 

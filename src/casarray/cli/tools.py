@@ -1,4 +1,5 @@
-"""`casarray doctor`, `casarray init` and `casarray export haproxy`. Thin: parse, call the library, print.
+"""`casarray doctor`, `casarray init` and `casarray export haproxy|keepalived`. Thin: parse, call the
+library, print.
 
 Exit codes (DESIGN.md §4): 0 success, 1 a failed check or bad input (one "error: …" line on stderr),
 2 a usage error.
@@ -27,6 +28,7 @@ from casarray.errors import CasarrayError
 from casarray.exchange.namespace.init import InitOptions, render
 from casarray.exchange.namespace.inventory import load_inventory
 from casarray.export.haproxy import GeneratedFile, export_haproxy
+from casarray.export.keepalived import DEFAULT_PRIORITY, KeepalivedOptions, export_keepalived
 
 export_app = typer.Typer(
     help="Write an equivalent configuration for another load balancer.", no_args_is_help=True
@@ -38,6 +40,11 @@ _STATUS_STYLE = {"ok": "green", "warn": "bold yellow", "fail": "bold red"}
 class Mode(enum.StrEnum):
     l4 = "l4"
     l7 = "l7"
+
+
+class VrrpState(enum.StrEnum):
+    MASTER = "MASTER"
+    BACKUP = "BACKUP"
 
 
 def doctor(
@@ -163,6 +170,67 @@ def export_haproxy_command(
         typer.echo(f"Wrote {output}. Check it with: haproxy -c -f {output}")
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+
+
+@export_app.command("keepalived")
+def export_keepalived_command(
+    config: ConfigOption,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write keepalived.conf here instead of stdout.")
+    ] = None,
+    interface: Annotated[
+        str, typer.Option("--interface", help="The network interface that carries the VIP.")
+    ] = "eth0",
+    state: Annotated[
+        VrrpState,
+        typer.Option(
+            "--state", help="This host's initial VRRP state: MASTER on one host, BACKUP on the other."
+        ),
+    ] = VrrpState.MASTER,
+    priority: Annotated[
+        int | None,
+        typer.Option(
+            "--priority",
+            min=1,
+            max=254,
+            help=f"VRRP priority (1..254); default {DEFAULT_PRIORITY['MASTER']} for MASTER, "
+            f"{DEFAULT_PRIORITY['BACKUP']} for BACKUP.",
+        ),
+    ] = None,
+    router_id: Annotated[
+        int | None,
+        typer.Option(
+            "--router-id",
+            min=1,
+            max=255,
+            help="virtual_router_id (1..255), the same on both hosts; default: derived from the namespace.",
+        ),
+    ] = None,
+    peer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--peer", help="The other host's address for unicast VRRP (repeatable); default: multicast."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a keepalived.conf (keepalived 2.2) that holds listen.address, the VIP, on a pair of hosts."""
+    cfg = load_or_exit(config)
+    options = KeepalivedOptions(
+        interface=interface,
+        state="MASTER" if state is VrrpState.MASTER else "BACKUP",
+        priority=priority,
+        router_id=router_id,
+        peers=tuple(peer or ()),
+    )
+    with _errors():
+        text = export_keepalived(cfg, str(config), options)
+        if output is not None:
+            _write(output, text.encode("utf-8"), force=force)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        typer.echo(f"Wrote {output}. Check it with: keepalived --config-test -f {output}")
 
 
 def _write(path: Path, data: bytes, *, force: bool) -> None:

@@ -1,4 +1,5 @@
 """Configurations for other load balancers, equivalent to a casarray config.
 
 haproxy.py  haproxy.cfg (HAProxy 2.6 syntax) for HAProxy and pfSense users
+keepalived.py  keepalived.conf (keepalived 2.2) that holds the VIP for a pair of casarray hosts
 """
