@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,18 @@ def fail(message: str) -> typer.Exit:
     for line in message.splitlines():
         typer.echo(f"error: {line}", err=True)
     return typer.Exit(1)
+
+
+@contextlib.contextmanager
+def errors_to_exit() -> Iterator[None]:
+    """Bad input becomes one 'error:' line on stderr and exit status 1."""
+    try:
+        yield
+    except CasarrayError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise fail(f"{where}{exc.strerror or exc}") from None
 
 
 def load_or_exit(path: Path) -> Config:

@@ -6,9 +6,7 @@ Thin: parses options, calls casarray.exchange.namespace, prints. Exit codes (DES
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from casarray.errors import CasarrayError
+from casarray.cli.core import errors_to_exit
 from casarray.exchange.namespace.collector import collector_script
 from casarray.exchange.namespace.dns import DEFAULT_TTL_S, AutodiscoverAs, dns_plan
 from casarray.exchange.namespace.inventory import load_inventory
@@ -68,7 +66,7 @@ def collector(
     if output is None:
         typer.echo(text, nl=False)
         return
-    with _errors():
+    with errors_to_exit():
         _write_script(output, text)
     typer.echo(f"Wrote {output}. In the Exchange Management Shell: .\\{output.name} -Path inventory.json")
 
@@ -86,7 +84,7 @@ def plan(
 ) -> None:
     """Show, per server and setting, the current value, the target and whether it changes."""
     options = (namespace, internal_namespace, external_namespace, autodiscover, internal_only, external_only)
-    with _errors():
+    with errors_to_exit():
         targets = _targets(*options)
         the_plan = make_plan(load_inventory(inventory), targets)
     if as_json:
@@ -113,7 +111,7 @@ def script(
 ) -> None:
     """Write the apply script (only the changes, idempotent, -WhatIf) and optionally its rollback."""
     options = (namespace, internal_namespace, external_namespace, autodiscover, internal_only, external_only)
-    with _errors():
+    with errors_to_exit():
         targets = _targets(*options)
         loaded = load_inventory(inventory)
         the_plan = make_plan(loaded, targets)
@@ -145,7 +143,7 @@ def verify_command(
 ) -> None:
     """Check that every URL, Outlook Anywhere host name and the SCP are on the namespace (exit 1 if not)."""
     options = (namespace, internal_namespace, external_namespace, autodiscover, internal_only, external_only)
-    with _errors():
+    with errors_to_exit():
         targets = _targets(*options)
         result = verify(load_inventory(inventory), targets)
     if as_json:
@@ -178,7 +176,7 @@ def dns(
     ttl: Annotated[int, typer.Option(help="Record TTL in seconds.")] = DEFAULT_TTL_S,
 ) -> None:
     """Print the DNS records for the VIP: zone-file lines and Windows DNS Server cmdlets."""
-    with _errors():
+    with errors_to_exit():
         records = dns_plan(
             namespace,
             vip,
@@ -193,20 +191,6 @@ def dns(
     typer.echo("")
     typer.echo("# Windows DNS Server (run on the DNS server, or add -ComputerName <server>)")
     typer.echo("\n".join(records.powershell_lines()))
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Bad input becomes one 'error:' line on stderr and exit status 1."""
-    try:
-        yield
-    except CasarrayError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _targets(

@@ -8,11 +8,9 @@ Exit codes (DESIGN.md §4): 0 success, 1 a failed check or bad input (one "error
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from casarray.cli.core import ConfigOption, load_or_exit
+from casarray.cli.core import ConfigOption, errors_to_exit, load_or_exit
 from casarray.doctor import failed, run_doctor, summary
 from casarray.doctor.resolution import parse_nameserver
 from casarray.errors import CasarrayError
@@ -127,7 +125,7 @@ def init(
         key=key,
         ca=ca,
     )
-    with _errors():
+    with errors_to_exit():
         draft = render(load_inventory(inventory), options)
         _write(output, draft.text.encode("utf-8"), force=force)
     typer.echo(
@@ -158,7 +156,7 @@ def export_haproxy_command(
     """Write an equivalent haproxy.cfg (HAProxy 2.6): l4 as mode tcp, l7 as mode http with SSL bridging."""
     cfg = load_or_exit(config)
     directory = bundle_dir or (output.parent if output is not None else Path.cwd())
-    with _errors():
+    with errors_to_exit():
         result = export_haproxy(cfg, str(config), bundle_dir=directory)
         for generated in result.files:
             _write_generated(generated, force=force)
@@ -223,7 +221,7 @@ def export_keepalived_command(
         router_id=router_id,
         peers=tuple(peer or ()),
     )
-    with _errors():
+    with errors_to_exit():
         text = export_keepalived(cfg, str(config), options)
         if output is not None:
             _write(output, text.encode("utf-8"), force=force)
@@ -252,20 +250,6 @@ def _write_generated(generated: GeneratedFile, *, force: bool) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(generated.content)
     os.chmod(path, generated.mode)  # O_CREAT's mode does not apply to a file that existed
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Bad input becomes one 'error:' line on stderr and exit status 1."""
-    try:
-        yield
-    except CasarrayError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _console() -> Console:
