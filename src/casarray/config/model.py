@@ -12,11 +12,10 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from casarray.config.units import parse_duration, parse_size
+from casarray.config.units import parse_duration
 from casarray.exchange import catalog
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 ListenPort = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port (tests)
 

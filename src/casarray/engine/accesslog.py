@@ -39,8 +39,15 @@ class AccessLog:
         if self.path:
             self._file.close()
 
-    def _emit(self, fields: dict[str, Any], text: str) -> None:
-        self._lines.append((json.dumps(fields, separators=(",", ":")) if self.json else text) + "\n")
+    def _emit(self, fields: dict[str, Any], text: str, **shown: str) -> None:
+        """One line: `fields` as JSON, or `text` (a format string over the same fields, `shown`
+        overriding how some read) as text; only the configured form is built."""
+        if self.json:
+            line = json.dumps(fields, separators=(",", ":"))
+        else:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(fields["time"]))
+            line = text.format_map({**fields, **shown, "stamp": stamp})
+        self._lines.append(line + "\n")
         if len(self._lines) >= 256:
             self.flush()
 
@@ -54,9 +61,8 @@ class AccessLog:
         duration: float,
         termination: str,
     ) -> None:
-        now = time.time()
         fields = {
-            "time": now,
+            "time": time.time(),
             "kind": "l4",
             "listener": listener,
             "client": client,
@@ -66,12 +72,7 @@ class AccessLog:
             "duration_ms": round(duration * 1000, 1),
             "termination": termination,
         }
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        self._emit(
-            fields,
-            f"{stamp} {client} {listener} {server} {bytes_in} {bytes_out} "
-            f"{duration * 1000:.0f}ms {termination}",
-        )
+        self._emit(fields, _L4_TEXT)
 
     def l7(
         self,
@@ -87,9 +88,8 @@ class AccessLog:
         duration: float,
         termination: str,
     ) -> None:
-        now = time.time()
         fields = {
-            "time": now,
+            "time": time.time(),
             "kind": "l7",
             "client": client,
             "method": method,
@@ -103,9 +103,11 @@ class AccessLog:
             "duration_ms": round(duration * 1000, 1),
             "termination": termination,
         }
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        self._emit(
-            fields,
-            f'{stamp} {client} "{method} {path}" {service or "-"} {server or "-"} {status} '
-            f"{bytes_in} {bytes_out} {ttfb * 1000:.0f}ms {duration * 1000:.0f}ms {termination}",
-        )
+        self._emit(fields, _L7_TEXT, service=service or "-", server=server or "-")
+
+
+_L4_TEXT = "{stamp} {client} {listener} {server} {bytes_in} {bytes_out} {duration_ms:.0f}ms {termination}"
+_L7_TEXT = (
+    '{stamp} {client} "{method} {path}" {service} {server} {status} {bytes_in} {bytes_out} '
+    "{ttfb_ms:.0f}ms {duration_ms:.0f}ms {termination}"
+)

@@ -127,7 +127,7 @@ class Router:
         self.config = config
         self.servers = list(servers)
         self.names = {name.encode() for name in config.names}
-        self.services = {catalog.get(name).prefix: name for name in config.services}
+        self.services = frozenset(config.services)
         self.algorithms: dict[str, Algorithm] = {
             name: make_algorithm(config.balance, "none" if config.affinity == "cookie" else config.affinity)
             for name in config.services
@@ -142,8 +142,9 @@ class Router:
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
 
     def service_for(self, path: bytes) -> str | None:
-        segment = path[1:].split(b"/", 1)[0].split(b"?", 1)[0].lower()
-        return self.services.get(segment.decode("latin-1"))
+        """The configured service whose vdir the path names (the catalog matches like IIS)."""
+        service = catalog.for_path(path.decode("latin-1"))
+        return service.name if service is not None and service.name in self.services else None
 
     def candidates(self, service: str) -> list[ServerState]:
         return [s for s in self.servers if s.members[service].available]

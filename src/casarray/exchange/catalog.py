@@ -173,12 +173,7 @@ BY_INVENTORY_TYPE: Mapping[str, Service] = {
     s.inventory_type: s for s in _SERVICES if s.inventory_type is not None
 }
 
-# Mail protocols (l4 only, own listeners). Ports from Microsoft's list of ports to load-balance.
-MAIL_DEFAULT_PORTS: Mapping[str, tuple[int, ...]] = {
-    "imap": (143, 993),
-    "pop3": (110, 995),
-    "smtp": (25, 587),
-}
+# Mail ports where TLS comes first (IMAPS, POP3S, SMTPS); the others may upgrade with STARTTLS.
 IMPLICIT_TLS_PORTS: frozenset[int] = frozenset({993, 995, 465})
 
 

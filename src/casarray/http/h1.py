@@ -82,14 +82,6 @@ END: Final = End()
 Event = RequestHead | ResponseHead | Body | End
 
 
-def header_value(headers: Headers, lower_name: bytes) -> bytes | None:
-    """The first value of a header (name compared case-insensitively)."""
-    for name, value in headers:
-        if len(name) == len(lower_name) and name.lower() == lower_name:
-            return value
-    return None
-
-
 _FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"})
 
 
