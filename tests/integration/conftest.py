@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -192,15 +193,25 @@ class L7Lab:
             self.loop.run(sim.stop())
 
 
-@pytest.fixture
-def l7(tmp_path: Path, pki: CertFiles) -> Iterator[L7Lab]:
+L = TypeVar("L", bound=L7Lab)
+
+
+@contextlib.contextmanager
+def in_loop(cls: type[L], directory: Path, pki: CertFiles) -> Iterator[L]:
+    """A lab whose simulated servers run on a loop thread; everything is stopped afterwards."""
     loop = LoopThread()
-    lab = L7Lab(tmp_path, pki, loop)
+    lab = cls(directory, pki, loop)
     try:
         yield lab
     finally:
         lab.close()
         loop.close()
+
+
+@pytest.fixture
+def l7(tmp_path: Path, pki: CertFiles) -> Iterator[L7Lab]:
+    with in_loop(L7Lab, tmp_path, pki) as lab:
+        yield lab
 
 
 def get(lab: L7Lab, port: int, path: str, **kw: Any) -> Any:

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from casarray.lab.pki import CertFiles
-from casarray.lab.sim import SimCas
+from tests.integration.conftest import L7Lab, in_loop
 from tests.support import (
     NAMESPACE,
     LoopThread,
@@ -35,27 +35,17 @@ TOKEN = "integration-token-5f2c"
 EWS = "/EWS/Exchange.asmx"
 
 
-class AdminLab:
+class AdminLab(L7Lab):
+    """The l7 lab (simulated servers on a loop thread) plus a balancer with the admin API."""
+
     def __init__(self, directory: Path, pki: CertFiles, loop: LoopThread) -> None:
-        self.dir = directory
-        self.pki = pki
-        self.loop = loop
-        self.sims: dict[str, SimCas] = {}
-        self.procs: list[Proc] = []
+        super().__init__(directory, pki, loop)
         self.token_file = directory / "admin.token"
         self.token_file.write_text(TOKEN + "\n")
         self.token_file.chmod(0o600)
         self.config = directory / "casarray.yaml"
         self.port = 0
         self.admin_url = ""
-
-    def start_sims(self, n: int = 3) -> None:
-        for i in range(1, n + 1):
-            sim = SimCas(
-                f"MB{i}", certificate=self.pki.certificate, key=self.pki.key, host=f"127.0.0.{i + 1}"
-            )
-            self.loop.run(sim.start())
-            self.sims[sim.name] = sim
 
     def balancer(
         self, mode: str = "l7", admin_port: int | None = None, wait: bool = True, workers: int = 2
@@ -124,22 +114,11 @@ class AdminLab:
             counts[response.server] += 1
         return counts
 
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.stop()
-        for sim in self.sims.values():
-            self.loop.run(sim.stop())
-
 
 @pytest.fixture
 def lab(tmp_path: Path, pki: CertFiles) -> Iterator[AdminLab]:
-    loop = LoopThread()
-    lab = AdminLab(tmp_path, pki, loop)
-    try:
+    with in_loop(AdminLab, tmp_path, pki) as lab:
         yield lab
-    finally:
-        lab.close()
-        loop.close()
 
 
 def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
