@@ -43,6 +43,7 @@ from casarray.http.h1 import (
     RequestReader,
     ResponseHead,
     ResponseReader,
+    forward_block,
     serialize_head,
 )
 
@@ -113,13 +114,6 @@ _XFF = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
 _SKIP_REQUEST = _HOP_BY_HOP | _XFF
 
 
-def _forward_headers(headers: Headers, connection: frozenset[bytes], skip: frozenset[bytes]) -> Headers:
-    """Drop hop-by-hop fields and those the Connection header names (RFC 9110 §7.6.1), in one pass."""
-    if connection:
-        skip = skip | connection
-    return [(n, v) for n, v in headers if n.lower() not in skip]
-
-
 class Router:
     """Maps a request to a service and a member; holds the per-service algorithms. No I/O."""
 
@@ -175,7 +169,10 @@ class Router:
     def trusted_peer(self, address: str) -> bool:
         if not self.trusted:
             return False
-        ip = ipaddress.ip_address(address)
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:  # no peer address (the socket went away): not a proxy of ours
+            return False
         return any(ip in net for net in self.trusted)
 
 
@@ -241,6 +238,7 @@ class L7Client(asyncio.Protocol):
         "closed",
         "deadline",
         "events",
+        "forwarded",
         "frontend",
         "head",
         "in_start",
@@ -290,6 +288,9 @@ class L7Client(asyncio.Protocol):
         self.phase = IDLE
         self.deadline = 0.0
         self.peer = "?"
+        # The fields appended to every forwarded request; None when the peer is a trusted proxy (its
+        # X-Forwarded-For is extended instead, per request).
+        self.forwarded: bytes | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self.bytes_in = self.bytes_out = 0
         self._seen_in = self._seen_out = 0
@@ -307,6 +308,10 @@ class L7Client(asyncio.Protocol):
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         peername = transport.get_extra_info("peername")
         self.peer = str(peername[0]) if peername else "?"
+        if not self.frontend.router.trusted_peer(self.peer):
+            self.forwarded = (
+                b"X-Forwarded-For: " + self.peer.encode() + b"\r\nX-Forwarded-Proto: https\r\n\r\n"
+            )
         self.frontend.accepted(self)
 
     def data_received(self, data: bytes) -> None:
@@ -432,10 +437,10 @@ class L7Client(asyncio.Protocol):
             return
         self.head = head
         self.service = service
-        headers = self.forward_request_headers(head)
-        if target is not head.target:
-            headers = [(n, host if n.lower() == b"host" else v) for n, v in headers]
-        out = serialize_head(method + b" " + target + b" HTTP/" + head.version, headers)
+        if target is head.target and self.forwarded is not None:
+            out = head.line + forward_block(head, _SKIP_REQUEST) + self.forwarded
+        else:
+            out = self.forward_request_slowly(head, target, host)
         self.retry_head = out if (method in _IDEMPOTENT_RETRY and head.length == NO_BODY) else None
         upstream = self.upstream
         if upstream is not None and not upstream.closed and upstream.server.members[service].available:
@@ -453,20 +458,23 @@ class L7Client(asyncio.Protocol):
             self.drop_upstream()
         self.connect(out)
 
-    def forward_request_headers(self, head: RequestHead) -> Headers:
-        """Hop-by-hop fields dropped; X-Forwarded-For appended to when the peer is a trusted proxy, else
-        replaced by the client address (IIS can log it in a custom field); X-Forwarded-Proto https."""
+    def forward_request_slowly(self, head: RequestHead, target: bytes, host: bytes) -> bytes:
+        """The forwarded head when the fast path does not apply: a trusted proxy's X-Forwarded-For is
+        appended to (otherwise it is replaced by the client address, which IIS can log), or an
+        absolute-form target was normalised (Host becomes its authority). Hop-by-hop fields dropped."""
         peer = self.peer.encode()
-        if self.frontend.router.trusted_peer(self.peer):
-            out = _forward_headers(head.headers, head.connection, _HOP_BY_HOP)
-            chain = [v for n, v in out if n.lower() == b"x-forwarded-for"]
-            out = [(n, v) for n, v in out if n.lower() not in _XFF]
-            out.append((b"X-Forwarded-For", b", ".join([*chain, peer])))
-        else:
-            out = _forward_headers(head.headers, head.connection, _SKIP_REQUEST)
-            out.append((b"X-Forwarded-For", peer))
+        out = [
+            (n, v)
+            for n, v in head.headers
+            if n.lower() not in _HOP_BY_HOP and n.lower() not in head.connection
+        ]
+        chain = [v for n, v in out if n.lower() == b"x-forwarded-for"] if self.forwarded is None else []
+        out = [(n, v) for n, v in out if n.lower() not in _XFF]
+        if target is not head.target:
+            out = [(n, host if n.lower() == b"host" else v) for n, v in out]
+        out.append((b"X-Forwarded-For", b", ".join([*chain, peer])))
         out.append((b"X-Forwarded-Proto", b"https"))
-        return out
+        return serialize_head(head.method + b" " + target + b" HTTP/" + head.version, out)
 
     def connect(self, head_bytes: bytes) -> None:
         fe = self.frontend
@@ -594,11 +602,11 @@ class L7Client(asyncio.Protocol):
                 self.transport.writelines(parts)
 
     def response_head(self, upstream: L7Upstream, head: ResponseHead) -> bytes:
-        headers = _forward_headers(head.headers, head.connection, _HOP_BY_HOP)
+        block = forward_block(head, _HOP_BY_HOP)
         if head.status < 200:
             # 100 Continue and friends: relay and wait for the final response (RFC 9110 §15.2).
             self.interim = True
-            return serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers)
+            return head.line + block + b"\r\n"
         self.response_started = True
         self.status = head.status
         self.frontend.count(self.service, head.status)
@@ -609,13 +617,14 @@ class L7Client(asyncio.Protocol):
         # Close after this response when the client or a close-delimited body asks for it, or when the
         # server answered before the whole request arrived (e.g. 401 or 413 to an upload): the rest of
         # that body could not be told apart from a next request.
+        end = b"\r\n"
         if not request.keep_alive or head.length == UNTIL_CLOSE or self.close_after or not self.request_done:
             self.close_after = True
-            headers.append((b"Connection", b"close"))
+            end = b"Connection: close\r\n\r\n"
         if self.set_cookie is not None:
-            headers.append((b"Set-Cookie", self.set_cookie))
+            end = b"Set-Cookie: " + self.set_cookie + b"\r\n" + end
         self.upstream_keep = head.keep_alive
-        return serialize_head(b"HTTP/1.1 %d " % head.status + head.reason, headers)
+        return head.line + block + end
 
     def response_end(self, upstream: L7Upstream) -> None:
         if self.frontend.access is not None:

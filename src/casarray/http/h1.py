@@ -25,8 +25,22 @@ Headers = list[tuple[bytes, bytes]]  # names and values exactly as received (cas
 
 # RFC 9110 §5.6.2 token; §5.5 field values: visible chars, SP, HTAB, obs-text; no CTLs.
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n")
-_HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]"  # a field-value byte (SP and HTAB included)
+_VCHAR = rb"[^\x00-\x20\x7f]"  # a value byte that is not whitespace
+# One field line; the value without the optional whitespace around it (greedy, then one step back:
+# no per-byte backtracking).
+_HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:" + _VALUE + rb"*" + _VCHAR + rb")?)[ \t]*\r\n")
+_HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":" + _VALUE + rb"*\r\n)*")
+# The fields a proxy reads (framing, routing) or drops (hop-by-hop, forwarding), matched in the
+# lower-cased block (same offsets as the original); each match is "\n<name>:<value>\r" of one line.
+_SPECIAL = re.compile(
+    rb"\n(host|content-length|transfer-encoding|connection|expect|keep-alive|proxy-connection|te|upgrade"
+    rb"|trailer|proxy-authorization|proxy-authenticate|x-forwarded-for|x-forwarded-proto):[ \t]*((?:"
+    + _VALUE
+    + rb"*"
+    + _VCHAR
+    + rb")?)[ \t]*\r"
+)
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?")
@@ -44,17 +58,29 @@ class Limits:
     max_headers: int = 100  # more → 431
 
 
+# A field the proxy reads or may drop: lower-cased name, value (lower-cased, trimmed), and the span of
+# its line in the block, CRLF before it included: block[start:end] == b"\r\nName: value".
+Field = tuple[bytes, bytes, int, int]
+
+
 @dataclass(slots=True)
 class RequestHead:
     method: bytes
     target: bytes
     version: bytes  # b"1.1" or b"1.0"
-    headers: Headers
+    line: bytes  # the request line, with the version as `version` says
+    block: bytes  # b"\r\n" + the header lines exactly as received, each ending in CRLF
+    fields: list[Field]
     keep_alive: bool
     length: int  # >= 0 Content-Length, CHUNKED, or NO_BODY
-    host: bytes
+    host: bytes  # lower-cased
     expect_continue: bool
     connection: frozenset[bytes]  # tokens of the Connection header, lower-cased (hop-by-hop names)
+
+    @property
+    def headers(self) -> Headers:
+        """Every field as (name, value), case and order as received."""
+        return _HEADER_LINE.findall(self.block, 2)
 
 
 @dataclass(slots=True)
@@ -62,10 +88,19 @@ class ResponseHead:
     status: int
     reason: bytes
     version: bytes
-    headers: Headers
+    line: bytes  # the status line as an HTTP/1.1 proxy sends it on
+    block: bytes  # as in RequestHead
+    fields: list[Field]
     keep_alive: bool
     length: int  # >= 0, CHUNKED, UNTIL_CLOSE or NO_BODY
     connection: frozenset[bytes]
+
+    @property
+    def headers(self) -> Headers:
+        return _HEADER_LINE.findall(self.block, 2)
+
+
+Head = RequestHead | ResponseHead
 
 
 @dataclass(slots=True)
@@ -82,46 +117,44 @@ END: Final = End()
 Event = RequestHead | ResponseHead | Body | End
 
 
-_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"})
+_NO_TOKENS: Final[frozenset[bytes]] = frozenset()
 
 
-def _scan(headers: Headers) -> dict[bytes, list[bytes]]:
-    """The values of the fields that frame and route a message, by lower-cased name, in one pass."""
-    found: dict[bytes, list[bytes]] = {}
-    for name, value in headers:
-        low = name.lower()
-        if low in _FRAMING:
-            found.setdefault(low, []).append(value)
-    return found
+def _parse_block(block: bytes, limits: Limits) -> tuple[list[Field], dict[bytes, list[bytes]]]:
+    """Validate a header block (b"\r\n" + lines) and find the fields a proxy acts on, in C-level passes:
+    one match of the whole block, one search of its lower-cased copy. Returns the fields and their
+    values by name."""
+    if _HEADER_BLOCK.fullmatch(block, 2) is None:
+        raise ProtocolError(_header_problem(block[2:]))
+    if block.count(b"\n") - 1 > limits.max_headers:
+        raise ProtocolError(f"more than {limits.max_headers} header fields", 431)
+    fields: list[Field] = []
+    values: dict[bytes, list[bytes]] = {}
+    for match in _SPECIAL.finditer(block.lower()):
+        name, value = match.groups()
+        start, end = match.span()
+        fields.append((name, value, start - 1, end - 1))
+        found = values.get(name)
+        if found is None:
+            values[name] = [value]
+        else:
+            found.append(value)
+    return fields, values
 
 
 def connection_tokens(values: list[bytes] | None) -> frozenset[bytes]:
+    """The lower-cased tokens of Connection fields (values already lower-cased and trimmed)."""
     if not values:
-        return frozenset()
-    return frozenset(t.strip().lower() for value in values for t in value.split(b","))
+        return _NO_TOKENS
+    if len(values) == 1 and b"," not in values[0]:
+        return frozenset(values)
+    return frozenset(t.strip() for value in values for t in value.split(b","))
 
 
 def _keep_alive(version: bytes, tokens: frozenset[bytes]) -> bool:
     if version == b"1.1":
         return b"close" not in tokens
     return b"keep-alive" in tokens  # HTTP/1.0 closes unless asked (RFC 9112 §9.3)
-
-
-def _parse_headers(block: bytes, limits: Limits) -> Headers:
-    # One pass: the line matches must tile the whole block; a skipped byte means an invalid line.
-    headers: Headers = []
-    covered = 0
-    for match in _HEADER_LINE.finditer(block):
-        start, end = match.span()
-        if start != covered:
-            break
-        covered = end
-        headers.append((match.group(1), match.group(2)))
-    if covered != len(block):
-        raise ProtocolError(_header_problem(block))
-    if len(headers) > limits.max_headers:
-        raise ProtocolError(f"more than {limits.max_headers} header fields", 431)
-    return headers
 
 
 def _header_problem(block: bytes) -> str:
@@ -144,6 +177,8 @@ def _header_problem(block: bytes) -> str:
 def _content_length(values: list[bytes] | None) -> int | None:
     if not values:
         return None
+    if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 19:
+        return int(values[0])
     found: int | None = None
     for value in values:
         # A list "5, 5" or repeated fields with one value are tolerated (RFC 9110 §8.6); others are not.
@@ -162,6 +197,8 @@ def _transfer_chunked(values: list[bytes] | None) -> bool | None:
     """True for "chunked", None when absent; any other coding is refused with 501."""
     if not values:
         return None
+    if values == [b"chunked"]:
+        return True
     codings = [c.strip().lower() for value in values for c in value.split(b",") if c.strip()]
     if codings != [b"chunked"]:
         raise ProtocolError(f"unsupported transfer coding {b', '.join(codings).decode('latin-1')!r}", 501)
@@ -335,32 +372,35 @@ class RequestReader(_Framer):
         if major != b"1":
             raise ProtocolError(f"HTTP version {major.decode()}.{minor.decode()} not supported", 505)
         version = b"1.1" if minor != b"0" else b"1.0"
-        headers = _parse_headers(head[line_end + 2 :], self.limits)
-        fields = _scan(headers)
-        hosts = fields.get(b"host", [])
+        if minor > b"1":  # HTTP/1.2 and later minor versions are spoken as 1.1 (RFC 9110 §2.5)
+            line = method + b" " + target + b" HTTP/1.1"
+        fields, values = _parse_block(head[line_end:], self.limits)
+        hosts = values.get(b"host", [])
         if len(hosts) > 1:
             raise ProtocolError("more than one Host header (RFC 9112 §3.2)")
         if not hosts and version == b"1.1":
             raise ProtocolError("missing Host header (RFC 9112 §3.2)")
-        chunked = _transfer_chunked(fields.get(b"transfer-encoding"))
-        content_length = _content_length(fields.get(b"content-length"))
+        chunked = _transfer_chunked(values.get(b"transfer-encoding"))
+        content_length = _content_length(values.get(b"content-length"))
         if chunked and content_length is not None:
             # Request smuggling vector (RFC 9112 §6.3 item 3): refuse instead of guessing.
             raise ProtocolError("both Transfer-Encoding and Content-Length")
         if chunked and version == b"1.0":
             raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
         self._length = CHUNKED if chunked else (content_length or NO_BODY)
-        expect = fields.get(b"expect")
-        tokens = connection_tokens(fields.get(b"connection"))
+        expect = values.get(b"expect")
+        tokens = connection_tokens(values.get(b"connection"))
         return RequestHead(
             method,
             target,
             version,
-            headers,
+            line,
+            head[line_end:],
+            fields,
             _keep_alive(version, tokens),
             self._length,
             hosts[0] if hosts else b"",
-            expect is not None and expect[0].lower() == b"100-continue",
+            expect is not None and expect[0] == b"100-continue",
             tokens,
         )
 
@@ -385,20 +425,22 @@ class ResponseReader(_Framer):
         major, minor, status_text, reason = match.groups()
         status = int(status_text)
         version = b"1.1" if (major, minor) != (b"1", b"0") else b"1.0"
+        line = head[:line_end] if minor == b"1" and reason is not None else None
+        if line is None or major != b"1":
+            line = b"HTTP/1.1 " + status_text + b" " + (reason or b"")
         try:
-            headers = _parse_headers(head[line_end + 2 :], self.limits)
+            fields, values = _parse_block(head[line_end:], self.limits)
         except ProtocolError as exc:
             raise ProtocolError(f"bad response header: {exc.what}", 502) from None
-        fields = _scan(headers)
-        tokens = connection_tokens(fields.get(b"connection"))
+        tokens = connection_tokens(values.get(b"connection"))
         keep_alive = _keep_alive(version, tokens)
         # RFC 9112 §6.3: HEAD, 1xx, 204 and 304 responses have no body, whatever their headers say.
         if self._method == b"HEAD" or status < 200 or status in (204, 304):
             length = NO_BODY
         else:
             try:
-                chunked = _transfer_chunked(fields.get(b"transfer-encoding"))
-                content_length = _content_length(fields.get(b"content-length"))
+                chunked = _transfer_chunked(values.get(b"transfer-encoding"))
+                content_length = _content_length(values.get(b"content-length"))
             except ProtocolError as exc:
                 raise ProtocolError(f"bad response framing: {exc.what}", 502) from None
             if chunked:
@@ -409,7 +451,31 @@ class ResponseReader(_Framer):
                 length = UNTIL_CLOSE
                 keep_alive = False
         self._length = length
-        return ResponseHead(status, reason or b"", version, headers, keep_alive, length, tokens)
+        return ResponseHead(
+            status, reason or b"", version, line, head[line_end:], fields, keep_alive, length, tokens
+        )
+
+
+def forward_block(head: Head, drop: frozenset[bytes]) -> bytes:
+    """The head's block without the fields named in `drop` or in its Connection header (RFC 9110
+    §7.6.1); every other line byte for byte as received. Usually a few slices of the received block;
+    only a Connection header naming other fields costs a re-serialization."""
+    block = head.block
+    tokens = head.connection
+    if tokens and not tokens <= drop and any(t not in drop and t != b"close" for t in tokens):
+        skip = drop | tokens
+        kept = [n + b": " + v + b"\r\n" for n, v in head.headers if n.lower() not in skip]
+        return b"\r\n" + b"".join(kept)
+    parts: list[bytes] = []
+    pos = 0
+    for name, _, start, end in head.fields:
+        if name in drop:
+            parts.append(block[pos:start])
+            pos = end
+    if not parts:
+        return block
+    parts.append(block[pos:])
+    return b"".join(parts)
 
 
 def serialize_head(first_line: bytes, headers: Headers) -> bytes:
