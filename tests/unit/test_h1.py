@@ -17,6 +17,7 @@ from casarray.http.h1 import (
     RequestReader,
     ResponseHead,
     ResponseReader,
+    forward_block,
     serialize_head,
 )
 
@@ -219,3 +220,53 @@ def test_bad_responses_are_502() -> None:
     with pytest.raises(ProtocolError) as info:
         ResponseReader().feed(b"SSH-2.0\r\n\r\n")
     assert info.value.status == 502
+
+
+HOP = frozenset({b"connection", b"keep-alive", b"te", b"upgrade", b"trailer"})
+
+
+def test_forward_block_drops_hop_by_hop_lines_and_keeps_the_rest_byte_for_byte() -> None:
+    raw = (
+        b"GET /ews/x HTTP/1.1\r\nHost: outlook.alwayshotcafe.com\r\nconnection: Keep-Alive\r\n"
+        b"X-Odd:   spaced value  \r\nKeep-Alive: timeout=5\r\nAuthorization: NTLM TlRMTVNTUAAB\r\n\r\n"
+    )
+    (head, _) = RequestReader().feed(raw)
+    assert isinstance(head, RequestHead)
+    assert head.keep_alive
+    assert head.connection == frozenset({b"keep-alive"})
+    assert forward_block(head, HOP) == (
+        b"\r\nHost: outlook.alwayshotcafe.com\r\nX-Odd:   spaced value  \r\n"
+        b"Authorization: NTLM TlRMTVNTUAAB\r\n"
+    )
+    (plain, _) = RequestReader().feed(b"GET /ews/x HTTP/1.1\r\nHost: a\r\nX-A:  b \r\n\r\n")
+    assert isinstance(plain, RequestHead)
+    assert forward_block(plain, HOP) is plain.block  # nothing to drop: the received bytes themselves
+
+
+def test_forward_block_drops_the_fields_connection_names() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nConnection: close, X-Private\r\nX-Private: 1\r\nX-FEServer: MB1\r\n\r\n"
+    reader = ResponseReader()
+    reader.expect(b"HEAD")
+    (head, _) = reader.feed(raw)
+    assert isinstance(head, ResponseHead)
+    assert not head.keep_alive
+    assert forward_block(head, HOP) == b"\r\nX-FEServer: MB1\r\n"
+
+
+def test_forward_block_of_a_head_without_fields() -> None:
+    (head, _) = RequestReader().feed(b"GET /owa/ HTTP/1.0\r\n\r\n")
+    assert isinstance(head, RequestHead)
+    assert head.block == b"\r\n"
+    assert head.headers == []
+    assert forward_block(head, HOP) == b"\r\n"
+
+
+def test_status_line_is_forwarded_as_http11() -> None:
+    for raw, line in (
+        (b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK"),
+        (b"HTTP/1.0 404 Not Found\r\n", b"HTTP/1.1 404 Not Found"),
+        (b"HTTP/1.1 204\r\n", b"HTTP/1.1 204 "),
+    ):
+        (head, _) = ResponseReader().feed(raw + b"Content-Length: 0\r\n\r\n")
+        assert isinstance(head, ResponseHead)
+        assert head.line == line

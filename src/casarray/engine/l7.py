@@ -21,7 +21,7 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import Sequence
-from typing import cast
+from typing import Final, cast
 
 from casarray.balance.algorithm import Algorithm, make_algorithm
 from casarray.balance.state import ServerState
@@ -87,6 +87,12 @@ _REASONS = {
     505: "HTTP Version Not Supported",
 }
 
+# Router.route's answer for "/" and "/owa": redirect to "/owa/" (never a service name).
+REDIRECT: Final = "/owa/"
+_MISSING: Final = "\0"
+_MEMO_SIZE = 256  # entries per routing memo; cleared when full (hosts and first segments repeat)
+_NO_SERVERS: tuple[ServerState, ...] = ()
+
 # Phases of a client connection (what the sweep's deadline means).
 IDLE, HEAD, EXCHANGE, CLOSING = 0, 1, 2, 3
 
@@ -134,6 +140,40 @@ class Router:
         }
         self.server_of_cookie = {v: k for k, v in self.cookie_of.items()}
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
+        self._hosts: dict[bytes, bool] = {}
+        self._routes: dict[bytes, str | None] = {}
+
+    def host_allowed(self, host: bytes) -> bool:
+        """Whether a (lower-cased) Host names this namespace, port and trailing dot aside; memoised."""
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            name = host if host.endswith(b"]") else host.rsplit(b":", 1)[0]
+            allowed = name.rstrip(b".") in self.names
+            if len(self._hosts) >= _MEMO_SIZE:
+                self._hosts.clear()
+            self._hosts[host] = allowed
+        return allowed
+
+    def route(self, target: bytes) -> str | None:
+        """The service for an origin-form target, REDIRECT for "/" and "/owa", None when it names no
+        configured service. Memoised by the target's first segment with its slash ("/owa/")."""
+        end = target.find(b"/", 1)
+        if end <= 1:  # "/", "/owa", "/x?y", "//x": rare, not memoised
+            return self._route(target)
+        key = target[: end + 1]
+        found = self._routes.get(key, _MISSING)
+        if found is _MISSING:
+            found = self._route(key)
+            if len(self._routes) >= _MEMO_SIZE:
+                self._routes.clear()
+            self._routes[key] = found
+        return found
+
+    def _route(self, target: bytes) -> str | None:
+        path_only = target.split(b"?", 1)[0]
+        if path_only == b"/" or path_only.lower() == b"/owa":
+            return REDIRECT
+        return self.service_for(target)
 
     def service_for(self, path: bytes) -> str | None:
         """The configured service whose vdir the path names (the catalog matches like IIS)."""
@@ -272,7 +312,7 @@ class L7Client(asyncio.Protocol):
         self.head: RequestHead | None = None  # request in flight
         self.service = ""
         self.retry_head: bytes | None = None  # the serialized head, kept to retry a bodiless GET/HEAD
-        self.tried: list[ServerState] = []
+        self.tried: Sequence[ServerState] = _NO_SERVERS
         self.set_cookie: bytes | None = None
         self.request_done = False
         self.response_started = False
@@ -392,7 +432,7 @@ class L7Client(asyncio.Protocol):
         self.response_started = False
         self.request_done = False
         self.set_cookie = None
-        self.tried = []
+        self.tried = _NO_SERVERS
         self.retries_left = fe.config.retries
         method, target = head.method, head.target
         if fe.access is not None:
@@ -404,36 +444,35 @@ class L7Client(asyncio.Protocol):
             self.refuse(405, "CONNECT is not served", log_level=logging.WARNING)
             return
         host = head.host
-        if not target.startswith(b"/"):
+        if target[:1] != b"/":
             # absolute-form (RFC 9112 §3.2.2): the target's authority replaces Host.
             scheme, sep, rest = target.partition(b"://")
             if not sep or scheme.lower() not in (b"http", b"https"):
                 self.refuse(400, f"request target {target[:60]!r} is not a path", log_level=logging.WARNING)
                 return
             host, slash, path = rest.partition(b"/")
+            host = host.lower()
             target = b"/" + path if slash else b"/"
-        hostname = host.rsplit(b":", 1)[0] if not host.endswith(b"]") else host
-        hostname = hostname.lower().rstrip(b".")
-        if fe.config.host_check and hostname not in router.names:
+        if fe.config.host_check and not router.host_allowed(host):
             self.refuse(
                 421,
-                f"host {hostname.decode('latin-1')!r} is not served here",
+                f"host {host.decode('latin-1')!r} is not served here",
                 log_level=logging.WARNING,
                 keep=head,
             )
             return
-        path_only = target.split(b"?", 1)[0]
-        if path_only == b"/" or path_only.lower() == b"/owa":
-            self.redirect(head, b"/owa/")
-            return
-        service = router.service_for(target)
+        service = router.route(target)
         if service is None:
+            path_only = target.split(b"?", 1)[0]
             self.refuse(
                 404,
                 f"{path_only[:80].decode('latin-1')!r} is not an Exchange virtual directory",
                 log_level=logging.INFO,
                 keep=head,
             )
+            return
+        if service is REDIRECT:
+            self.redirect(head, b"/owa/")
             return
         self.head = head
         self.service = service
@@ -453,7 +492,7 @@ class L7Client(asyncio.Protocol):
                 self.peer,
                 service,
                 upstream.server.name,
-                path_only[:60].decode("latin-1"),
+                target.split(b"?", 1)[0][:60].decode("latin-1"),
             )
             self.drop_upstream()
         self.connect(out)
@@ -499,7 +538,7 @@ class L7Client(asyncio.Protocol):
                 self.set_cookie = (
                     fe.router.cookie_name + b"=" + value + b"; Path=/; Secure; HttpOnly; SameSite=None"
                 )
-        self.tried.append(server)
+        self.tried = [*self.tried, server]
         self.pause()
         task = asyncio.get_running_loop().create_task(self._connect(server, head_bytes))
         self._connect_task = task
@@ -679,7 +718,9 @@ class L7Client(asyncio.Protocol):
             return
         if self.retry_head is not None and self.request_done and self.retries_left > 0:
             self.retries_left -= 1
-            self.tried = []  # the server may just have closed an idle connection: it may serve the retry
+            self.tried = (
+                _NO_SERVERS  # the server may just have closed an idle connection: it may serve the retry
+            )
             log.info(
                 "%s: %s closed before answering %s; retrying on another server",
                 self.peer,
