@@ -17,7 +17,6 @@ import collections
 import logging
 import os
 import socket
-import ssl
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -33,6 +32,7 @@ from casarray.engine.control import ServerView as ServerViewData
 from casarray.engine.l4 import L4Frontend
 from casarray.engine.l7 import HttpRedirector, L7Frontend
 from casarray.engine.tls import server_context, upstream_context
+from casarray.engine.tlsfd import TlsServer
 from casarray.errors import CasarrayError, StartupError
 from casarray.exchange import catalog
 from casarray.health.checker import HealthChecker, HttpsProbe, Probe, probe_https
@@ -42,6 +42,7 @@ from casarray.health.state import CheckResult, HealthState, Transition
 log = logging.getLogger("casarray")
 
 Frontend = L4Frontend | L7Frontend
+Serving = asyncio.Server | TlsServer  # what a generation starts, stops and waits for
 
 
 async def resolve(config: Config) -> list[str]:
@@ -124,7 +125,7 @@ class Generation:
         self.pools: list[list[ServerState]] = []  # the HTTPS pool, then one per mail port
         self.frontends: list[Frontend] = []
         self.checker: HealthChecker | None = None
-        self.asyncio_servers: list[asyncio.Server] = []
+        self.asyncio_servers: list[Serving] = []
         self.listen_keys: set[tuple[str, int]] = set()
 
     @property
@@ -215,7 +216,20 @@ class Generation:
         sock = listeners.get(listen.address, listen.https_port)
         self.listen_keys.add((listen.address, listen.https_port))
         if serve:
-            self.asyncio_servers.append(await self._serve(frontend.protocol_factory, sock, server_ssl))
+            if isinstance(frontend, L7Frontend):
+                assert server_ssl is not None
+                # TLS on the socket itself (engine/tlsfd.py), not the loop's memory-BIO transport.
+                self.asyncio_servers.append(
+                    TlsServer(
+                        frontend.protocol_factory,
+                        sock.dup(),
+                        server_ssl,
+                        config.timeouts.request_header,
+                        frontend.handshake_failed,
+                    )
+                )
+            else:
+                self.asyncio_servers.append(await self._serve(frontend.protocol_factory, sock))
         if config.mode == "l7" and listen.http_port is not None:
             namespace = config.namespace.encode()
             https_port = sock.getsockname()[1]
@@ -223,7 +237,7 @@ class Generation:
             self.listen_keys.add((listen.address, listen.http_port))
             if serve:
                 self.asyncio_servers.append(
-                    await self._serve(lambda: HttpRedirector(namespace, https_port), redirect_sock, None)
+                    await self._serve(lambda: HttpRedirector(namespace, https_port), redirect_sock)
                 )
         for protocol, settings in _mail_protocols(config):
             for port in settings.ports:
@@ -262,7 +276,7 @@ class Generation:
                 mail_sock = listeners.get(listen.address, port)
                 self.listen_keys.add((listen.address, port))
                 if serve:
-                    self.asyncio_servers.append(await self._serve(mail.protocol_factory, mail_sock, None))
+                    self.asyncio_servers.append(await self._serve(mail.protocol_factory, mail_sock))
         for fe in self.frontends:
             fe.access = access
             fe.announce = role != "worker"  # under a supervisor, pool changes are logged by it, once
@@ -282,19 +296,10 @@ class Generation:
         for server in self.asyncio_servers:
             await server.start_serving()
 
-    async def _serve(
-        self, factory: Callable[[], asyncio.Protocol], sock: socket.socket, server_ssl: ssl.SSLContext | None
-    ) -> asyncio.Server:
+    async def _serve(self, factory: Callable[[], asyncio.Protocol], sock: socket.socket) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         # A dup of the kept socket: closing this generation's server leaves the listening socket open.
-        return await loop.create_server(
-            factory,
-            sock=sock.dup(),
-            backlog=4096,
-            ssl=server_ssl,
-            start_serving=False,
-            ssl_handshake_timeout=self.config.timeouts.request_header if server_ssl else None,
-        )
+        return await loop.create_server(factory, sock=sock.dup(), backlog=4096, start_serving=False)
 
     def stop_accepting(self) -> None:
         for server in self.asyncio_servers:

@@ -28,6 +28,7 @@ from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
 from casarray.engine.sweep import Sweeper
+from casarray.engine.tlsfd import open_tls_connection
 from casarray.exchange import catalog
 from casarray.http.errors import ProtocolError
 from casarray.http.h1 import (
@@ -337,12 +338,6 @@ class L7Client(asyncio.Protocol):
         self._last_in = self._last_out = 0.0
 
     # --- client transport events -------------------------------------------------------------------
-    def __del__(self) -> None:
-        # The loop creates this protocol at accept time but calls connection_made only after the TLS
-        # handshake; one that is dropped without it is a handshake that failed or timed out.
-        if self.transport is None:
-            self.frontend.tls_failures += 1
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
@@ -545,17 +540,16 @@ class L7Client(asyncio.Protocol):
 
     async def _connect(self, server: ServerState, head_bytes: bytes) -> None:
         fe = self.frontend
-        loop = asyncio.get_running_loop()
         server.opened()
         try:
             async with asyncio.timeout(fe.config.timeouts.connect * 2):  # TCP connect + TLS handshake
-                transport, upstream = await loop.create_connection(
+                transport, protocol = await open_tls_connection(
                     lambda: L7Upstream(self, server),
                     server.address,
                     server.port,
-                    ssl=fe.upstream_ssl,
-                    server_hostname=fe.server_name,
-                    ssl_handshake_timeout=fe.config.timeouts.connect,
+                    fe.upstream_ssl,
+                    fe.server_name,
+                    fe.config.timeouts.connect,
                 )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             server.closed(0, 0)
@@ -581,6 +575,7 @@ class L7Client(asyncio.Protocol):
         if self.closed:
             transport.close()
             return
+        upstream = cast(L7Upstream, protocol)
         self.upstream = upstream
         self.send_head(upstream, head_bytes)
         self.unpause()
@@ -916,7 +911,7 @@ class L7Frontend:
         self.clients: set[L7Client] = set()
         self.refused = 0
         self.accepted_total = 0
-        self.tls_failures = 0  # handshakes that never completed (counted by L7Client.__del__)
+        self.tls_failures = 0  # client handshakes that failed or timed out
         self.announce = True  # log pool changes (not in supervised workers: the supervisor logs health)
         self.access: AccessLog | None = None
         # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
@@ -927,6 +922,10 @@ class L7Frontend:
 
     def protocol_factory(self) -> L7Client:
         return L7Client(self)
+
+    def handshake_failed(self, exc: Exception) -> None:
+        self.tls_failures += 1
+        log.debug("TLS handshake with a client failed: %s", exc)
 
     def start(self) -> None:
         self.sweeper.start(self.clients)

@@ -1,0 +1,277 @@
+"""The socket-level TLS transport (engine/tlsfd.py) on loopback with the lab CA: the asyncio transport
+contract it promises (data both ways, flow control, pause/resume, half-close, close_notify, exactly one
+connection_lost) and its handshake failures (timeout, garbage, an unverified server)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from casarray.engine.tlsfd import TlsServer, TlsTransport, open_tls_connection
+from casarray.lab.pki import CertFiles
+from tests.support import tls_context
+
+NAME = "outlook.alwayshotcafe.com"
+
+
+def server_context(pki: CertFiles) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.certificate, pki.key)
+    return context
+
+
+class Recorder(asyncio.Protocol):
+    """Keeps what happens to it; answers b"ping" lines with b"pong" lines when `echo` is set."""
+
+    def __init__(self, echo: bool = False, keep_open_on_eof: bool = False) -> None:
+        self.echo = echo
+        self.keep_open_on_eof = keep_open_on_eof
+        self.transport: TlsTransport | None = None
+        self.data = bytearray()
+        self.events: list[str] = []
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.got: asyncio.Event = asyncio.Event()
+        self.changed: asyncio.Event = asyncio.Event()  # set on every callback
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, TlsTransport)
+        self.transport = transport
+        self.events.append("made")
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        self.got.set()
+        self.changed.set()
+        if self.echo:
+            assert self.transport is not None
+            self.transport.write(data.replace(b"ping", b"pong"))
+
+    def eof_received(self) -> bool:
+        self.events.append("eof")
+        self.changed.set()
+        return self.keep_open_on_eof
+
+    def pause_writing(self) -> None:
+        self.events.append("pause_writing")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume_writing")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append("lost")
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def until(condition: Callable[[], bool], recorders: list[Recorder]) -> None:
+    """Wait (5 s at most) for `condition`, re-checking whenever a recorder sees a callback."""
+    async with asyncio.timeout(5):
+        while not condition():
+            if recorders:
+                recorders[-1].changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(recorders[-1].changed.wait(), 0.05)
+            else:
+                await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def serving(
+    pki: CertFiles, factory: Callable[[], asyncio.Protocol], handshake_timeout: float = 5.0
+) -> AsyncIterator[tuple[int, list[Exception]]]:
+    failures: list[Exception] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    server = TlsServer(factory, listener, server_context(pki), handshake_timeout, failures.append)
+    await server.start_serving()
+    try:
+        yield listener.getsockname()[1], failures
+    finally:
+        server.close()
+
+
+def run(coro: object) -> None:
+    uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def test_data_both_ways_and_close_notify_on_close(pki: CertFiles) -> None:
+    async def main() -> None:
+        servers: list[Recorder] = []
+
+        def factory() -> Recorder:
+            servers.append(Recorder(echo=True))
+            return servers[-1]
+
+        async with serving(pki, factory) as (port, failures):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=tls_context(pki.ca), server_hostname=NAME
+            )
+            writer.write(b"ping 1\n")
+            assert await reader.readline() == b"pong 1\n"
+            server = servers[0]
+            assert server.transport is not None
+            assert server.transport.get_extra_info("peername")[0] == "127.0.0.1"
+            assert isinstance(server.transport.get_extra_info("ssl_object"), ssl.SSLSocket)
+            server.transport.close()
+            assert await reader.read() == b""  # a clean end: close_notify arrived (no ragged EOF)
+            assert await asyncio.wait_for(server.lost, 5) is None
+            assert server.events == ["made", "lost"]
+            writer.close()
+            assert failures == []
+
+    run(main())
+
+
+def test_a_big_write_pauses_and_resumes_the_writer_and_arrives_whole(pki: CertFiles) -> None:
+    payload = bytes(range(256)) * 32 * 1024  # 8 MiB
+
+    async def main() -> None:
+        servers: list[Recorder] = []
+
+        def factory() -> Recorder:
+            servers.append(Recorder())
+            return servers[-1]
+
+        async with serving(pki, factory) as (port, _):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=tls_context(pki.ca), server_hostname=NAME
+            )
+            writer.write(b"go")
+            await until(lambda: bool(servers) and bool(servers[0].data), servers)
+            server = servers[0]
+            assert server.transport is not None
+            server.transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+            server.transport.write(payload)  # the client has not read yet: this cannot all go out
+            assert "pause_writing" in server.events
+            received = await reader.readexactly(len(payload))
+            assert received == payload
+            await asyncio.sleep(0.05)
+            assert server.events.count("pause_writing") == server.events.count("resume_writing") == 1
+            assert server.transport.get_write_buffer_size() == 0
+            writer.close()
+            assert await asyncio.wait_for(server.lost, 5) is None
+
+    run(main())
+
+
+def test_paused_reading_holds_data_until_resumed(pki: CertFiles) -> None:
+    async def main() -> None:
+        servers: list[Recorder] = []
+
+        def factory() -> Recorder:
+            servers.append(Recorder())
+            return servers[-1]
+
+        async with serving(pki, factory) as (port, _):
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=tls_context(pki.ca), server_hostname=NAME
+            )
+            writer.write(b"first")
+            await until(lambda: bool(servers) and bool(servers[0].data), servers)
+            server = servers[0]
+            assert server.transport is not None
+            server.transport.pause_reading()
+            assert not server.transport.is_reading()
+            writer.write(b"second" * 5000)  # several records
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            assert bytes(server.data) == b"first"
+            server.transport.resume_reading()
+            await until(lambda: len(server.data) >= 5 + 6 * 5000, servers)
+            assert bytes(server.data) == b"first" + b"second" * 5000
+            writer.close()
+            await asyncio.wait_for(server.lost, 5)
+
+    run(main())
+
+
+def test_eof_kept_open_lets_the_server_answer_after_the_client_finished(pki: CertFiles) -> None:
+    async def main() -> None:
+        servers: list[Recorder] = []
+
+        def factory() -> Recorder:
+            servers.append(Recorder(keep_open_on_eof=True))
+            return servers[-1]
+
+        async with serving(pki, factory) as (port, _):
+            raw = socket.create_connection(("127.0.0.1", port))
+            # The handshake blocks: in a thread, so that the server on this loop can answer.
+            client = await asyncio.to_thread(tls_context(pki.ca).wrap_socket, raw, server_hostname=NAME)
+            client.sendall(b"request")
+            await until(lambda: bool(servers) and servers[0].data == b"request", servers)
+            client.setblocking(False)
+            with pytest.raises(ssl.SSLWantReadError):
+                client.unwrap()  # close_notify sent; the answer to it has not come yet
+            server = servers[0]
+            await until(lambda: "eof" in server.events, servers)
+            assert server.transport is not None
+            assert not server.transport.is_closing()
+            server.transport.write(b"late answer")
+            server.transport.close()
+            assert await asyncio.wait_for(server.lost, 5) is None
+            await asyncio.sleep(0.05)
+            # The records of the answer and the server's close_notify reached the client's socket.
+            assert len(os.read(client.fileno(), 65536)) > len(b"late answer")
+            client.close()
+
+    run(main())
+
+
+def test_handshake_timeout_and_garbage_count_as_failures(pki: CertFiles) -> None:
+    async def main() -> None:
+        made: list[Recorder] = []
+
+        def factory() -> Recorder:
+            made.append(Recorder())
+            return made[-1]
+
+        async with serving(pki, factory, handshake_timeout=0.3) as (port, failures):
+            silent = socket.create_connection(("127.0.0.1", port))
+            garbage = socket.create_connection(("127.0.0.1", port))
+            garbage.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            await until(lambda: len(failures) == 2, [])
+            assert len(failures) == 2
+            assert any(isinstance(f, TimeoutError) for f in failures)
+            assert any(isinstance(f, ssl.SSLError) for f in failures)
+            assert made == []  # no protocol for a connection that never completed its handshake
+            silent.settimeout(5)
+            assert silent.recv(1) == b""  # closed by the balancer
+            silent.close()
+            garbage.close()
+
+    run(main())
+
+
+def test_open_tls_connection_verifies_the_server(pki: CertFiles, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with serving(pki, lambda: Recorder(echo=True)) as (port, _):
+            transport, protocol = await open_tls_connection(
+                lambda: Recorder(), "127.0.0.1", port, tls_context(pki.ca), NAME, 5.0
+            )
+            assert isinstance(protocol, Recorder)
+            transport.write(b"ping")
+            await asyncio.wait_for(protocol.got.wait(), 5)
+            assert bytes(protocol.data) == b"pong"
+            transport.close()
+            assert await asyncio.wait_for(protocol.lost, 5) is None
+
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await open_tls_connection(
+                    lambda: Recorder(), "127.0.0.1", port, ssl.create_default_context(), NAME, 5.0
+                )
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await open_tls_connection(
+                    lambda: Recorder(), "127.0.0.1", port, tls_context(pki.ca), "other.example", 5.0
+                )
+
+    run(main())
