@@ -118,7 +118,11 @@ class Health(_Model):
 
 
 class Timeouts(_Model):
-    connect: Duration = Field(5.0, gt=0, description="Time to establish a TCP connection to a server.")
+    connect: Duration = Field(
+        5.0,
+        gt=0,
+        description="Time to establish a TCP connection to a server (l7: and as much again for its TLS handshake).",
+    )
     # ActiveSync Ping holds a request up to 59 min (MS-ASCMD 2.2.3.88.1): idle timeouts must be >= 1 h.
     client_idle: Duration = Field(
         3600.0,
@@ -133,8 +137,8 @@ class Timeouts(_Model):
     request_header: Duration = Field(
         10.0,
         gt=0,
-        description="l7: time a client has to send a whole request "
-        "head once it started one (slowloris); beyond it 408.",
+        description="l7: time a client has to complete its TLS handshake, and to send a whole "
+        "request head once it started one (slowloris); beyond it 408.",
     )
     keepalive: Duration = Field(
         120.0,
