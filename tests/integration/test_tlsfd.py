@@ -11,6 +11,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -84,18 +85,44 @@ async def until(condition: Callable[[], bool], recorders: list[Recorder]) -> Non
                 await asyncio.sleep(0.01)
 
 
+@dataclass
+class Served:
+    port: int
+    failures: list[Exception]  # what TlsServer reported as failed handshakes
+    recorders: list[Recorder]  # one per connection that completed its handshake, in order
+
+    async def greeted(
+        self, pki: CertFiles, greeting: bytes
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Recorder]:
+        """A client connection that has sent `greeting`, once the server side received it."""
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, ssl=tls_context(pki.ca), server_hostname=NAME
+        )
+        writer.write(greeting)
+        await until(lambda: bool(self.recorders) and bool(self.recorders[-1].data), self.recorders)
+        server = self.recorders[-1]
+        assert server.transport is not None
+        return reader, writer, server
+
+
 @asynccontextmanager
 async def serving(
-    pki: CertFiles, factory: Callable[[], asyncio.Protocol], handshake_timeout: float = 5.0
-) -> AsyncIterator[tuple[int, list[Exception]]]:
-    failures: list[Exception] = []
+    pki: CertFiles, make: Callable[[], Recorder] = Recorder, handshake_timeout: float = 5.0
+) -> AsyncIterator[Served]:
+    served = Served(0, [], [])
+
+    def factory() -> Recorder:
+        served.recorders.append(make())
+        return served.recorders[-1]
+
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
-    server = TlsServer(factory, listener, server_context(pki), handshake_timeout, failures.append)
+    served.port = listener.getsockname()[1]
+    server = TlsServer(factory, listener, server_context(pki), handshake_timeout, served.failures.append)
     await server.start_serving()
     try:
-        yield listener.getsockname()[1], failures
+        yield served
     finally:
         server.close()
 
@@ -106,19 +133,9 @@ def run(coro: object) -> None:
 
 def test_data_both_ways_and_close_notify_on_close(pki: CertFiles) -> None:
     async def main() -> None:
-        servers: list[Recorder] = []
-
-        def factory() -> Recorder:
-            servers.append(Recorder(echo=True))
-            return servers[-1]
-
-        async with serving(pki, factory) as (port, failures):
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=tls_context(pki.ca), server_hostname=NAME
-            )
-            writer.write(b"ping 1\n")
+        async with serving(pki, lambda: Recorder(echo=True)) as served:
+            reader, writer, server = await served.greeted(pki, b"ping 1\n")
             assert await reader.readline() == b"pong 1\n"
-            server = servers[0]
             assert server.transport is not None
             assert server.transport.get_extra_info("peername")[0] == "127.0.0.1"
             assert isinstance(server.transport.get_extra_info("ssl_object"), ssl.SSLSocket)
@@ -127,7 +144,7 @@ def test_data_both_ways_and_close_notify_on_close(pki: CertFiles) -> None:
             assert await asyncio.wait_for(server.lost, 5) is None
             assert server.events == ["made", "lost"]
             writer.close()
-            assert failures == []
+            assert served.failures == []
 
     run(main())
 
@@ -136,19 +153,8 @@ def test_a_big_write_pauses_and_resumes_the_writer_and_arrives_whole(pki: CertFi
     payload = bytes(range(256)) * 32 * 1024  # 8 MiB
 
     async def main() -> None:
-        servers: list[Recorder] = []
-
-        def factory() -> Recorder:
-            servers.append(Recorder())
-            return servers[-1]
-
-        async with serving(pki, factory) as (port, _):
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=tls_context(pki.ca), server_hostname=NAME
-            )
-            writer.write(b"go")
-            await until(lambda: bool(servers) and bool(servers[0].data), servers)
-            server = servers[0]
+        async with serving(pki) as served:
+            reader, writer, server = await served.greeted(pki, b"go")
             assert server.transport is not None
             server.transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
             server.transport.write(payload)  # the client has not read yet: this cannot all go out
@@ -166,19 +172,8 @@ def test_a_big_write_pauses_and_resumes_the_writer_and_arrives_whole(pki: CertFi
 
 def test_paused_reading_holds_data_until_resumed(pki: CertFiles) -> None:
     async def main() -> None:
-        servers: list[Recorder] = []
-
-        def factory() -> Recorder:
-            servers.append(Recorder())
-            return servers[-1]
-
-        async with serving(pki, factory) as (port, _):
-            _, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=tls_context(pki.ca), server_hostname=NAME
-            )
-            writer.write(b"first")
-            await until(lambda: bool(servers) and bool(servers[0].data), servers)
-            server = servers[0]
+        async with serving(pki) as served:
+            _, writer, server = await served.greeted(pki, b"first")
             assert server.transport is not None
             server.transport.pause_reading()
             assert not server.transport.is_reading()
@@ -187,7 +182,7 @@ def test_paused_reading_holds_data_until_resumed(pki: CertFiles) -> None:
             await asyncio.sleep(0.2)
             assert bytes(server.data) == b"first"
             server.transport.resume_reading()
-            await until(lambda: len(server.data) >= 5 + 6 * 5000, servers)
+            await until(lambda: len(server.data) >= 5 + 6 * 5000, served.recorders)
             assert bytes(server.data) == b"first" + b"second" * 5000
             writer.close()
             await asyncio.wait_for(server.lost, 5)
@@ -197,14 +192,9 @@ def test_paused_reading_holds_data_until_resumed(pki: CertFiles) -> None:
 
 def test_eof_kept_open_lets_the_server_answer_after_the_client_finished(pki: CertFiles) -> None:
     async def main() -> None:
-        servers: list[Recorder] = []
-
-        def factory() -> Recorder:
-            servers.append(Recorder(keep_open_on_eof=True))
-            return servers[-1]
-
-        async with serving(pki, factory) as (port, _):
-            raw = socket.create_connection(("127.0.0.1", port))
+        async with serving(pki, lambda: Recorder(keep_open_on_eof=True)) as served:
+            servers = served.recorders
+            raw = socket.create_connection(("127.0.0.1", served.port))
             # The handshake blocks: in a thread, so that the server on this loop can answer.
             client = await asyncio.to_thread(tls_context(pki.ca).wrap_socket, raw, server_hostname=NAME)
             client.sendall(b"request")
@@ -229,21 +219,16 @@ def test_eof_kept_open_lets_the_server_answer_after_the_client_finished(pki: Cer
 
 def test_handshake_timeout_and_garbage_count_as_failures(pki: CertFiles) -> None:
     async def main() -> None:
-        made: list[Recorder] = []
-
-        def factory() -> Recorder:
-            made.append(Recorder())
-            return made[-1]
-
-        async with serving(pki, factory, handshake_timeout=0.3) as (port, failures):
-            silent = socket.create_connection(("127.0.0.1", port))
-            garbage = socket.create_connection(("127.0.0.1", port))
+        async with serving(pki, handshake_timeout=0.3) as served:
+            failures = served.failures
+            silent = socket.create_connection(("127.0.0.1", served.port))
+            garbage = socket.create_connection(("127.0.0.1", served.port))
             garbage.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             await until(lambda: len(failures) == 2, [])
             assert len(failures) == 2
             assert any(isinstance(f, TimeoutError) for f in failures)
             assert any(isinstance(f, ssl.SSLError) for f in failures)
-            assert made == []  # no protocol for a connection that never completed its handshake
+            assert served.recorders == []  # no protocol for a connection that never completed its handshake
             silent.settimeout(5)
             assert silent.recv(1) == b""  # closed by the balancer
             silent.close()
@@ -254,7 +239,8 @@ def test_handshake_timeout_and_garbage_count_as_failures(pki: CertFiles) -> None
 
 def test_open_tls_connection_verifies_the_server(pki: CertFiles, tmp_path: Path) -> None:
     async def main() -> None:
-        async with serving(pki, lambda: Recorder(echo=True)) as (port, _):
+        async with serving(pki, lambda: Recorder(echo=True)) as served:
+            port = served.port
             transport, protocol = await open_tls_connection(
                 lambda: Recorder(), "127.0.0.1", port, tls_context(pki.ca), NAME, 5.0
             )
