@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from casarray.engine import tlsfd
 from casarray.engine.tlsfd import TlsServer, TlsTransport, open_tls_connection
 from casarray.lab.pki import CertFiles
 from tests.support import tls_context
@@ -166,6 +167,27 @@ def test_a_big_write_pauses_and_resumes_the_writer_and_arrives_whole(pki: CertFi
             assert server.transport.get_write_buffer_size() == 0
             writer.close()
             assert await asyncio.wait_for(server.lost, 5) is None
+
+    run(main())
+
+
+def test_close_gives_up_on_a_peer_that_reads_nothing(pki: CertFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tlsfd, "CLOSE_FLUSH_S", 0.3)
+
+    async def main() -> None:
+        async with serving(pki) as served:
+            raw = socket.create_connection(("127.0.0.1", served.port))
+            client = await asyncio.to_thread(tls_context(pki.ca).wrap_socket, raw, server_hostname=NAME)
+            client.sendall(b"go")
+            await until(lambda: bool(served.recorders) and bool(served.recorders[0].data), served.recorders)
+            server = served.recorders[0]
+            assert server.transport is not None
+            server.transport.write(b"x" * 8 * 1024 * 1024)  # more than the socket buffers take
+            assert server.transport.get_write_buffer_size() > 0
+            server.transport.close()
+            lost = await asyncio.wait_for(server.lost, 5)  # the client never reads
+            assert isinstance(lost, TimeoutError)
+            client.close()
 
     run(main())
 

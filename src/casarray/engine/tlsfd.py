@@ -32,6 +32,9 @@ log = logging.getLogger("casarray.tls")
 
 RECORD = 16 * 1024  # the largest TLS record's plaintext: OpenSSL returns at most one record per read
 BATCH = 256 * 1024  # records read back to back are handed to the protocol together, up to this much
+# After close(), buffered bytes still go out; a peer that reads nothing for this long is cut off
+# (asyncio's own transports would wait for ever).
+CLOSE_FLUSH_S = 30.0
 ACCEPT_BATCH = 64  # connections accepted per readiness event of the listening socket
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
@@ -105,6 +108,12 @@ class TlsTransport(asyncio.Transport):
         self._stop_reading()
         if self._pending is None:
             self._loop.call_soon(self._shutdown, None)
+        else:
+            self._loop.call_later(CLOSE_FLUSH_S, self._flush_expired)
+
+    def _flush_expired(self) -> None:
+        if not self._lost:
+            self._fatal(TimeoutError(f"peer read nothing for {CLOSE_FLUSH_S:g}s after close"))
 
     def abort(self) -> None:
         self._fatal(None)
