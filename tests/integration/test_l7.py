@@ -405,13 +405,3 @@ def test_unreadable_listener_certificate_is_one_clear_line(l7: L7Lab) -> None:
     errors = [line for line in proc.log.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.log
     assert "tls: cannot load the certificate '/nonexistent/cert.pem'" in errors[0]
-
-
-def test_upstream_tls_sessions_are_resumed(l7: L7Lab) -> None:
-    l7.start_sims(1)
-    _, port = l7.balancer()
-    for _ in range(3):  # each request on a new client connection, so on a new upstream connection
-        assert get(l7, port, "/owa/").status == 200
-    sim = next(iter(l7.sims.values()))
-    resumed = [r.tls_resumed for r in sim.state.requests if r.kind == "vdir"]
-    assert resumed == [False, True, True]  # the first full handshake's session serves the next ones

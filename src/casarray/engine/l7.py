@@ -220,7 +220,7 @@ class Router:
 class L7Upstream(asyncio.Protocol):
     """One TLS connection to one Exchange server, owned by exactly one client connection."""
 
-    __slots__ = ("bytes_in", "bytes_out", "closed", "fresh", "owner", "reader", "server", "transport")
+    __slots__ = ("bytes_in", "bytes_out", "closed", "owner", "reader", "server", "transport")
 
     def __init__(self, owner: L7Client, server: ServerState) -> None:
         self.owner = owner  # never reassigned: the NTLM rule lives here
@@ -230,7 +230,6 @@ class L7Upstream(asyncio.Protocol):
         self.closed = False
         self.bytes_in = 0  # client -> server
         self.bytes_out = 0  # server -> client
-        self.fresh = True  # no response completed on it yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -551,7 +550,6 @@ class L7Client(asyncio.Protocol):
                     fe.upstream_ssl,
                     fe.server_name,
                     fe.config.timeouts.connect,
-                    fe.tls_sessions.get(server.name),
                 )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             server.closed(0, 0)
@@ -663,9 +661,6 @@ class L7Client(asyncio.Protocol):
         return head.line + block + end
 
     def response_end(self, upstream: L7Upstream) -> None:
-        if upstream.fresh:
-            upstream.fresh = False
-            self.frontend.keep_tls_session(upstream)
         if self.frontend.access is not None:
             self.access_line(upstream.server.name, "--")
         try:
@@ -917,7 +912,6 @@ class L7Frontend:
         self.refused = 0
         self.accepted_total = 0
         self.tls_failures = 0  # client handshakes that failed or timed out
-        self.tls_sessions: dict[str, ssl.SSLSession] = {}  # per server: the session to resume
         self.announce = True  # log pool changes (not in supervised workers: the supervisor logs health)
         self.access: AccessLog | None = None
         # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
@@ -928,17 +922,6 @@ class L7Frontend:
 
     def protocol_factory(self) -> L7Client:
         return L7Client(self)
-
-    def keep_tls_session(self, upstream: L7Upstream) -> None:
-        """Keep the TLS session of an upstream connection that completed a response, to resume it on
-        the next connection to that server: an abbreviated handshake, no certificate chain to send and
-        verify again (HAProxy does the same). Its first response has come, so a TLS 1.3 ticket has too.
-        Resumption changes nothing for NTLM, which IIS binds to the TCP connection, nor for Extended
-        Protection, which binds to the certificate the client sees (ours)."""
-        tls = upstream.transport.get_extra_info("ssl_object")
-        session = tls.session if tls is not None else None
-        if session is not None:
-            self.tls_sessions[upstream.server.name] = session
 
     def handshake_failed(self, exc: Exception) -> None:
         self.tls_failures += 1

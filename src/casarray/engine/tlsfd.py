@@ -434,11 +434,9 @@ async def open_tls_connection(
     context: ssl.SSLContext,
     server_hostname: str | None,
     handshake_timeout: float,
-    session: ssl.SSLSession | None = None,
 ) -> tuple[TlsTransport, asyncio.Protocol]:
-    """Connect, handshake (verified per `context`; resuming `session` when given and the server agrees),
-    then start `factory()`'s protocol. The caller bounds the TCP connect with its own timeout; the
-    handshake has `handshake_timeout`."""
+    """Connect, handshake (verified per `context`), then start `factory()`'s protocol. The caller bounds
+    the TCP connect with its own timeout; the handshake has `handshake_timeout`."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -448,9 +446,7 @@ async def open_tls_connection(
         sock.setblocking(False)
         await loop.sock_connect(sock, (host, port))
         _nodelay(sock)
-        tls = context.wrap_socket(
-            sock, server_hostname=server_hostname, do_handshake_on_connect=False, session=session
-        )
+        tls = context.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
         done: asyncio.Future[Exception | None] = loop.create_future()
 
         def finished(_: ssl.SSLSocket, exc: Exception | None) -> None:

@@ -252,7 +252,6 @@ class RecordedRequest:
     service: str | None
     status: int
     user: str | None
-    tls_resumed: bool | None = None  # whether the connection's TLS session was a resumed one
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -584,7 +583,6 @@ class SimCas:
         user: str | None,
     ) -> None:
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        tls = request.transport.get_extra_info("ssl_object") if request.transport else None
         self.state.requests.append(
             RecordedRequest(
                 seq=self.state.next_seq(),
@@ -598,7 +596,6 @@ class SimCas:
                 service=target.service.name if target.service else None,
                 status=status,
                 user=user,
-                tls_resumed=tls.session_reused if tls is not None else None,
             )
         )
 
