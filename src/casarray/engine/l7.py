@@ -353,7 +353,7 @@ class L7Client(asyncio.Protocol):
         self.bytes_in += len(data)
         if self.phase == IDLE:
             self.phase = HEAD
-            self.deadline = self.frontend.now + self.frontend.request_header_timeout
+            self.deadline = self.frontend.sweeper.now + self.frontend.request_header_timeout
         try:
             events = self.reader.feed(data)
         except ProtocolError as exc:
@@ -591,7 +591,7 @@ class L7Client(asyncio.Protocol):
         # No pause here: reading stays on (pausing and resuming a TLS transport per request costs more
         # than the request); bytes a client pipelines meanwhile wait in the reader, bounded below.
         self.request_done = True
-        self.deadline = self.frontend.now + self.frontend.server_timeout
+        self.deadline = self.frontend.sweeper.now + self.frontend.server_timeout
 
     # --- response handling -------------------------------------------------------------------------
     def upstream_data(self, upstream: L7Upstream, data: bytes) -> None:
@@ -680,7 +680,9 @@ class L7Client(asyncio.Protocol):
             return
         self.phase = HEAD if self.reader.buffered else IDLE
         fe = self.frontend
-        self.deadline = fe.now + (fe.request_header_timeout if self.reader.buffered else fe.keepalive_timeout)
+        self.deadline = fe.sweeper.now + (
+            fe.request_header_timeout if self.reader.buffered else fe.keepalive_timeout
+        )
         try:
             self.events = self.reader.next_message() + self.events
         except ProtocolError as exc:
@@ -807,7 +809,7 @@ class L7Client(asyncio.Protocol):
                 break
         self.head = None
         self.phase = IDLE
-        self.deadline = self.frontend.now + self.frontend.keepalive_timeout
+        self.deadline = self.frontend.sweeper.now + self.frontend.keepalive_timeout
         try:
             self.events = self.reader.next_message() + self.events
         except ProtocolError as exc:

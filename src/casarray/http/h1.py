@@ -151,12 +151,6 @@ def connection_tokens(values: list[bytes] | None) -> frozenset[bytes]:
     return frozenset(t.strip() for value in values for t in value.split(b","))
 
 
-def _keep_alive(version: bytes, tokens: frozenset[bytes]) -> bool:
-    if version == b"1.1":
-        return b"close" not in tokens
-    return b"keep-alive" in tokens  # HTTP/1.0 closes unless asked (RFC 9112 §9.3)
-
-
 def _header_problem(block: bytes) -> str:
     for line in block.split(b"\r\n"):
         if not line or _HEADER_BLOCK.fullmatch(line + b"\r\n"):
@@ -374,32 +368,44 @@ class RequestReader(_Framer):
         version = b"1.1" if minor != b"0" else b"1.0"
         if minor > b"1":  # HTTP/1.2 and later minor versions are spoken as 1.1 (RFC 9110 §2.5)
             line = method + b" " + target + b" HTTP/1.1"
-        fields, values = _parse_block(head[line_end:], self.limits)
-        hosts = values.get(b"host", [])
-        if len(hosts) > 1:
+        block = head[line_end:]
+        fields, values = _parse_block(block, self.limits)
+        hosts = values.get(b"host")
+        if hosts is None:
+            if version == b"1.1":
+                raise ProtocolError("missing Host header (RFC 9112 §3.2)")
+            host = b""
+        elif len(hosts) > 1:
             raise ProtocolError("more than one Host header (RFC 9112 §3.2)")
-        if not hosts and version == b"1.1":
-            raise ProtocolError("missing Host header (RFC 9112 §3.2)")
-        chunked = _transfer_chunked(values.get(b"transfer-encoding"))
-        content_length = _content_length(values.get(b"content-length"))
-        if chunked and content_length is not None:
-            # Request smuggling vector (RFC 9112 §6.3 item 3): refuse instead of guessing.
-            raise ProtocolError("both Transfer-Encoding and Content-Length")
-        if chunked and version == b"1.0":
-            raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
-        self._length = CHUNKED if chunked else (content_length or NO_BODY)
+        else:
+            host = hosts[0]
+        coding = values.get(b"transfer-encoding")
+        declared = values.get(b"content-length")
+        if coding is None and declared is None:
+            length = NO_BODY  # the usual request: no body
+        else:
+            chunked = _transfer_chunked(coding)
+            content_length = _content_length(declared)
+            if chunked and content_length is not None:
+                # Request smuggling vector (RFC 9112 §6.3 item 3): refuse instead of guessing.
+                raise ProtocolError("both Transfer-Encoding and Content-Length")
+            if chunked and version == b"1.0":
+                raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")
+            length = CHUNKED if chunked else (content_length or NO_BODY)
+        self._length = length
         expect = values.get(b"expect")
-        tokens = connection_tokens(values.get(b"connection"))
+        connection = values.get(b"connection")
+        tokens = _NO_TOKENS if connection is None else connection_tokens(connection)
         return RequestHead(
             method,
             target,
             version,
             line,
-            head[line_end:],
+            block,
             fields,
-            _keep_alive(version, tokens),
-            self._length,
-            hosts[0] if hosts else b"",
+            (b"close" not in tokens) if version == b"1.1" else (b"keep-alive" in tokens),  # RFC 9112 §9.3
+            length,
+            host,
             expect is not None and expect[0] == b"100-continue",
             tokens,
         )
@@ -428,19 +434,30 @@ class ResponseReader(_Framer):
         line = head[:line_end] if minor == b"1" and reason is not None else None
         if line is None or major != b"1":
             line = b"HTTP/1.1 " + status_text + b" " + (reason or b"")
+        block = head[line_end:]
         try:
-            fields, values = _parse_block(head[line_end:], self.limits)
+            fields, values = _parse_block(block, self.limits)
         except ProtocolError as exc:
             raise ProtocolError(f"bad response header: {exc.what}", 502) from None
-        tokens = connection_tokens(values.get(b"connection"))
-        keep_alive = _keep_alive(version, tokens)
+        connection = values.get(b"connection")
+        tokens = _NO_TOKENS if connection is None else connection_tokens(connection)
+        keep_alive = (b"close" not in tokens) if version == b"1.1" else (b"keep-alive" in tokens)
+        declared = values.get(b"content-length")
         # RFC 9112 §6.3: HEAD, 1xx, 204 and 304 responses have no body, whatever their headers say.
         if self._method == b"HEAD" or status < 200 or status in (204, 304):
             length = NO_BODY
+        elif (
+            declared is not None
+            and len(declared) == 1
+            and declared[0].isdigit()
+            and len(declared[0]) <= 19
+            and b"transfer-encoding" not in values
+        ):
+            length = int(declared[0]) or NO_BODY  # the usual response: one Content-Length
         else:
             try:
                 chunked = _transfer_chunked(values.get(b"transfer-encoding"))
-                content_length = _content_length(values.get(b"content-length"))
+                content_length = _content_length(declared)
             except ProtocolError as exc:
                 raise ProtocolError(f"bad response framing: {exc.what}", 502) from None
             if chunked:
@@ -451,9 +468,7 @@ class ResponseReader(_Framer):
                 length = UNTIL_CLOSE
                 keep_alive = False
         self._length = length
-        return ResponseHead(
-            status, reason or b"", version, line, head[line_end:], fields, keep_alive, length, tokens
-        )
+        return ResponseHead(status, reason or b"", version, line, block, fields, keep_alive, length, tokens)
 
 
 def forward_block(head: Head, drop: frozenset[bytes]) -> bytes:
