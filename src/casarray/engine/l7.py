@@ -467,7 +467,8 @@ class L7Client(asyncio.Protocol):
             )
             return
         if service is REDIRECT:
-            self.redirect(head, b"/owa/")
+            # To the name and port the client used (checked above), else to the namespace.
+            self.redirect(head, b"/owa/", host if fe.config.host_check and host else None)
             return
         self.head = head
         self.service = service
@@ -755,8 +756,9 @@ class L7Client(asyncio.Protocol):
         self.t_start = 0.0
 
     # --- answers from the balancer itself ----------------------------------------------------------
-    def redirect(self, head: RequestHead, location: bytes) -> None:
-        host = self.frontend.config.namespace.encode()
+    def redirect(self, head: RequestHead, location: bytes, host: bytes | None = None) -> None:
+        if host is None:
+            host = self.frontend.config.namespace.encode()
         body_close = head.length != NO_BODY or not head.keep_alive
         self.transport.write(
             serialize_head(
