@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import socket
 import ssl
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -283,3 +286,49 @@ def test_open_tls_connection_verifies_the_server(pki: CertFiles, tmp_path: Path)
                 )
 
     run(main())
+
+
+class FlakyListener(socket.socket):
+    """A listening socket whose first accept() fails as if the process were out of descriptors."""
+
+    failures = 1
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().accept()
+
+
+def test_accept_pauses_after_running_out_of_descriptors_then_goes_on(
+    pki: CertFiles, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(tlsfd, "ACCEPT_RETRY_S", 0.2)
+
+    async def main() -> None:
+        made: list[Recorder] = []
+        listener = FlakyListener()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+
+        def factory() -> Recorder:
+            made.append(Recorder(echo=True))
+            return made[-1]
+
+        server = TlsServer(factory, listener, server_context(pki), 5.0, lambda exc: None)
+        await server.start_serving()
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", listener.getsockname()[1], ssl=tls_context(pki.ca), server_hostname=NAME
+            )
+            writer.write(b"ping\n")
+            assert await asyncio.wait_for(reader.readline(), 5) == b"pong\n"
+            writer.close()
+        finally:
+            server.close()
+
+    with caplog.at_level(logging.ERROR, logger="casarray.tls"):
+        run(main())
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot accept a connection: [Errno 24] Too many open files; accepting again in 0.2s"
+    ]

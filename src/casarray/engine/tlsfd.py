@@ -35,7 +35,8 @@ BATCH = 256 * 1024  # records read back to back are handed to the protocol toget
 # After close(), buffered bytes still go out; a peer that reads nothing for this long is cut off
 # (asyncio's own transports would wait for ever).
 CLOSE_FLUSH_S = 30.0
-ACCEPT_BATCH = 64  # connections accepted per readiness event of the listening socket
+ACCEPT_BATCH = 64
+ACCEPT_RETRY_S = 1.0  # pause after accept() fails for lack of descriptors or memory  # connections accepted per readiness event of the listening socket
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -393,7 +394,11 @@ class TlsServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and friends: the backlog keeps the rest
-                log.error("cannot accept a connection: %s", exc)
+                # The listening socket stays readable: stop watching it for a while instead of
+                # spinning on the same error (asyncio and uvloop do the same).
+                log.error("cannot accept a connection: %s; accepting again in %gs", exc, ACCEPT_RETRY_S)
+                self._loop.remove_reader(self._sock.fileno())
+                self._loop.call_later(ACCEPT_RETRY_S, self._resume_accepting)
                 return
             try:
                 conn.setblocking(False)
@@ -404,6 +409,10 @@ class TlsServer:
                 self._on_failure(exc)
                 continue
             _Handshake(self._loop, tls, self._timeout, partial(self._handshaken, address))
+
+    def _resume_accepting(self) -> None:
+        if self._serving and not self._closed:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
 
     def _handshaken(self, address: Any, tls: ssl.SSLSocket, exc: Exception | None) -> None:
         if exc is not None:
