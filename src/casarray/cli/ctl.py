@@ -285,43 +285,26 @@ def _set(ctx: typer.Context, state: str, server: str, service: str | None, optio
     typer.echo(result["outcome"])
 
 
-@app.command()
-def drain(
-    ctx: typer.Context,
-    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
-    service: ServiceOpt = None,
-    config: ConfigOpt = None,
-    admin: AdminOpt = None,
-    token_file: TokenOpt = None,
-) -> None:
-    """No new connections or requests for SERVER; the open ones finish."""
-    _set(ctx, "drain", server, service, Options(config, admin, token_file))
+def _state_command(state: str, summary: str) -> None:
+    """`casarray ctl drain|ready|maint SERVER [--service S]`: one command per operator state."""
+
+    def command(
+        ctx: typer.Context,
+        server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
+        service: ServiceOpt = None,
+        config: ConfigOpt = None,
+        admin: AdminOpt = None,
+        token_file: TokenOpt = None,
+    ) -> None:
+        _set(ctx, state, server, service, Options(config, admin, token_file))
+
+    command.__doc__ = summary
+    app.command(name=state)(command)
 
 
-@app.command()
-def ready(
-    ctx: typer.Context,
-    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
-    service: ServiceOpt = None,
-    config: ConfigOpt = None,
-    admin: AdminOpt = None,
-    token_file: TokenOpt = None,
-) -> None:
-    """SERVER takes new traffic again (when its health checks pass)."""
-    _set(ctx, "ready", server, service, Options(config, admin, token_file))
-
-
-@app.command()
-def maint(
-    ctx: typer.Context,
-    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
-    service: ServiceOpt = None,
-    config: ConfigOpt = None,
-    admin: AdminOpt = None,
-    token_file: TokenOpt = None,
-) -> None:
-    """Take SERVER out now: its open connections are closed."""
-    _set(ctx, "maint", server, service, Options(config, admin, token_file))
+_state_command("drain", "No new connections or requests for SERVER; the open ones finish.")
+_state_command("ready", "SERVER takes new traffic again (when its health checks pass).")
+_state_command("maint", "Take SERVER out now: its open connections are closed.")
 
 
 @app.command()

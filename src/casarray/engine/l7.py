@@ -934,10 +934,6 @@ class L7Frontend:
     def start(self) -> None:
         self.sweeper.start(self.clients)
 
-    @property
-    def now(self) -> float:
-        return self.sweeper.now
-
     def refresh(self) -> None:
         """Health or operator state changed: log each service that loses or regains its last member."""
         for name in self.config.services:
@@ -978,7 +974,7 @@ class L7Frontend:
             return
         self.clients.add(client)
         self._empty.clear()
-        client.deadline = self.now + self.request_header_timeout
+        client.deadline = self.sweeper.now + self.request_header_timeout
         client.phase = IDLE
 
     def finished(self, client: L7Client) -> None:

@@ -168,6 +168,12 @@ def _header_problem(block: bytes) -> str:
     return "malformed header block"
 
 
+def _keep_alive(version: bytes, tokens: frozenset[bytes]) -> bool:
+    if version == b"1.1":
+        return b"close" not in tokens
+    return b"keep-alive" in tokens  # HTTP/1.0 closes unless asked (RFC 9112 §9.3)
+
+
 def _content_length(values: list[bytes] | None) -> int | None:
     if not values:
         return None
@@ -394,8 +400,7 @@ class RequestReader(_Framer):
             length = CHUNKED if chunked else (content_length or NO_BODY)
         self._length = length
         expect = values.get(b"expect")
-        connection = values.get(b"connection")
-        tokens = _NO_TOKENS if connection is None else connection_tokens(connection)
+        tokens = connection_tokens(values.get(b"connection"))
         return RequestHead(
             method,
             target,
@@ -403,7 +408,7 @@ class RequestReader(_Framer):
             line,
             block,
             fields,
-            (b"close" not in tokens) if version == b"1.1" else (b"keep-alive" in tokens),  # RFC 9112 §9.3
+            _keep_alive(version, tokens),
             length,
             host,
             expect is not None and expect[0] == b"100-continue",
@@ -439,25 +444,15 @@ class ResponseReader(_Framer):
             fields, values = _parse_block(block, self.limits)
         except ProtocolError as exc:
             raise ProtocolError(f"bad response header: {exc.what}", 502) from None
-        connection = values.get(b"connection")
-        tokens = _NO_TOKENS if connection is None else connection_tokens(connection)
-        keep_alive = (b"close" not in tokens) if version == b"1.1" else (b"keep-alive" in tokens)
-        declared = values.get(b"content-length")
+        tokens = connection_tokens(values.get(b"connection"))
+        keep_alive = _keep_alive(version, tokens)
         # RFC 9112 §6.3: HEAD, 1xx, 204 and 304 responses have no body, whatever their headers say.
         if self._method == b"HEAD" or status < 200 or status in (204, 304):
             length = NO_BODY
-        elif (
-            declared is not None
-            and len(declared) == 1
-            and declared[0].isdigit()
-            and len(declared[0]) <= 19
-            and b"transfer-encoding" not in values
-        ):
-            length = int(declared[0]) or NO_BODY  # the usual response: one Content-Length
         else:
             try:
                 chunked = _transfer_chunked(values.get(b"transfer-encoding"))
-                content_length = _content_length(declared)
+                content_length = _content_length(values.get(b"content-length"))
             except ProtocolError as exc:
                 raise ProtocolError(f"bad response framing: {exc.what}", 502) from None
             if chunked:
