@@ -9,6 +9,7 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -165,7 +166,7 @@ def test_a_big_write_pauses_and_resumes_the_writer_and_arrives_whole(pki: CertFi
             assert "pause_writing" in server.events
             received = await reader.readexactly(len(payload))
             assert received == payload
-            await asyncio.sleep(0.05)
+            await until(lambda: "resume_writing" in server.events, served.recorders)
             assert server.events.count("pause_writing") == server.events.count("resume_writing") == 1
             assert server.transport.get_write_buffer_size() == 0
             writer.close()
@@ -234,7 +235,8 @@ def test_eof_kept_open_lets_the_server_answer_after_the_client_finished(pki: Cer
             server.transport.write(b"late answer")
             server.transport.close()
             assert await asyncio.wait_for(server.lost, 5) is None
-            await asyncio.sleep(0.05)
+            readable, _, _ = await asyncio.to_thread(select.select, [client], [], [], 5)
+            assert readable
             # The records of the answer and the server's close_notify reached the client's socket.
             assert len(os.read(client.fileno(), 65536)) > len(b"late answer")
             client.close()

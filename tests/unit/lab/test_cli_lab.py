@@ -8,15 +8,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from casarray.cli import lab as lab_cli
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    app = typer.Typer()
-    lab_cli.register(app)
-    return app
-
 
 @pytest.mark.parametrize(
     ("args", "message"),
