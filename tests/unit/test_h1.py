@@ -103,7 +103,7 @@ def test_pipelined_requests_wait_for_next_message() -> None:
         (
             b"POST / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             400,
-            "conflicting",
+            "more than one Content-Length",
         ),
         (b"POST / HTTP/1.1\r\nHost: a.b\r\nContent-Length: -1\r\n\r\n", 400, "invalid Content-Length"),
         (b"POST / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 1x\r\n\r\n", 400, "invalid Content-Length"),

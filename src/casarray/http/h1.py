@@ -35,16 +35,31 @@ _HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":" + _VALUE + rb"*\r\n)*")
 # lower-cased block (same offsets as the original); each match is "\n<name>:<value>\r" of one line.
 _SPECIAL = re.compile(
     rb"\n(host|content-length|transfer-encoding|connection|expect|keep-alive|proxy-connection|te|upgrade"
-    rb"|trailer|proxy-authorization|proxy-authenticate|x-forwarded-for|x-forwarded-proto):[ \t]*((?:"
-    + _VALUE
-    + rb"*"
-    + _VCHAR
-    + rb")?)[ \t]*\r"
+    rb"|trailer|proxy-authorization|proxy-authenticate|x-forwarded-for|x-forwarded-proto|x-forwarded-host"
+    rb"|forwarded|x-real-ip):[ \t]*((?:" + _VALUE + rb"*" + _VCHAR + rb")?)[ \t]*\r"
 )
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
-_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
+_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) ([1-5]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,19}")
+
+# Fields a Connection header may never name. RFC 9110 §7.6.1 has a proxy drop the fields Connection
+# lists, and lets it refuse the message instead: dropping one of these would change the framing
+# (Content-Length, Transfer-Encoding: the body would reach the server as a second, unchecked request),
+# where the message goes (Host) or what the proxy says about the client (the forwarding fields).
+PROTECTED: Final = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"x-real-ip",
+    }
+)
+MAX_INTERIM: Final = 8  # 1xx responses relayed before one final response; more is a broken server
 
 NO_BODY: Final = -1
 UNTIL_CLOSE: Final = -2
@@ -168,6 +183,14 @@ def _header_problem(block: bytes) -> str:
     return "malformed header block"
 
 
+def _check_connection(tokens: frozenset[bytes], status: int) -> None:
+    if tokens and not tokens.isdisjoint(PROTECTED):
+        names = ", ".join(sorted(t.decode("latin-1") for t in tokens & PROTECTED))
+        raise ProtocolError(
+            f"Connection names {names}, which would change the message's framing or routing", status
+        )
+
+
 def _keep_alive(version: bytes, tokens: frozenset[bytes]) -> bool:
     if version == b"1.1":
         return b"close" not in tokens
@@ -179,18 +202,11 @@ def _content_length(values: list[bytes] | None) -> int | None:
         return None
     if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 19:
         return int(values[0])
-    found: int | None = None
-    for value in values:
-        # A list "5, 5" or repeated fields with one value are tolerated (RFC 9110 §8.6); others are not.
-        for part in value.split(b","):
-            part = part.strip()
-            if _DIGITS.fullmatch(part) is None:
-                raise ProtocolError(f"invalid Content-Length {value[:40]!r}")
-            number = int(part)
-            if found is not None and found != number:
-                raise ProtocolError("conflicting Content-Length values")
-            found = number
-    return found
+    if len(values) > 1 or b"," in values[0]:
+        # RFC 9110 §8.6 lets a recipient refuse a repeated or listed Content-Length instead of picking
+        # one value; no Exchange client or server sends one, and forwarding it could be read otherwise.
+        raise ProtocolError("more than one Content-Length value")
+    raise ProtocolError(f"invalid Content-Length {values[0][:40]!r}")
 
 
 def _transfer_chunked(values: list[bytes] | None) -> bool | None:
@@ -208,11 +224,22 @@ def _transfer_chunked(values: list[bytes] | None) -> bool | None:
 class _Framer:
     """Shared machinery: head buffering, body framing (length, chunked, until close)."""
 
-    __slots__ = ("_buf", "_chunk_left", "_chunk_state", "_in_body", "_left", "_length", "_paused", "limits")
+    __slots__ = (
+        "_buf",
+        "_chunk_left",
+        "_chunk_state",
+        "_in_body",
+        "_left",
+        "_length",
+        "_paused",
+        "_scanned",
+        "limits",
+    )
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
-        self._buf = b""
+        self._buf = bytearray()  # bytes held: a partial head or line, or what follows an End
+        self._scanned = 0  # how much of a partial head in _buf was searched for its end already
         self._in_body = False
         self._paused = False
         self._length = NO_BODY
@@ -226,16 +253,34 @@ class _Framer:
 
     def feed(self, data: bytes) -> list[Event]:
         """Add bytes; return the events they complete. Stops after End until `next_message()`."""
-        if self._buf:
-            data = self._buf + data
-        self._buf = b""
-        return self._run(data)
+        buf = self._buf
+        if not buf:
+            return self._run(data)
+        buf += data  # appended in place: bytes arriving a few at a time cost linear time in total
+        if self._paused:
+            return []  # held until next_message()
+        if not self._in_body:
+            # Only the new bytes (and the three before them) can complete the head: a head sent one
+            # byte per TLS record is searched once overall, not once per record (that was quadratic).
+            if buf.find(b"\r\n\r\n", self._scanned) < 0:
+                self._check_partial_head(buf)
+                self._scanned = max(len(buf) - 3, 0)
+                return []
+        self._buf = bytearray()
+        return self._run(bytes(buf))
 
     def next_message(self) -> list[Event]:
         """Go on with the bytes held after the previous End (pipelined requests)."""
         self._paused = False
-        data, self._buf = self._buf, b""
-        return self._run(data) if data else []
+        if not self._buf:
+            return []
+        data = bytes(self._buf)
+        self._buf = bytearray()
+        return self._run(data)
+
+    def _hold(self, data: bytes, pos: int) -> None:
+        self._buf = bytearray(memoryview(data)[pos:])
+        self._scanned = 0
 
     def _run(self, data: bytes) -> list[Event]:
         events: list[Event] = []
@@ -245,8 +290,9 @@ class _Framer:
             if not self._in_body:
                 end = data.find(b"\r\n\r\n", pos)
                 if end < 0:
-                    self._check_partial_head(data, pos)
-                    self._buf = data[pos:]
+                    self._hold(data, pos)
+                    self._check_partial_head(self._buf)
+                    self._scanned = max(size - pos - 3, 0)
                     return events
                 head = data[pos : end + 2]
                 pos = end + 4
@@ -264,16 +310,16 @@ class _Framer:
                 continue
             pos = self._body(data, pos, events)
         if pos < size:
-            self._buf = data[pos:]
+            self._hold(data, pos)
         return events
 
-    def _check_partial_head(self, data: bytes, pos: int) -> None:
-        pending = len(data) - pos
-        if pending > self.limits.max_head:
+    def _check_partial_head(self, pending: bytearray) -> None:
+        if len(pending) > self.limits.max_head:
             raise ProtocolError(f"header section larger than {self.limits.max_head} bytes", 431)
-        line_end = data.find(b"\r\n", pos)
-        if line_end < 0 and pending > self.limits.max_request_line:
-            raise ProtocolError(f"request line longer than {self.limits.max_request_line} bytes", 414)
+        limit = self.limits.max_request_line
+        # Scans at most the first line's worth: found early (the usual case) or refused.
+        if len(pending) > limit and pending.find(b"\r\n", 0, limit + 2) < 0:
+            raise ProtocolError(f"request line longer than {limit} bytes", 414)
 
     def _head(self, head: bytes) -> Event:
         raise NotImplementedError
@@ -335,7 +381,7 @@ class _Framer:
             events.append(Body(data if start == 0 and pos == size else data[start:pos]))
         if pos < size:
             # An incomplete size/CRLF/trailer line: hold it back (it is re-fed with the next bytes).
-            self._buf = data[pos:]
+            self._hold(data, pos)
             return size
         return pos
 
@@ -401,6 +447,7 @@ class RequestReader(_Framer):
         self._length = length
         expect = values.get(b"expect")
         tokens = connection_tokens(values.get(b"connection"))
+        _check_connection(tokens, 400)
         return RequestHead(
             method,
             target,
@@ -419,14 +466,16 @@ class RequestReader(_Framer):
 class ResponseReader(_Framer):
     """Reads responses sent by a server; `expect(method)` before each request tells how to frame it."""
 
-    __slots__ = ("_method",)
+    __slots__ = ("_interim", "_method")
 
     def __init__(self, limits: Limits | None = None) -> None:
         super().__init__(limits)
         self._method = b"GET"
+        self._interim = 0
 
     def expect(self, method: bytes) -> None:
         self._method = method
+        self._interim = 0
 
     def _head(self, head: bytes) -> ResponseHead:
         line_end = head.find(b"\r\n")
@@ -435,6 +484,14 @@ class ResponseReader(_Framer):
             raise ProtocolError(f"malformed status line {head[:60]!r}", 502)
         major, minor, status_text, reason = match.groups()
         status = int(status_text)
+        if status < 200:
+            if status == 101:
+                # The proxy never forwards Upgrade (Exchange's client protocols do not switch), so a
+                # switch was never asked for: relaying it would turn the connection into a blind tunnel.
+                raise ProtocolError("101 Switching Protocols, though no upgrade was requested", 502)
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                raise ProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses", 502)
         version = b"1.1" if (major, minor) != (b"1", b"0") else b"1.0"
         line = head[:line_end] if minor == b"1" and reason is not None else None
         if line is None or major != b"1":
@@ -445,6 +502,11 @@ class ResponseReader(_Framer):
         except ProtocolError as exc:
             raise ProtocolError(f"bad response header: {exc.what}", 502) from None
         tokens = connection_tokens(values.get(b"connection"))
+        _check_connection(tokens, 502)
+        if b"transfer-encoding" in values and b"content-length" in values:
+            # RFC 9112 §6.3 item 3: "ought to be handled as an error" (response splitting); forwarding it
+            # would need the Content-Length removed, and a server sending both is not to be trusted.
+            raise ProtocolError("both Transfer-Encoding and Content-Length in a response", 502)
         keep_alive = _keep_alive(version, tokens)
         # RFC 9112 §6.3: HEAD, 1xx, 204 and 304 responses have no body, whatever their headers say.
         if self._method == b"HEAD" or status < 200 or status in (204, 304):
