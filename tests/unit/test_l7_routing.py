@@ -54,18 +54,35 @@ def test_a_full_route_memo_is_cleared_not_grown(router: Router) -> None:
 
 
 @pytest.mark.parametrize(
-    ("host", "allowed"),
+    ("host", "authority"),
     [
-        (b"outlook.alwayshotcafe.com", True),
-        (b"outlook.alwayshotcafe.com:443", True),
-        (b"outlook.alwayshotcafe.com.", True),
-        (b"autodiscover.alwayshotcafe.com", True),
-        (b"mb1.alwayshotcafe.com", False),
-        (b"outlook.alwayshotcafe.com.evil", False),
-        (b"[::1]", False),
-        (b"", False),
+        (b"outlook.alwayshotcafe.com", b"outlook.alwayshotcafe.com"),
+        (b"outlook.alwayshotcafe.com:443", b"outlook.alwayshotcafe.com"),
+        (b"outlook.alwayshotcafe.com.", b"outlook.alwayshotcafe.com"),
+        (b"autodiscover.alwayshotcafe.com", b"autodiscover.alwayshotcafe.com"),
+        (b"mb1.alwayshotcafe.com", None),
+        (b"outlook.alwayshotcafe.com.evil", None),
+        (b"[::1]", None),
+        (b"", None),
+        # The port is checked too: a port that is not a port, or not ours, is refused (a redirect built
+        # from "outlook…:x@evil.example" would send a browser elsewhere).
+        (b"outlook.alwayshotcafe.com:x@evil.example", None),
+        (b"outlook.alwayshotcafe.com:@evil.example", None),
+        (b"outlook.alwayshotcafe.com:8443", None),
+        (b"outlook.alwayshotcafe.com:0443", b"outlook.alwayshotcafe.com"),
+        (b"outlook.alwayshotcafe.com:99999", None),
+        (b"outlook.alwayshotcafe.com:", None),
+        (b"outlook.alwayshotcafe.com/x", None),
+        (b"user@outlook.alwayshotcafe.com", None),
     ],
 )
-def test_host_check(router: Router, host: bytes, allowed: bool) -> None:
-    assert router.host_allowed(host) is allowed
-    assert router.host_allowed(host) is allowed
+def test_host_check_covers_name_and_port(router: Router, host: bytes, authority: bytes | None) -> None:
+    assert router.authority(host) == authority
+    assert router.authority(host) == authority  # second time from the memo
+
+
+def test_a_host_may_name_the_listener_port() -> None:
+    router = Router(parse_config(CONFIG + "listen: {address: 127.0.0.1, https_port: 8443}\n"), [])
+    assert router.authority(b"outlook.alwayshotcafe.com:8443") == b"outlook.alwayshotcafe.com:8443"
+    assert router.authority(b"outlook.alwayshotcafe.com:443") == b"outlook.alwayshotcafe.com"
+    assert router.authority(b"outlook.alwayshotcafe.com:8444") is None

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import ssl
 from collections.abc import Sequence
 from typing import Final, cast
@@ -47,6 +48,7 @@ from casarray.http.h1 import (
     forward_block,
     serialize_head,
 )
+from casarray.http.target import normalize_target
 
 log = logging.getLogger("casarray.l7")
 
@@ -117,8 +119,14 @@ def error_response(
     return serialize_head(f"HTTP/1.1 {status} {reason}".encode(), headers) + body
 
 
-_XFF = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
+# The forwarding fields: a client's own are dropped (X-Forwarded-For is then written by the proxy;
+# a trusted proxy's X-Forwarded-For is extended), so a server never logs or trusts a forged address.
+_XFF = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
 _SKIP_REQUEST = _HOP_BY_HOP | _XFF
+
+
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: a reg-name or an IP-literal, then an optional port of digits.
+_HOST = re.compile(rb"([a-z0-9._~!$&'()*+,;=-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?")
 
 
 class Router:
@@ -141,19 +149,42 @@ class Router:
         }
         self.server_of_cookie = {v: k for k, v in self.cookie_of.items()}
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
-        self._hosts: dict[bytes, bool] = {}
+        https_port = config.listen.https_port
+        # Ports a Host may name: the listener's, and 443 for a NAT in front (any, for a kernel-chosen port).
+        self.ports = frozenset({443, https_port}) if https_port else None
+        self._hosts: dict[bytes, bytes | None] = {}
         self._routes: dict[bytes, str | None] = {}
 
-    def host_allowed(self, host: bytes) -> bool:
-        """Whether a (lower-cased) Host names this namespace, port and trailing dot aside; memoised."""
-        allowed = self._hosts.get(host)
-        if allowed is None:
-            name = host if host.endswith(b"]") else host.rsplit(b":", 1)[0]
-            allowed = name.rstrip(b".") in self.names
+    def authority(self, host: bytes) -> bytes | None:
+        """The authority a (lower-cased) Host names, rebuilt from the configured name and a checked
+        port ("outlook.alwayshotcafe.com:8443"), or None when it is not served here; memoised.
+
+        The name must be one of ours (a trailing dot aside) and the port, when given, must be a port:
+        the listener's or 443 (a NAT in front may map 443 to it). Anything else — "name:x@evil.example",
+        "name:99999" — is refused, and redirects are built from this value, never from client text."""
+        try:
+            return self._hosts[host]
+        except KeyError:
+            found = self._authority(host)
             if len(self._hosts) >= _MEMO_SIZE:
                 self._hosts.clear()
-            self._hosts[host] = allowed
-        return allowed
+            self._hosts[host] = found
+            return found
+
+    def _authority(self, host: bytes) -> bytes | None:
+        match = _HOST.fullmatch(host)
+        if match is None:
+            return None
+        name, port_text = match.groups()
+        name = name.rstrip(b".")
+        if name not in self.names:
+            return None
+        if port_text is None:
+            return name
+        port = int(port_text)
+        if not 0 < port < 65536 or (self.ports is not None and port not in self.ports):
+            return None
+        return name if port == 443 else name + b":%d" % port
 
     def route(self, target: bytes) -> str | None:
         """The service for an origin-form target, REDIRECT for "/" and "/owa", None when it names no
@@ -448,13 +479,21 @@ class L7Client(asyncio.Protocol):
             host, slash, path = rest.partition(b"/")
             host = host.lower()
             target = b"/" + path if slash else b"/"
-        if fe.config.host_check and not router.host_allowed(host):
-            self.refuse(
-                421,
-                f"host {host.decode('latin-1')!r} is not served here",
-                log_level=logging.WARNING,
-                keep=head,
-            )
+        authority = None
+        if fe.config.host_check:
+            authority = router.authority(host)
+            if authority is None:
+                self.refuse(
+                    421,
+                    f"host {host[:80].decode('latin-1')!r} is not served here",
+                    log_level=logging.WARNING,
+                    keep=head,
+                )
+                return
+        try:
+            target = normalize_target(target)  # routed and forwarded as the server will read it
+        except ProtocolError as exc:
+            self.refuse(exc.status, exc.what, log_level=logging.WARNING, keep=head)
             return
         service = router.route(target)
         if service is None:
@@ -467,8 +506,8 @@ class L7Client(asyncio.Protocol):
             )
             return
         if service is REDIRECT:
-            # To the name and port the client used (checked above), else to the namespace.
-            self.redirect(head, b"/owa/", host if fe.config.host_check and host else None)
+            # To the configured name and checked port the client used, else to the namespace.
+            self.redirect(head, b"/owa/", authority)
             return
         self.head = head
         self.service = service
@@ -599,32 +638,56 @@ class L7Client(asyncio.Protocol):
         if upstream is not self.upstream or self.closed:
             upstream.close()
             return
+        if self.head is None:
+            # Nothing was asked: bytes after a complete response (e.g. a body after a 204), or a server
+            # talking out of turn. They would be read as the answer to the client's next request.
+            log.warning(
+                "%s: %s sent %d bytes with no request outstanding: upstream connection closed",
+                self.peer,
+                upstream.server.name,
+                len(data),
+            )
+            self.drop_upstream()
+            return
         try:
             events = upstream.reader.feed(data)
         except ProtocolError as exc:
-            self.fail(502, f"invalid response from {upstream.server.name}: {exc.what}")
+            self.bad_response(upstream, exc)
             return
         self.response_events(upstream, events)
 
+    def bad_response(self, upstream: L7Upstream, exc: ProtocolError) -> None:
+        """A malformed or ambiguous response: the client gets a 502 (or, mid-body, a closed
+        connection) and the upstream connection is closed, never reused."""
+        self.fail(502, f"invalid response from {upstream.server.name}: {exc.what}")
+
     def response_events(self, upstream: L7Upstream, events: list[Event]) -> None:
         # Everything one read produced goes out in one write: the head and the first body bytes share a
-        # TLS record and a send instead of costing one each.
-        parts: list[bytes] = []
-        for event in events:
-            if isinstance(event, Body):
-                self.bytes_out += len(event.data)
-                parts.append(event.data)
-            elif isinstance(event, ResponseHead):
-                parts.append(self.response_head(upstream, event))
-            else:  # End: always the last event, the reader holds what follows
+        # TLS record and a send instead of costing one each. Interim (1xx) responses are iterated, not
+        # recursed into: the reader bounds how many one request may get (h1.MAX_INTERIM).
+        while True:
+            parts: list[bytes] = []
+            for event in events:
+                if isinstance(event, Body):
+                    self.bytes_out += len(event.data)
+                    parts.append(event.data)
+                elif isinstance(event, ResponseHead):
+                    parts.append(self.response_head(upstream, event))
+                else:  # End: always the last event, the reader holds what follows
+                    self.send(parts)
+                    if not self.interim:
+                        self.response_end(upstream)
+                        return
+                    self.interim = False  # the end of a 1xx interim response: the final one follows
+                    try:
+                        events = upstream.reader.next_message()
+                    except ProtocolError as exc:
+                        self.bad_response(upstream, exc)
+                        return
+                    break
+            else:
                 self.send(parts)
-                if self.interim:  # the end of a 1xx interim response: the final one follows
-                    self.interim = False
-                    self.response_events(upstream, upstream.reader.next_message())
-                else:
-                    self.response_end(upstream)
                 return
-        self.send(parts)
 
     def send(self, parts: list[bytes]) -> None:
         if len(parts) == 1:
@@ -699,7 +762,7 @@ class L7Client(asyncio.Protocol):
             events = upstream.reader.eof()
         except ProtocolError:
             events = []
-        if events:
+        if events and self.head is not None:
             self.response_events(upstream, events)
 
     def upstream_lost(self, upstream: L7Upstream, exc: Exception | None) -> None:
