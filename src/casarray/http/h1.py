@@ -259,13 +259,12 @@ class _Framer:
         buf += data  # appended in place: bytes arriving a few at a time cost linear time in total
         if self._paused:
             return []  # held until next_message()
-        if not self._in_body:
-            # Only the new bytes (and the three before them) can complete the head: a head sent one
-            # byte per TLS record is searched once overall, not once per record (that was quadratic).
-            if buf.find(b"\r\n\r\n", self._scanned) < 0:
-                self._check_partial_head(buf)
-                self._scanned = max(len(buf) - 3, 0)
-                return []
+        # Only the new bytes (and the three before them) can complete a head: a head sent one byte per
+        # TLS record is searched once overall, not once per record (that was quadratic).
+        if not self._in_body and buf.find(b"\r\n\r\n", self._scanned) < 0:
+            self._check_partial_head(buf)
+            self._scanned = max(len(buf) - 3, 0)
+            return []
         self._buf = bytearray()
         return self._run(bytes(buf))
 
