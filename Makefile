@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests and benchmarks drive as real peers.
 SYSTEM_PACKAGES := curl haproxy nginx-light wrk chromium chromium-driver dovecot-imapd dovecot-pop3d postfix keepalived netcat-openbsd
 
-.PHONY: lab test lint types unit integration bench system-deps clean
+.PHONY: lab test lint types unit integration bench soak fuzz system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,8 @@ lab: $(STAMP)
 	$(VENV)/bin/casarray lab
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench fuzz
+	$(VENV)/bin/ruff format --check src tests bench fuzz
 
 types: $(STAMP)
 	$(VENV)/bin/mypy
@@ -43,6 +43,18 @@ unit: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run.py
+
+# Long runs, not part of `make test`.
+soak: $(STAMP) system-deps
+	$(PY) bench/soak.py --minutes 10
+
+# The property tests marked `fuzz` with many more examples, then atheris on the framer where it installs.
+fuzz: $(STAMP)
+	-$(PY) -m pip install --quiet 'atheris>=2.3'
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m fuzz --timeout 3600
+	@if $(PY) -c 'import atheris' 2>/dev/null; then \
+	  $(PY) fuzz/h1_atheris.py -max_total_time=600 -print_final_stats=1; \
+	else echo "atheris does not install here: the coverage-guided pass is skipped"; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache lab-run
