@@ -4,8 +4,10 @@ requests-ntlm, pyspnego, curl), plus `casarray sim-cas` and `casarray lab` as pr
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
+import os
 import shutil
 import signal
 import socket
@@ -284,6 +286,23 @@ def test_streamed_64_mib_upload_is_counted(client: Client, sim: SimCas) -> None:
     status, _, reply = client.request("POST", "/mapi/emsmdb/", body=body())  # http.client sends it chunked
     assert parse_description(reply.decode())["body_bytes"] == str(64 * MIB)
     assert sim.state.select(kind="vdir")[-1].body_bytes == 64 * MIB
+
+
+def test_digest_knob_names_the_sha256_of_the_body_as_received(client: Client) -> None:
+    """`sim-digest=1`: the reply carries the SHA-256 of the upload, so a body can be checked end to end
+    through a balancer (bench/soak.py); the default reply stays without it."""
+    body = os.urandom(MIB + 17)
+    status, _, reply = client.request("POST", "/ews/Exchange.asmx?sim-digest=1", body=body)
+    fields = parse_description(reply.decode())
+    assert status == 200
+    assert (fields["body_bytes"], fields["body_sha256"]) == (str(len(body)), hashlib.sha256(body).hexdigest())
+    # a chunked upload (no Content-Length) is hashed as it streams
+    pieces = [os.urandom(70_000) for _ in range(5)]
+    status, _, reply = client.request("POST", "/mapi/emsmdb/?sim-digest=1", body=iter(pieces))
+    assert parse_description(reply.decode())["body_sha256"] == hashlib.sha256(b"".join(pieces)).hexdigest()
+    status, _, reply = client.request("GET", "/owa/?sim-digest=1")
+    assert parse_description(reply.decode())["body_sha256"] == hashlib.sha256(b"").hexdigest()
+    assert "body_sha256" not in parse_description(client.request("POST", "/owa/", body=b"x")[2].decode())
 
 
 def test_unknown_methods_and_request_recording(sim: SimCas, pki: CertFiles, client: Client) -> None:

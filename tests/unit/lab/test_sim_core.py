@@ -66,10 +66,14 @@ def test_knobs_defaults_and_values() -> None:
             "sim-chunks": "3",
             "sim-interval": "30",
             "sim-echo-headers": "1",
+            "sim-digest": "yes",
             "other": "x",
         }
     )
-    assert knobs == Knobs(status=503, delay=0.25, size=1000, chunks=3, interval=30.0, echo_headers=True)
+    assert knobs == Knobs(
+        status=503, delay=0.25, size=1000, chunks=3, interval=30.0, echo_headers=True, digest=True
+    )
+    assert parse_knobs({"sim-digest": "0"}).digest is False
 
 
 @pytest.mark.parametrize(
@@ -135,6 +139,12 @@ def test_description_round_trips() -> None:
         "user": "ALWAYSHOTCAFE\\alice",
     }
     assert "user=" not in describe("MB1", "owa", "GET", "/owa/", 0)
+    assert "body_sha256=" not in describe("MB1", "owa", "GET", "/owa/", 0)
+    digest = "ab" * 32
+    assert (
+        parse_description(describe("MB1", "ews", "POST", "/ews/", 3, body_sha256=digest))["body_sha256"]
+        == digest
+    )
 
 
 def test_parse_authorization() -> None:
