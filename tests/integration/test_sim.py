@@ -25,7 +25,7 @@ from requests_ntlm import HttpNtlmAuth
 
 from casarray.exchange import catalog
 from casarray.lab.pki import CertFiles
-from casarray.lab.sim import SimCas, parse_description
+from casarray.lab.sim import SimCas, parse_description, seeded_blocks
 from tests.support import LoopThread, Proc, casarray, free_port, read_response, wait_until
 
 DOMAIN = "alwayshotcafe.com"
@@ -219,6 +219,9 @@ def test_status_delay_size_and_bad_knobs(client: Client) -> None:
     assert time.monotonic() - started >= 0.29
     status, headers, body = client.request("GET", "/oab/?sim-size=3000001")
     assert (status, headers["Content-Length"], len(body)) == (200, "3000001", 3000001)
+    status, _, body = client.request("GET", "/oab/?sim-size=200000&sim-seed=9")
+    assert (status, body) == (200, b"".join(seeded_blocks(9, 200_000)))
+    assert client.request("HEAD", "/oab/?sim-size=200000&sim-seed=9")[2] == b""
     status, _, body = client.request("GET", "/owa/?sim-size=x")
     assert status == 400
     assert b"sim-size" in body

@@ -29,6 +29,7 @@ import hashlib
 import inspect
 import ipaddress
 import os
+import random
 import ssl
 import time
 from collections import deque
@@ -104,6 +105,7 @@ class Knobs:
     interval: float = 0.0  # ... each sent after this many seconds
     echo_headers: bool = False  # body = the request headers exactly as received
     digest: bool = False  # the reply names the request body's SHA-256 (end-to-end upload checks)
+    seed: int | None = None  # with `size`: pseudo-random bytes from this seed instead of "x" repeated
 
 
 _MAX_SECONDS: Final = 24 * 3600.0
@@ -131,11 +133,25 @@ def parse_knobs(query: Mapping[str, str]) -> Knobs:
         interval=number("sim-interval", float, 0, _MAX_SECONDS) if "sim-interval" in query else 0.0,
         echo_headers=_flag(query, "sim-echo-headers"),
         digest=_flag(query, "sim-digest"),
+        seed=number("sim-seed", int, 0, 2**32 - 1) if "sim-seed" in query else None,
     )
 
 
 def _flag(query: Mapping[str, str], key: str) -> bool:
     return query.get(key, "0").lower() in ("1", "true", "yes")
+
+
+def seeded_blocks(seed: int, size: int) -> Iterator[bytes]:
+    """The `sim-size=SIZE&sim-seed=SEED` body, in the blocks it is sent in: pseudo-random bytes from
+    `random.Random(seed)`, 64 KiB at a time. A client recomputes the expected bytes with this very
+    function; unlike a repeated byte, they show a block lost, repeated, reordered or taken from
+    another response."""
+    rng = random.Random(seed)  # not for security: a reproducible byte stream
+    remaining = size
+    while remaining:
+        n = min(remaining, len(_BLOCK))
+        yield rng.randbytes(n)
+        remaining -= n
 
 
 def split_host(host: str) -> str:
@@ -793,12 +809,18 @@ class _Streamer:
             response.content_type = "application/octet-stream"
             response.content_length = size
             await response.prepare(request)
-            remaining = 0 if head else size
-            block = memoryview(_BLOCK)
-            while remaining:
-                n = min(remaining, len(block))
-                await response.write(block[:n])
-                remaining -= n
+            if head:
+                pass
+            elif knobs.seed is not None:
+                for chunk in seeded_blocks(knobs.seed, size):
+                    await response.write(chunk)
+            else:
+                remaining = size
+                block = memoryview(_BLOCK)
+                while remaining:
+                    n = min(remaining, len(block))
+                    await response.write(block[:n])
+                    remaining -= n
         await response.write_eof()
 
 
