@@ -45,7 +45,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/run.py
 
 # Long runs, not part of `make test`.
-soak: $(STAMP) system-deps
+soak: $(STAMP)
 	$(PY) bench/soak.py --minutes 10
 
 # The property tests marked `fuzz` with many more examples, then atheris on the framer where it installs.

@@ -112,23 +112,23 @@ class ManagedProcess:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
 
-    def wait_listening(self, port: int, timeout: float) -> None:
-        """Return once 127.0.0.1:port accepts a connection; BenchError if the process exits or times out."""
+    def wait_listening(self, port: int, timeout: float, host: str = LOOPBACK) -> None:
+        """Return once host:port accepts a connection; BenchError if the process exits or times out."""
         deadline = time.monotonic() + timeout
         while True:
             if not self.alive():
                 raise BenchError(
                     f"{self.name} exited with status {self.proc.returncode} before listening on "
-                    f"{LOOPBACK}:{port}; its output:\n{self.log_tail()}"
+                    f"{host}:{port}; its output:\n{self.log_tail()}"
                 )
             try:
-                with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                with socket.create_connection((host, port), timeout=0.5):
                     return
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 raise BenchError(
-                    f"{self.name} did not listen on {LOOPBACK}:{port} within {timeout:.0f}s; "
+                    f"{self.name} did not listen on {host}:{port} within {timeout:.0f}s; "
                     f"its output:\n{self.log_tail()}"
                 )
             time.sleep(0.1)
@@ -201,29 +201,35 @@ def run_bounded(
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of `pid` and its live descendants, from /proc/<pid>/stat."""
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (a supervisor and its workers), from /proc/<pid>/stat."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         fields = _stat_fields(int(entry.name))
         if fields is not None:
+            # After the ")" that ends comm: [0]=state (field 3), [1]=ppid.
             children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total = 0
+    found: list[int] = []
     todo = [pid]
-    seen: set[int] = set()
     while todo:
         current = todo.pop()
-        if current in seen:
+        if current in found:
             continue
-        seen.add(current)
-        fields = _stat_fields(current)
-        if fields is None:
-            continue
-        # After the ")" that ends comm: [0]=state (field 3), [1]=ppid, [11]=utime, [12]=stime.
-        total += int(fields[11]) + int(fields[12])
+        found.append(current)
         todo.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its live descendants, from /proc/<pid>/stat."""
+    total = 0
+    for current in process_tree(pid):
+        fields = _stat_fields(current)
+        if fields is not None:
+            # [11]=utime, [12]=stime (fields 14 and 15 of proc(5)).
+            total += int(fields[11]) + int(fields[12])
     return total / CLOCK_TICKS
 
 

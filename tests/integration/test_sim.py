@@ -4,8 +4,10 @@ requests-ntlm, pyspnego, curl), plus `casarray sim-cas` and `casarray lab` as pr
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
+import os
 import shutil
 import signal
 import socket
@@ -23,7 +25,7 @@ from requests_ntlm import HttpNtlmAuth
 
 from casarray.exchange import catalog
 from casarray.lab.pki import CertFiles
-from casarray.lab.sim import SimCas, parse_description
+from casarray.lab.sim import SimCas, parse_description, seeded_blocks
 from tests.support import LoopThread, Proc, casarray, free_port, read_response, wait_until
 
 DOMAIN = "alwayshotcafe.com"
@@ -217,6 +219,9 @@ def test_status_delay_size_and_bad_knobs(client: Client) -> None:
     assert time.monotonic() - started >= 0.29
     status, headers, body = client.request("GET", "/oab/?sim-size=3000001")
     assert (status, headers["Content-Length"], len(body)) == (200, "3000001", 3000001)
+    status, _, body = client.request("GET", "/oab/?sim-size=200000&sim-seed=9")
+    assert (status, body) == (200, b"".join(seeded_blocks(9, 200_000)))
+    assert client.request("HEAD", "/oab/?sim-size=200000&sim-seed=9")[2] == b""
     status, _, body = client.request("GET", "/owa/?sim-size=x")
     assert status == 400
     assert b"sim-size" in body
@@ -284,6 +289,23 @@ def test_streamed_64_mib_upload_is_counted(client: Client, sim: SimCas) -> None:
     status, _, reply = client.request("POST", "/mapi/emsmdb/", body=body())  # http.client sends it chunked
     assert parse_description(reply.decode())["body_bytes"] == str(64 * MIB)
     assert sim.state.select(kind="vdir")[-1].body_bytes == 64 * MIB
+
+
+def test_digest_knob_names_the_sha256_of_the_body_as_received(client: Client) -> None:
+    """`sim-digest=1`: the reply carries the SHA-256 of the upload, so a body can be checked end to end
+    through a balancer (bench/soak.py); the default reply stays without it."""
+    body = os.urandom(MIB + 17)
+    status, _, reply = client.request("POST", "/ews/Exchange.asmx?sim-digest=1", body=body)
+    fields = parse_description(reply.decode())
+    assert status == 200
+    assert (fields["body_bytes"], fields["body_sha256"]) == (str(len(body)), hashlib.sha256(body).hexdigest())
+    # a chunked upload (no Content-Length) is hashed as it streams
+    pieces = [os.urandom(70_000) for _ in range(5)]
+    status, _, reply = client.request("POST", "/mapi/emsmdb/?sim-digest=1", body=iter(pieces))
+    assert parse_description(reply.decode())["body_sha256"] == hashlib.sha256(b"".join(pieces)).hexdigest()
+    status, _, reply = client.request("GET", "/owa/?sim-digest=1")
+    assert parse_description(reply.decode())["body_sha256"] == hashlib.sha256(b"").hexdigest()
+    assert "body_sha256" not in parse_description(client.request("POST", "/owa/", body=b"x")[2].decode())
 
 
 def test_unknown_methods_and_request_recording(sim: SimCas, pki: CertFiles, client: Client) -> None:

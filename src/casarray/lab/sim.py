@@ -25,9 +25,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import inspect
 import ipaddress
 import os
+import random
 import ssl
 import time
 from collections import deque
@@ -102,6 +104,8 @@ class Knobs:
     chunks: int = 0  # respond chunked: this many PENDING chunks ...
     interval: float = 0.0  # ... each sent after this many seconds
     echo_headers: bool = False  # body = the request headers exactly as received
+    digest: bool = False  # the reply names the request body's SHA-256 (end-to-end upload checks)
+    seed: int | None = None  # with `size`: pseudo-random bytes from this seed instead of "x" repeated
 
 
 _MAX_SECONDS: Final = 24 * 3600.0
@@ -127,8 +131,27 @@ def parse_knobs(query: Mapping[str, str]) -> Knobs:
         size=number("sim-size", int, 0, _MAX_SIZE) if "sim-size" in query else None,
         chunks=number("sim-chunks", int, 0, 1_000_000) if "sim-chunks" in query else 0,
         interval=number("sim-interval", float, 0, _MAX_SECONDS) if "sim-interval" in query else 0.0,
-        echo_headers=query.get("sim-echo-headers", "0").lower() in ("1", "true", "yes"),
+        echo_headers=_flag(query, "sim-echo-headers"),
+        digest=_flag(query, "sim-digest"),
+        seed=number("sim-seed", int, 0, 2**32 - 1) if "sim-seed" in query else None,
     )
+
+
+def _flag(query: Mapping[str, str], key: str) -> bool:
+    return query.get(key, "0").lower() in ("1", "true", "yes")
+
+
+def seeded_blocks(seed: int, size: int) -> Iterator[bytes]:
+    """The `sim-size=SIZE&sim-seed=SEED` body, in the blocks it is sent in: pseudo-random bytes from
+    `random.Random(seed)`, 64 KiB at a time. A client recomputes the expected bytes with this very
+    function; unlike a repeated byte, they show a block lost, repeated, reordered or taken from
+    another response."""
+    rng = random.Random(seed)  # not for security: a reproducible byte stream
+    remaining = size
+    while remaining:
+        n = min(remaining, len(_BLOCK))
+        yield rng.randbytes(n)
+        remaining -= n
 
 
 def split_host(host: str) -> str:
@@ -162,7 +185,13 @@ def health_body(name: str, domain: str) -> str:
 
 
 def describe(
-    server: str, service: str, method: str, path: str, body_bytes: int, user: str | None = None
+    server: str,
+    service: str,
+    method: str,
+    path: str,
+    body_bytes: int,
+    user: str | None = None,
+    body_sha256: str | None = None,
 ) -> str:
     """The default reply body: one `key=value` per line (see `parse_description`)."""
     lines = [
@@ -172,6 +201,8 @@ def describe(
         f"path={path}",
         f"body_bytes={body_bytes}",
     ]
+    if body_sha256 is not None:
+        lines.append(f"body_sha256={body_sha256}")
     if user:
         lines.append(f"user={user}")
     return "\n".join(lines) + "\n"
@@ -545,7 +576,10 @@ class SimCas:
         if target.kind == "control":
             return await self._control(request)
         arrived = time.time()
-        body_bytes = await _count_body(request)
+        # `sim-digest=1` is read before the body streams in: the hash is taken chunk by chunk, so a
+        # 1 GiB upload is still never held (a bad knob value is answered 400 by _vdir_reply).
+        hasher = hashlib.sha256() if target.kind == "vdir" and _flag(request.query, "sim-digest") else None
+        body_bytes = await _count_body(request, hasher)
         conn = cast(_SimConnection, request.protocol)
         user: str | None = None
         streamer: _Streamer | None = None
@@ -564,7 +598,8 @@ class SimCas:
             if challenge is not None:
                 response = challenge
             else:
-                response, streamer = self._vdir_reply(request, target.service, body_bytes, user)
+                body_sha256 = hasher.hexdigest() if hasher is not None else None
+                response, streamer = self._vdir_reply(request, target.service, body_bytes, user, body_sha256)
         self._record(request, arrived, body_bytes, target, response.status, user)
         if self.state.latency:
             await asyncio.sleep(self.state.latency)
@@ -600,7 +635,12 @@ class SimCas:
         )
 
     def _vdir_reply(
-        self, request: web.BaseRequest, service: catalog.Service, body_bytes: int, user: str | None
+        self,
+        request: web.BaseRequest,
+        service: catalog.Service,
+        body_bytes: int,
+        user: str | None,
+        body_sha256: str | None = None,
     ) -> tuple[web.StreamResponse, _Streamer | None]:
         try:
             knobs = parse_knobs(request.query)
@@ -614,7 +654,9 @@ class SimCas:
         elif (knobs.chunks or knobs.size is not None) and knobs.status not in (204, 304):
             response = self._stamp(web.StreamResponse(status=knobs.status))
         else:
-            text = describe(self.name, service.name, request.method, request.raw_path, body_bytes, user)
+            text = describe(
+                self.name, service.name, request.method, request.raw_path, body_bytes, user, body_sha256
+            )
             response = self._text(knobs.status, text)
         return response, _Streamer(knobs)
 
@@ -767,21 +809,30 @@ class _Streamer:
             response.content_type = "application/octet-stream"
             response.content_length = size
             await response.prepare(request)
-            remaining = 0 if head else size
-            block = memoryview(_BLOCK)
-            while remaining:
-                n = min(remaining, len(block))
-                await response.write(block[:n])
-                remaining -= n
+            if head:
+                pass
+            elif knobs.seed is not None:
+                for chunk in seeded_blocks(knobs.seed, size):
+                    await response.write(chunk)
+            else:
+                remaining = size
+                block = memoryview(_BLOCK)
+                while remaining:
+                    n = min(remaining, len(block))
+                    await response.write(block[:n])
+                    remaining -= n
         await response.write_eof()
 
 
-async def _count_body(request: web.BaseRequest) -> int:
-    """Read the request body as it streams in and count it; never hold more than one chunk."""
+async def _count_body(request: web.BaseRequest, hasher: hashlib._Hash | None = None) -> int:
+    """Read the request body as it streams in and count it (and feed `hasher`); never hold more than
+    one chunk."""
     if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
         # What aiohttp's application router would do; curl waits a second for it otherwise.
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     total = 0
     while chunk := await request.content.readany():
         total += len(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
     return total

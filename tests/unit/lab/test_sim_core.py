@@ -25,6 +25,7 @@ from casarray.lab.sim import (
     parse_description,
     parse_knobs,
     parse_listen,
+    seeded_blocks,
     split_host,
     tls_server_end_point,
 )
@@ -66,10 +67,15 @@ def test_knobs_defaults_and_values() -> None:
             "sim-chunks": "3",
             "sim-interval": "30",
             "sim-echo-headers": "1",
+            "sim-digest": "yes",
+            "sim-seed": "7",
             "other": "x",
         }
     )
-    assert knobs == Knobs(status=503, delay=0.25, size=1000, chunks=3, interval=30.0, echo_headers=True)
+    assert knobs == Knobs(
+        status=503, delay=0.25, size=1000, chunks=3, interval=30.0, echo_headers=True, digest=True, seed=7
+    )
+    assert parse_knobs({"sim-digest": "0"}).digest is False
 
 
 @pytest.mark.parametrize(
@@ -80,6 +86,8 @@ def test_knobs_defaults_and_values() -> None:
         ({"sim-delay": "-1"}, "sim-delay"),
         ({"sim-size": "1.5"}, "sim-size"),
         ({"sim-chunks": "-2"}, "sim-chunks"),
+        ({"sim-seed": "-1"}, "sim-seed"),
+        ({"sim-seed": str(2**32)}, "sim-seed"),
     ],
 )
 def test_bad_knobs_name_the_parameter(query: dict[str, str], message: str) -> None:
@@ -120,6 +128,16 @@ def test_controls_only_for_own_fqdn_or_ip(host: str | None, allowed: bool) -> No
     assert control_host_allowed(host, "mb1.alwayshotcafe.com") is allowed
 
 
+def test_seeded_blocks_are_reproducible_and_differ_by_seed_and_position() -> None:
+    body = b"".join(seeded_blocks(5, 200_000))
+    assert len(body) == 200_000
+    assert [len(b) for b in seeded_blocks(5, 200_000)] == [65536, 65536, 65536, 3392]
+    assert body == b"".join(seeded_blocks(5, 200_000))
+    assert body != b"".join(seeded_blocks(6, 200_000))
+    assert body[:65536] != body[65536:131072]  # a repeated or swapped block shows
+    assert list(seeded_blocks(5, 0)) == []
+
+
 def test_health_body_prints_the_name_upper_case() -> None:
     assert health_body("mb1", "alwayshotcafe.com") == "200 OK<br/>MB1.alwayshotcafe.com"
 
@@ -135,6 +153,12 @@ def test_description_round_trips() -> None:
         "user": "ALWAYSHOTCAFE\\alice",
     }
     assert "user=" not in describe("MB1", "owa", "GET", "/owa/", 0)
+    assert "body_sha256=" not in describe("MB1", "owa", "GET", "/owa/", 0)
+    digest = "ab" * 32
+    assert (
+        parse_description(describe("MB1", "ews", "POST", "/ews/", 3, body_sha256=digest))["body_sha256"]
+        == digest
+    )
 
 
 def test_parse_authorization() -> None:
