@@ -10,6 +10,8 @@ import ssl
 import threading
 import time
 
+import pytest
+
 from tests.integration.conftest import L7Lab, get
 from tests.support import NAMESPACE, tls_connection, wait_until
 
@@ -109,6 +111,7 @@ def trickle(tls: ssl.SSLSocket, seconds: float, result: dict[str, object]) -> No
         result["open"] = False
 
 
+@pytest.mark.slow
 def test_trickled_upload_is_cut_on_short_lived_vdirs_only(l7: L7Lab) -> None:
     l7.start_sims(1)
     proc, port = l7.balancer(

@@ -108,6 +108,7 @@ def test_a_waiting_post_fails_at_once_when_its_server_is_marked_down(lab: Lab) -
     assert not [r for name in others for r in sim_requests(lab, name) if r["method"] == "POST"]
 
 
+@pytest.mark.slow
 def test_new_connections_give_up_on_a_frozen_handshake_quickly(lab: Lab) -> None:
     lab.sims3()
     # No checks: only the handshake bound stands between a client and the frozen server.
@@ -133,7 +134,6 @@ def l4_handshake(port: int, ca: object) -> tuple[str, float]:
         return "closed", time.monotonic() - start
 
 
-@pytest.mark.slow
 def test_l4_connections_that_never_got_a_byte_are_closed_when_their_server_is_marked_down(
     lab: Lab,
 ) -> None:
