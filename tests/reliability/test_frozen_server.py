@@ -31,13 +31,13 @@ HOST = NAMESPACE.encode()
 CHECKS = "{interval: 200ms, timeout: 1s, rise: 1, fall: 1}"
 
 
-def l7_balancer(lab: Lab, extra: str = "", health: str = CHECKS) -> tuple[Proc, int]:
+def l7_balancer(lab: Lab, extra: str = "", health: str = CHECKS, workers: int = 1) -> tuple[Proc, int]:
     port = free_port()
     path = lab.config(
         f"namespace: {NAMESPACE}\nmode: l7\nlisten: {{address: 127.0.0.1, https_port: {port}}}\n"
         f"tls: {{certificate: {lab.pki.certificate}, key: {lab.pki.key}}}\n"
         f"upstream_tls: {{ca: {lab.pki.ca}}}\nservers:\n{lab.servers_yaml()}\n"
-        f"health: {health}\nworkers: 1\nlog: {{access: true}}\n" + extra,
+        f"health: {health}\nworkers: {workers}\nlog: {{access: true}}\n" + extra,
         f"l7-{port}.yaml",
     )
     proc = Proc(casarray("run", "-c", str(path)), lab.dir / f"l7-{port}.log")
@@ -89,9 +89,11 @@ def test_a_waiting_get_is_retried_on_another_server_when_its_server_is_marked_do
     proc.wait_log(f"retrying GET /owa/ on another server: {pinned} was marked down")
 
 
-def test_a_waiting_post_fails_at_once_when_its_server_is_marked_down(lab: Lab) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_waiting_post_fails_at_once_when_its_server_is_marked_down(lab: Lab, workers: int) -> None:
     lab.sims3()
-    proc, port = l7_balancer(lab, "timeouts: {server: 60s}\n")
+    # workers: 2 — the supervisor checks, and each worker learns the transition from it.
+    proc, port = l7_balancer(lab, "timeouts: {server: 60s}\n", workers=workers)
     post = b"POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: " + HOST + b"\r\nContent-Length: 7\r\n\r\n<soap/>"
     with tls_connection("127.0.0.1", port, lab.pki.ca) as tls:
         status, headers, _ = ask(tls, b"GET /EWS/Exchange.asmx HTTP/1.1\r\nHost: " + HOST + b"\r\n\r\n", 5)
