@@ -383,8 +383,10 @@ class L7Client(asyncio.Protocol):
         if self.head is None and not self.reader.buffered:
             self.close()
             return False
-        if self.head is not None and (self.request_done or END in self.events):
-            # The whole request arrived, then the client half-closed (RFC 9112 §9.6): answer it.
+        if self.head is not None and (self.request_done or self.response_started or END in self.events):
+            # The whole request arrived, then the client half-closed (RFC 9112 §9.6): answer it. Or
+            # the server answered before the body was whole (401, 413) and the client stopped
+            # sending: the answer still goes out, then the connection closes.
             self.close_after = True
             return True
         # The client has finished sending but its request is incomplete: it can never complete, so
@@ -954,23 +956,26 @@ class L7Client(asyncio.Protocol):
             long_lived = catalog.get(self.service).long_lived if self.service else False
             limit_in = fe.config.timeouts.client_idle if long_lived else fe.body_idle
             limit_out = fe.config.timeouts.server_idle if long_lived else fe.body_idle
-            if not self.request_done and now - self._last_in >= limit_in:
-                self.fail(408, "the request body stalled")
-            elif not self.request_done and self.head is not self._rate_head:
-                self._rate_head, self._rate_since, self._rate_from = self.head, now, self.bytes_in
-            elif not self.request_done and fe.min_upload_rate and not long_lived:
-                # Apache mod_reqtimeout's MinRate: body_idle to start, then one more second per
-                # min_upload_rate bytes received. A trickle that never falls silent for body_idle
-                # would otherwise hold its slot and its upstream for as long as the body is long.
-                # Long-lived services trickle by design (RPC_IN_DATA, MAPI, EAS Ping): exempt.
-                received = self.bytes_in - self._rate_from
-                if now - self._rate_since > fe.body_idle + received / fe.min_upload_rate:
-                    self.fail(
-                        408,
-                        f"the request body arrives below limits.min_upload_rate "
-                        f"({received / (now - self._rate_since):.0f} < {fe.min_upload_rate} bytes/s)",
-                    )
-            elif self.response_started and now - self._last_out >= limit_out:
+            if not self.request_done:
+                if now - self._last_in >= limit_in:
+                    self.fail(408, "the request body stalled")
+                    return
+                if self.head is not self._rate_head:  # a new body: start measuring
+                    self._rate_head, self._rate_since, self._rate_from = self.head, now, self.bytes_in
+                elif fe.min_upload_rate and not long_lived:
+                    # Apache mod_reqtimeout's MinRate: body_idle to start, then one more second per
+                    # min_upload_rate bytes received. A trickle that never falls silent for body_idle
+                    # would otherwise hold its slot and its upstream for as long as the body is long.
+                    # Long-lived services trickle by design (RPC_IN_DATA, MAPI, EAS Ping): exempt.
+                    received = self.bytes_in - self._rate_from
+                    if now - self._rate_since > fe.body_idle + received / fe.min_upload_rate:
+                        self.fail(
+                            408,
+                            f"the request body arrives below limits.min_upload_rate "
+                            f"({received / (now - self._rate_since):.0f} < {fe.min_upload_rate} bytes/s)",
+                        )
+                        return
+            if self.response_started and now - self._last_out >= limit_out:
                 log.warning(
                     "%s: closing: response from %s idle for %.0fs",
                     self.peer,
