@@ -12,10 +12,11 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from casarray.config.units import parse_duration
+from casarray.config.units import parse_duration, parse_size
 from casarray.exchange import catalog
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 ListenPort = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port (tests)
 
@@ -121,7 +122,16 @@ class Timeouts(_Model):
     connect: Duration = Field(
         5.0,
         gt=0,
-        description="Time to establish a TCP connection to a server (l7: and as much again for its TLS handshake).",
+        description="Time to establish a TCP connection to a server; beyond it the next server is tried.",
+    )
+    # A frozen server's kernel still completes the TCP handshake (its listen backlog), so only a bound on
+    # the TLS handshake notices it. A LAN handshake takes milliseconds; HAProxy counts it in `timeout
+    # connect`, kept here as its own shorter bound so a new request moves on quickly.
+    upstream_handshake: Duration = Field(
+        2.0,
+        gt=0,
+        description="l7: time a server has to complete the TLS handshake once connected; beyond it "
+        "the next server is tried.",
     )
     # ActiveSync Ping holds a request up to 59 min (MS-ASCMD 2.2.3.88.1): idle timeouts must be >= 1 h.
     client_idle: Duration = Field(
@@ -168,6 +178,13 @@ class Limits(_Model):
         20000, ge=1, description="Most concurrent client connections on the listener, per worker process."
     )
     queue: int = Field(1024, ge=0, description="Most connections waiting for a free slot (FIFO).")
+    # Apache's mod_reqtimeout (`body=...,MinRate=500`): a trickled body is cut, a slow link is not.
+    min_upload_rate: Size = Field(
+        500,
+        description="l7, short-lived services (owa, ecp, oab, autodiscover): least average request-body "
+        "rate in bytes/s; a body gets timeouts.body_idle plus one second per this many bytes received, "
+        "beyond it 408. 0 turns it off. Long-lived services (ews, mapi, rpc, eas, powershell) are exempt.",
+    )
 
 
 class Log(_Model):

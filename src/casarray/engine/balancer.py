@@ -483,14 +483,20 @@ class Balancer:
         current = self.current
         if current is None:
             return
+        went_down: list[Member] = []
         for state in current.states():
             member = state.members.get(service)
             if state.name == server and member is not None:
+                if member.health.up and not up:
+                    went_down.append(member)
                 member.health.checked = True
                 member.health.up = up
                 member.health.last = CheckResult(up, code, reason, 0.0)
         for fe in current.frontends:
             fe.refresh()
+            for member in went_down:
+                if member.server in fe.servers:
+                    fe.member_down(member.server, member.service)
 
     def _on_transition(self, member: Member, transition: Transition) -> None:
         res = transition.result
@@ -502,6 +508,9 @@ class Balancer:
             for fe in current.frontends:
                 if member.server in fe.servers:
                     fe.refresh()
+                    if transition.new == "down":
+                        # HAProxy's `on-marked-down shutdown-sessions`, for what has no answer yet.
+                        fe.member_down(member.server, member.service)
 
     def _event(self, server: str, service: str, old: str, new: str, code: str, reason: str) -> None:
         self._events.append(Event(time.time(), server, service, old, new, code, reason))

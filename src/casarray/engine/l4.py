@@ -439,6 +439,24 @@ class L4Frontend:
             if client.server is server:
                 client.abort()
 
+    def member_down(self, server: ServerState, service: str) -> None:
+        """The checks marked `server` down for a service this listener needs: its connections that never
+        got a byte back are closed now (HAProxy's `on-marked-down shutdown-sessions`), so a client
+        stuck on a frozen server reconnects to another instead of waiting for its own timeout. Those
+        that got an answer are left to their idle timeouts: they may be working."""
+        if service not in self.required:
+            return
+        for client in list(self.clients):
+            if client.server is server and client.upstream is not None and not client.bytes_out:
+                log.warning(
+                    "closing %s -> %s: server %s was marked down before it answered",
+                    client.peer,
+                    server.name,
+                    server.name,
+                )
+                client.term = "DD"
+                client.abort()
+
     async def drain(self, grace: float) -> None:
         """Wait up to `grace` seconds for open connections to finish, then close the rest."""
         self.sweeper.stop()

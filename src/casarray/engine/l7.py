@@ -302,6 +302,10 @@ class L7Client(asyncio.Protocol):
         "_connect_task",
         "_last_in",
         "_last_out",
+        "_out_mark",
+        "_rate_from",
+        "_rate_head",
+        "_rate_since",
         "_seen_in",
         "_seen_out",
         "bytes_in",
@@ -367,6 +371,11 @@ class L7Client(asyncio.Protocol):
         self.bytes_in = self.bytes_out = 0
         self._seen_in = self._seen_out = 0
         self._last_in = self._last_out = 0.0
+        # The upload-rate bound: the request whose body is measured, since when and from which count.
+        self._rate_head: RequestHead | None = None
+        self._rate_since = 0.0
+        self._rate_from = 0
+        self._out_mark = 0  # the upstream's byte count when the request in flight was sent
 
     # --- client transport events -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -405,10 +414,48 @@ class L7Client(asyncio.Protocol):
         if self.head is None and not self.reader.buffered:
             self.close()
             return False
-        self.close_after = True
-        return True  # let an exchange in flight finish
+        if self.head is not None and (self.request_done or self.response_started or END in self.events):
+            # The whole request arrived, then the client half-closed (RFC 9112 §9.6): answer it. Or
+            # the server answered before the body was whole (401, 413) and the client stopped
+            # sending: the answer still goes out, then the connection closes.
+            self.close_after = True
+            return True
+        # The client has finished sending but its request is incomplete: it can never complete, so
+        # holding the connection, its upstream and its maxconn slot until body_idle/client_idle only
+        # locks other clients out. Abort it now, like HAProxy's client-abort ("CD"/"CR").
+        self.client_gone("closed its side")
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed and (self.head is not None or self.reader.buffered):
+            self.client_gone("reset the connection" if exc is not None else "closed the connection")
+        else:
+            self.close()
+
+    def client_gone(self, how: str) -> None:
+        """The client went away in the middle of a request: one log line, one access-log line, and both
+        sides closed. A server that never answered gets nothing more; its connection goes with it."""
+        head = self.head
+        if head is None:
+            log.info("%s: client %s in the middle of a request head", self.peer, how)
+        else:
+            log.info(
+                "%s: client %s during %s %s (%s): request aborted",
+                self.peer,
+                how,
+                head.method.decode("latin-1"),
+                head.target[:80].decode("latin-1"),
+                "response under way"
+                if self.response_started
+                else "before the response"
+                if self.request_done
+                else "in the middle of its body",
+            )
+            if self.t_start:
+                upstream = self.upstream
+                # HAProxy's codes: C client side; D data (body either way), H waiting for the response.
+                term = "CH" if self.request_done and not self.response_started else "CD"
+                self.access_line(upstream.server.name if upstream is not None else "-", term)
         self.close()
 
     def pause_writing(self) -> None:
@@ -581,20 +628,31 @@ class L7Client(asyncio.Protocol):
     async def _connect(self, server: ServerState, head_bytes: bytes) -> None:
         fe = self.frontend
         server.opened()
+        t = fe.config.timeouts
         try:
-            async with asyncio.timeout(fe.config.timeouts.connect * 2):  # TCP connect + TLS handshake
+            # The TCP connect within timeouts.connect (the outer bound is their sum), the TLS handshake
+            # within its own, shorter timeouts.upstream_handshake: a frozen server's kernel completes
+            # the TCP handshake for it, and only the TLS bound lets the request move on quickly.
+            async with asyncio.timeout(t.connect + t.upstream_handshake):
                 transport, protocol = await open_tls_connection(
                     lambda: L7Upstream(self, server),
                     server.address,
                     server.port,
                     fe.upstream_ssl,
                     fe.server_name,
-                    fe.config.timeouts.connect,
+                    t.upstream_handshake,
                 )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             server.closed(0, 0)
             server.connect_errors += 1
-            reason = "timeout" if isinstance(exc, TimeoutError) else str(exc)
+            if isinstance(exc, TimeoutError):
+                reason = (
+                    "TLS handshake timed out (timeouts.upstream_handshake)"
+                    if str(exc)
+                    else "timed out (timeouts.connect)"
+                )
+            else:
+                reason = str(exc)
             log.warning(
                 "connect to %s (%s:%d) for %s failed: %s",
                 server.name,
@@ -625,6 +683,7 @@ class L7Client(asyncio.Protocol):
         assert self.head is not None
         upstream.reader.expect(self.head.method)
         upstream.server.members[self.service].requests += 1
+        self._out_mark = upstream.bytes_out
         upstream.write(head_bytes)
 
     def request_end(self) -> None:
@@ -792,6 +851,36 @@ class L7Client(asyncio.Protocol):
             return
         self.fail(502, f"{upstream.server.name} closed the connection before answering")
 
+    def server_down(self, server: ServerState) -> None:
+        """The checks marked down the server this connection's upstream goes to (HAProxy's
+        `on-marked-down shutdown-sessions`, for what has no answer yet): a request still waiting is
+        retried elsewhere when that is safe — GET/HEAD without a body, not a byte answered — and failed
+        at once otherwise; it is never left to timeouts.server. A response under way is left to its
+        idle timeout; an idle pinned connection is dropped (the next request goes elsewhere anyway)."""
+        upstream = self.upstream
+        if self.closed or upstream is None or upstream.server is not server or self.response_started:
+            return
+        head = self.head
+        if head is None:
+            self.drop_upstream()
+            return
+        retry = self.retry_head  # set only for GET/HEAD without a body
+        answered = upstream.bytes_out != self._out_mark  # an interim response, or part of a head
+        if retry is not None and self.request_done and not answered and self.retries_left > 0:
+            self.retries_left -= 1
+            log.warning(
+                "%s: retrying %s %s on another server: %s was marked down before answering",
+                self.peer,
+                head.method.decode("latin-1"),
+                head.target[:80].decode("latin-1"),
+                server.name,
+            )
+            self.drop_upstream()  # its connection_lost finds it detached: no second retry
+            self.tried = [server]
+            self.connect(retry)
+            return
+        self.fail(503, f"{server.name} was marked down before answering", "DH")
+
     def drop_upstream(self) -> None:
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
@@ -880,7 +969,7 @@ class L7Client(asyncio.Protocol):
         except ProtocolError as exc:
             self.refuse(exc.status, exc.what, log_level=logging.WARNING)
 
-    def fail(self, status: int, detail: str) -> None:
+    def fail(self, status: int, detail: str, term: str | None = None) -> None:
         """The balancer could not get an answer from a server: an error page, then close."""
         log.warning(
             "%s %s %s: %d %s",
@@ -896,7 +985,8 @@ class L7Client(asyncio.Protocol):
             self.status = status
             self.transport.write(error_response(status, detail, close=True))
         if self.frontend.access is not None:
-            term = {502: "SH", 503: "SC", 504: "sH", 408: "cD"}.get(status, "PH")
+            if term is None:
+                term = {502: "SH", 503: "SC", 504: "sH", 408: "cD"}.get(status, "PH")
             self.access_line(self.upstream.server.name if self.upstream else "-", term)
         self.close()
 
@@ -929,9 +1019,26 @@ class L7Client(asyncio.Protocol):
             long_lived = catalog.get(self.service).long_lived if self.service else False
             limit_in = fe.config.timeouts.client_idle if long_lived else fe.body_idle
             limit_out = fe.config.timeouts.server_idle if long_lived else fe.body_idle
-            if not self.request_done and now - self._last_in >= limit_in:
-                self.fail(408, "the request body stalled")
-            elif self.response_started and now - self._last_out >= limit_out:
+            if not self.request_done:
+                if now - self._last_in >= limit_in:
+                    self.fail(408, "the request body stalled")
+                    return
+                if self.head is not self._rate_head:  # a new body: start measuring
+                    self._rate_head, self._rate_since, self._rate_from = self.head, now, self.bytes_in
+                elif fe.min_upload_rate and not long_lived:
+                    # Apache mod_reqtimeout's MinRate: body_idle to start, then one more second per
+                    # min_upload_rate bytes received. A trickle that never falls silent for body_idle
+                    # would otherwise hold its slot and its upstream for as long as the body is long.
+                    # Long-lived services trickle by design (RPC_IN_DATA, MAPI, EAS Ping): exempt.
+                    received = self.bytes_in - self._rate_from
+                    if now - self._rate_since > fe.body_idle + received / fe.min_upload_rate:
+                        self.fail(
+                            408,
+                            f"the request body arrives below limits.min_upload_rate "
+                            f"({received / (now - self._rate_since):.0f} < {fe.min_upload_rate} bytes/s)",
+                        )
+                        return
+            if self.response_started and now - self._last_out >= limit_out:
                 log.warning(
                     "%s: closing: response from %s idle for %.0fs",
                     self.peer,
@@ -971,6 +1078,7 @@ class L7Frontend:
         self.keepalive_timeout = t.keepalive
         self.server_timeout = t.server
         self.body_idle = t.body_idle
+        self.min_upload_rate = config.limits.min_upload_rate
         tick = max(
             0.02, min(t.request_header, t.keepalive, t.body_idle, t.server, t.client_idle, t.server_idle) / 4
         )
@@ -1027,6 +1135,13 @@ class L7Frontend:
                 and (service is None or client.service == service)
             ):
                 client.close()
+
+    def member_down(self, server: ServerState, service: str) -> None:
+        """The checks marked `server` down for `service`: what waits on it is retried or failed now."""
+        for client in list(self.clients):
+            upstream = client.upstream
+            if upstream is not None and upstream.server is server and client.service == service:
+                client.server_down(server)
 
     def accepted(self, client: L7Client) -> None:
         self.accepted_total += 1
