@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -35,8 +36,13 @@ BATCH = 256 * 1024  # records read back to back are handed to the protocol toget
 # After close(), buffered bytes still go out; a peer that reads nothing for this long is cut off
 # (asyncio's own transports would wait for ever).
 CLOSE_FLUSH_S = 30.0
-ACCEPT_BATCH = 64
-ACCEPT_RETRY_S = 1.0  # pause after accept() fails for lack of descriptors or memory  # connections accepted per readiness event of the listening socket
+ACCEPT_BATCH = 64  # connections accepted per readiness event of the listening socket
+ACCEPT_RETRY_S = 1.0  # pause after accept() fails for lack of descriptors or memory
+# accept() failures that say the process or the kernel is out of a resource: the next accept() would
+# fail the same way, so accepting pauses (asyncio's selector_events and trio do the same). Any other
+# failure (ECONNABORTED: the client reset before accept; EPERM: a firewall rule; EPROTO ...) concerns
+# that one connection only, and the next one in the backlog is accepted at once.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -393,9 +399,12 @@ class TlsServer:
                 conn, address = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: the backlog keeps the rest
-                # The listening socket stays readable: stop watching it for a while instead of
-                # spinning on the same error (asyncio and uvloop do the same).
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    log.debug("accept() failed for one connection: %s; accepting the next", exc)
+                    continue
+                # EMFILE and friends: the backlog keeps the rest. The listening socket stays
+                # readable: stop watching it for a while instead of spinning on the same error.
                 log.error("cannot accept a connection: %s; accepting again in %gs", exc, ACCEPT_RETRY_S)
                 self._loop.remove_reader(self._sock.fileno())
                 self._loop.call_later(ACCEPT_RETRY_S, self._resume_accepting)
