@@ -36,6 +36,7 @@ BATCH = 256 * 1024  # records read back to back are handed to the protocol toget
 # After close(), buffered bytes still go out; a peer that reads nothing for this long is cut off
 # (asyncio's own transports would wait for ever).
 CLOSE_FLUSH_S = 30.0
+LINGER_BYTES = 64 * 1024  # what linger() reads and throws away at most before it closes
 ACCEPT_BATCH = 64  # connections accepted per readiness event of the listening socket
 ACCEPT_RETRY_S = 1.0  # pause after accept() fails for lack of descriptors or memory
 # accept() failures that say the process or the kernel is out of a resource: the next accept() would
@@ -58,8 +59,11 @@ class TlsTransport(asyncio.Transport):
     __slots__ = (
         "_buffered",
         "_closing",
+        "_discarded",
         "_fd",
         "_high",
+        "_linger",
+        "_linger_timer",
         "_loop",
         "_lost",
         "_low",
@@ -92,6 +96,9 @@ class TlsTransport(asyncio.Transport):
         self._high = 64 * 1024
         self._low = 16 * 1024
         self._write_paused = False
+        self._linger: float | None = None  # linger(): how long to read after close_notify
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._discarded = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -118,6 +125,17 @@ class TlsTransport(asyncio.Transport):
         else:
             self._loop.call_later(CLOSE_FLUSH_S, self._flush_expired)
 
+    def linger(self, timeout: float) -> None:
+        """close() for a peer that may still be sending: what is buffered goes out, then close_notify
+        and a FIN; what the peer still sends is read and thrown away (not decrypted) until it closes,
+        `timeout` passes or LINGER_BYTES came, and then the socket closes. Closing with unread input
+        makes the kernel send RST, and an RST can destroy the last answer in the peer's receive buffer
+        before it is read (RFC 9112 §9.6); the FIN tells an HTTP client at once that no more comes."""
+        if self._closing:
+            return
+        self._linger = timeout
+        self.close()
+
     def _flush_expired(self) -> None:
         if not self._lost:
             self._fatal(TimeoutError(f"peer read nothing for {CLOSE_FLUSH_S:g}s after close"))
@@ -140,7 +158,38 @@ class TlsTransport(asyncio.Transport):
             return
         with contextlib.suppress(ssl.SSLError, OSError, ValueError):
             self._sock.unwrap()  # sends close_notify; does not wait for the peer's
+        if self._linger is not None and exc is None:
+            self._discard_input()
+            return
         self._finish(exc)
+
+    def _discard_input(self) -> None:
+        assert self._linger is not None
+        try:
+            self._sock.shutdown(socket.SHUT_WR)  # the FIN; the SSL object is done with
+        except OSError:
+            self._finish(None)
+            return
+        self._loop.add_reader(self._fd, self._discard)
+        self._linger_timer = self._loop.call_later(self._linger, self._end_linger)
+
+    def _discard(self) -> None:
+        try:
+            data = os.read(self._fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        self._discarded += len(data)
+        if not data or self._discarded > LINGER_BYTES:
+            self._end_linger()
+
+    def _end_linger(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+            self._loop.remove_reader(self._fd)
+        self._finish(None)
 
     def _finish(self, exc: Exception | None) -> None:
         if self._lost:
