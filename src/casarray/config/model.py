@@ -184,6 +184,13 @@ class Log(_Model):
 class Admin(_Model):
     listen: str = Field("127.0.0.1:9090", description="Address:port of the admin API and dashboard.")
     token_file: str | None = Field(None, description="File holding the bearer token for changes.")
+    max_streams: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Most /api/stream readers (dashboards) at once; beyond it 503. Each costs a "
+        "snapshot per second on the balancer's own event loop.",
+    )
 
 
 class MailProtocol(_Model):
