@@ -70,6 +70,11 @@ class Tls(_Model):
         default_factory=list, description="More certificates, chosen by SNI for the names they cover."
     )
     min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version clients may use.")
+    hsts: Duration | None = Field(
+        None,
+        description="Strict-Transport-Security max-age sent with the balancer's own https "
+        "redirects (/ and /owa to /owa/), e.g. 365d; unset: no header. Never sent over http_port.",
+    )
 
 
 class UpstreamTls(_Model):

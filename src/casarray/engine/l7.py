@@ -761,16 +761,16 @@ class L7Client(asyncio.Protocol):
         if host is None:
             host = self.frontend.config.namespace.encode()
         body_close = head.length != NO_BODY or not head.keep_alive
-        self.transport.write(
-            serialize_head(
-                b"HTTP/1.1 302 Found",
-                [
-                    (b"Location", b"https://" + host + location),
-                    (b"Content-Length", b"0"),
-                ]
-                + ([(b"Connection", b"close")] if body_close else []),
-            )
-        )
+        headers: Headers = [(b"Location", b"https://" + host + location), (b"Content-Length", b"0")]
+        tls = self.frontend.config.tls
+        if tls is not None and tls.hsts is not None:
+            # tls.hsts: the browser goes to https itself next time (RFC 6797 §6.1). Only here, on
+            # https (§7.2: never over plain http), and without includeSubDomains: other names under
+            # the domain are not ours to vouch for.
+            headers.append((b"Strict-Transport-Security", b"max-age=%d" % int(tls.hsts)))
+        if body_close:
+            headers.append((b"Connection", b"close"))
+        self.transport.write(serialize_head(b"HTTP/1.1 302 Found", headers))
         self.after_local_answer(head, body_close)
 
     def refuse(
