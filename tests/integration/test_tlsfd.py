@@ -196,6 +196,42 @@ def test_close_gives_up_on_a_peer_that_reads_nothing(pki: CertFiles, monkeypatch
     run(main())
 
 
+def test_linger_answers_then_drains_the_client_instead_of_resetting_it(pki: CertFiles) -> None:
+    async def main() -> None:
+        async with serving(pki) as served:
+            raw = socket.create_connection(("127.0.0.1", served.port))
+            client = await asyncio.to_thread(tls_context(pki.ca).wrap_socket, raw, server_hostname=NAME)
+            client.sendall(b"request")
+            await until(lambda: bool(served.recorders) and bool(served.recorders[0].data), served.recorders)
+            server = served.recorders[0]
+            assert server.transport is not None
+            client.sendall(b"more the server never reads" * 1000)  # unread: a plain close would reset
+            server.transport.write(b"answer")
+            server.transport.linger(5.0)
+            client.settimeout(5)
+            assert await asyncio.to_thread(client.recv, 100) == b"answer"
+            assert await asyncio.to_thread(client.recv, 100) == b""  # close_notify, then the FIN
+            assert client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0  # no reset
+            started = asyncio.get_running_loop().time()
+            client.close()  # the client is done: the server closes now, not after the 5 s
+            assert await asyncio.wait_for(server.lost, 5) is None
+            assert asyncio.get_running_loop().time() - started < 2
+
+            raw = socket.create_connection(("127.0.0.1", served.port))
+            silent = await asyncio.to_thread(tls_context(pki.ca).wrap_socket, raw, server_hostname=NAME)
+            silent.sendall(b"x")
+            await until(
+                lambda: len(served.recorders) == 2 and bool(served.recorders[1].data), served.recorders
+            )
+            other = served.recorders[1]
+            assert other.transport is not None
+            other.transport.linger(0.3)  # a client that never closes is cut off after the bound
+            assert await asyncio.wait_for(other.lost, 5) is None
+            silent.close()
+
+    run(main())
+
+
 def test_paused_reading_holds_data_until_resumed(pki: CertFiles) -> None:
     async def main() -> None:
         async with serving(pki) as served:
