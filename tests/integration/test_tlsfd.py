@@ -196,6 +196,42 @@ def test_close_gives_up_on_a_peer_that_reads_nothing(pki: CertFiles, monkeypatch
     run(main())
 
 
+def test_linger_answers_then_drains_the_client_instead_of_resetting_it(pki: CertFiles) -> None:
+    async def main() -> None:
+        async with serving(pki) as served:
+            raw = socket.create_connection(("127.0.0.1", served.port))
+            client = await asyncio.to_thread(tls_context(pki.ca).wrap_socket, raw, server_hostname=NAME)
+            client.sendall(b"request")
+            await until(lambda: bool(served.recorders) and bool(served.recorders[0].data), served.recorders)
+            server = served.recorders[0]
+            assert server.transport is not None
+            client.sendall(b"more the server never reads" * 1000)  # unread: a plain close would reset
+            server.transport.write(b"answer")
+            server.transport.linger(5.0)
+            client.settimeout(5)
+            assert await asyncio.to_thread(client.recv, 100) == b"answer"
+            assert await asyncio.to_thread(client.recv, 100) == b""  # close_notify, then the FIN
+            assert client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0  # no reset
+            started = asyncio.get_running_loop().time()
+            client.close()  # the client is done: the server closes now, not after the 5 s
+            assert await asyncio.wait_for(server.lost, 5) is None
+            assert asyncio.get_running_loop().time() - started < 2
+
+            raw = socket.create_connection(("127.0.0.1", served.port))
+            silent = await asyncio.to_thread(tls_context(pki.ca).wrap_socket, raw, server_hostname=NAME)
+            silent.sendall(b"x")
+            await until(
+                lambda: len(served.recorders) == 2 and bool(served.recorders[1].data), served.recorders
+            )
+            other = served.recorders[1]
+            assert other.transport is not None
+            other.transport.linger(0.3)  # a client that never closes is cut off after the bound
+            assert await asyncio.wait_for(other.lost, 5) is None
+            silent.close()
+
+    run(main())
+
+
 def test_paused_reading_holds_data_until_resumed(pki: CertFiles) -> None:
     async def main() -> None:
         async with serving(pki) as served:
@@ -291,46 +327,71 @@ def test_open_tls_connection_verifies_the_server(pki: CertFiles, tmp_path: Path)
 
 
 class FlakyListener(socket.socket):
-    """A listening socket whose first accept() fails as if the process were out of descriptors."""
+    """A listening socket whose first accept() calls fail with `errors` (errno values), in order."""
 
-    failures = 1
+    errors: list[int]
 
     def accept(self) -> tuple[socket.socket, Any]:
-        if self.failures:
-            self.failures -= 1
-            raise OSError(errno.EMFILE, "Too many open files")
+        if self.errors:
+            code = self.errors.pop(0)
+            raise OSError(code, os.strerror(code))
         return super().accept()
 
 
-def test_accept_pauses_after_running_out_of_descriptors_then_goes_on(
-    pki: CertFiles, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(tlsfd, "ACCEPT_RETRY_S", 0.2)
+async def ping_through(listener: FlakyListener, pki: CertFiles, errors: list[int], within: float) -> None:
+    """Serve on `listener` (whose accept fails with `errors` first): one client must get its pong
+    within `within` seconds."""
+    listener.errors = errors
 
-    async def main() -> None:
-        made: list[Recorder] = []
-        listener = FlakyListener()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
+    def factory() -> Recorder:
+        return Recorder(echo=True)
 
-        def factory() -> Recorder:
-            made.append(Recorder(echo=True))
-            return made[-1]
-
-        server = TlsServer(factory, listener, server_context(pki), 5.0, lambda exc: None)
-        await server.start_serving()
-        try:
+    server = TlsServer(factory, listener, server_context(pki), 5.0, lambda exc: None)
+    await server.start_serving()
+    try:
+        async with asyncio.timeout(within):
             reader, writer = await asyncio.open_connection(
                 "127.0.0.1", listener.getsockname()[1], ssl=tls_context(pki.ca), server_hostname=NAME
             )
             writer.write(b"ping\n")
-            assert await asyncio.wait_for(reader.readline(), 5) == b"pong\n"
-            writer.close()
-        finally:
-            server.close()
+            assert await reader.readline() == b"pong\n"
+        writer.close()
+    finally:
+        server.close()
 
+
+def listening() -> FlakyListener:
+    listener = FlakyListener()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM])
+def test_accept_pauses_after_running_out_of_resources_then_goes_on(
+    pki: CertFiles, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, code: int
+) -> None:
+    monkeypatch.setattr(tlsfd, "ACCEPT_RETRY_S", 0.2)
     with caplog.at_level(logging.ERROR, logger="casarray.tls"):
-        run(main())
+        run(ping_through(listening(), pki, [code], within=5))
     assert [r.getMessage() for r in caplog.records] == [
-        "cannot accept a connection: [Errno 24] Too many open files; accepting again in 0.2s"
+        f"cannot accept a connection: [Errno {code}] {os.strerror(code)}; accepting again in 0.2s"
     ]
+
+
+def test_a_failed_accept_of_one_connection_does_not_stall_the_others(
+    pki: CertFiles, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The client reset before accept() (ECONNABORTED), a firewall hook refused it (EPERM), a protocol
+    # error (EPROTO): that connection is gone, the next one is accepted at once, not a pause later.
+    monkeypatch.setattr(tlsfd, "ACCEPT_RETRY_S", 30.0)
+    failures = [errno.ECONNABORTED, errno.EPERM, errno.EPROTO]
+    with caplog.at_level(logging.DEBUG, logger="casarray.tls"):
+        run(ping_through(listening(), pki, list(failures), within=3))
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "accepting again" in m]
+    assert [m for m in messages if "accept() failed for one connection" in m] == [
+        f"accept() failed for one connection: [Errno {code}] {os.strerror(code)}; accepting the next"
+        for code in failures
+    ]
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if "accept()" in r.getMessage())

@@ -5,7 +5,7 @@ import textwrap
 from pathlib import Path
 
 from casarray.config.load import parse_config
-from casarray.engine.tls import server_context, upstream_context
+from casarray.engine.tls import restrict_groups, server_context, upstream_context
 from casarray.lab.pki import make_lab_pki
 
 
@@ -29,6 +29,11 @@ def test_listener_context_is_modern_and_refuses_renegotiation(tmp_path: Path) ->
     tls12 = [c["name"] for c in listener.get_ciphers() if c["protocol"] == "TLSv1.2"]
     assert tls12
     assert all(n.startswith("ECDHE-") and ("GCM" in n or "CHACHA20" in n) for n in tls12)
+    # No stateless session tickets (their key would never rotate); the key-exchange groups are
+    # limited through OpenSSL's configuration (tests/reliability/test_tls_edges.py proves both on the
+    # wire with openssl s_client).
+    assert listener.options & ssl.OP_NO_TICKET
+    assert restrict_groups()
     upstream = upstream_context(config)
     assert upstream.verify_mode is ssl.CERT_REQUIRED
     assert upstream.check_hostname

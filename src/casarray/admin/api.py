@@ -23,6 +23,7 @@ from casarray.admin.metrics import CONTENT_TYPE, registry_for, render_metrics
 from casarray.admin.openapi import openapi_document
 from casarray.admin.views import OPERATOR_STATES, event_json, snapshot_json
 from casarray.engine.control import Control, OperatorState
+from casarray.engine.refusals import RefusalLog
 from casarray.errors import CasarrayError
 
 __all__ = ["AdminApi"]
@@ -46,10 +47,17 @@ def _sse(kind: str, data: dict[str, Any]) -> bytes:
 class AdminApi:
     """The routes, bound to one Control and one access Policy."""
 
-    def __init__(self, control: Control, policy: Policy, *, stream_interval: float = 1.0) -> None:
+    def __init__(
+        self, control: Control, policy: Policy, *, stream_interval: float = 1.0, max_streams: int = 16
+    ) -> None:
         self.control = control
         self.policy = policy
         self.stream_interval = stream_interval
+        # Each stream builds a snapshot every interval on the balancer's own loop, between two
+        # data-plane callbacks: 200 readers slowed client requests to ~2 s. So they are capped.
+        self.max_streams = max_streams
+        self.streams = 0
+        self.stream_refusals = RefusalLog(log, logging.WARNING, f"admin.max_streams ({max_streams}) reached")
         self.registry = registry_for(control)
         self.closing = asyncio.Event()
 
@@ -132,12 +140,32 @@ class AdminApi:
         return web.json_response({"events": events, "time": now})
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
+        if self.streams >= self.max_streams and request.method != "HEAD":
+            # One line per refusal, throttled: a reader that reconnects in a loop must not flood the log.
+            self.stream_refusals.refused(
+                "admin: 503 for GET /api/stream from %s: admin.max_streams (%d) streams are open",
+                request.remote,
+                self.max_streams,
+            )
+            busy = _error(
+                503, f"too many event streams open (admin.max_streams: {self.max_streams}); poll /api/status"
+            )
+            busy.headers["Retry-After"] = "10"
+            return busy
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
         await response.prepare(request)
         if request.method == "HEAD":
             return response  # headers only: a stream has no end to wait for
+        self.streams += 1
+        try:
+            await self._stream_to(response)
+        finally:
+            self.streams -= 1
+        return response
+
+    async def _stream_to(self, response: web.StreamResponse) -> None:
         since = 0.0
         backlog = _STREAM_BACKLOG
         with contextlib.suppress(ConnectionError):  # the client went away
@@ -152,7 +180,6 @@ class AdminApi:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.stream_interval):
                         await self.closing.wait()
-        return response
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())

@@ -58,11 +58,12 @@ class AdminServer:
         policy: Policy,
         *,
         stream_interval: float = 1.0,
+        max_streams: int = 16,
     ) -> None:
         self.host = host
         self.requested_port = port
         self.policy = policy
-        self.api = AdminApi(control, policy, stream_interval=stream_interval)
+        self.api = AdminApi(control, policy, stream_interval=stream_interval, max_streams=max_streams)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -74,7 +75,13 @@ class AdminServer:
         except ValueError as exc:
             raise StartupError(str(exc), "admin.listen") from None
         token = read_token(admin.token_file) if admin.token_file is not None else None
-        return cls(control, host, port, Policy(loopback=is_loopback_host(host), token=token))
+        return cls(
+            control,
+            host,
+            port,
+            Policy(loopback=is_loopback_host(host), token=token),
+            max_streams=admin.max_streams,
+        )
 
     @property
     def port(self) -> int:
@@ -124,6 +131,7 @@ class AdminServer:
 
     async def close(self) -> None:
         self.api.closing.set()  # lets the event streams finish their response instead of being cut
+        self.api.stream_refusals.flush()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()

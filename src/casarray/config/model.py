@@ -71,6 +71,11 @@ class Tls(_Model):
         default_factory=list, description="More certificates, chosen by SNI for the names they cover."
     )
     min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version clients may use.")
+    hsts: Duration | None = Field(
+        None,
+        description="Strict-Transport-Security max-age sent with the balancer's own https "
+        "redirects (/ and /owa to /owa/), e.g. 365d; unset: no header. Never sent over http_port.",
+    )
 
 
 class UpstreamTls(_Model):
@@ -201,6 +206,13 @@ class Log(_Model):
 class Admin(_Model):
     listen: str = Field("127.0.0.1:9090", description="Address:port of the admin API and dashboard.")
     token_file: str | None = Field(None, description="File holding the bearer token for changes.")
+    max_streams: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Most /api/stream readers (dashboards) at once; beyond it 503. Each costs a "
+        "snapshot per second on the balancer's own event loop.",
+    )
 
 
 class MailProtocol(_Model):

@@ -21,6 +21,7 @@ from casarray.balance.queue import WaitQueue
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
+from casarray.engine.refusals import RefusalLog
 from casarray.engine.sweep import Sweeper
 
 log = logging.getLogger("casarray.l4")
@@ -247,6 +248,14 @@ class L4Frontend:
         self.access: AccessLog | None = None
         self.refused = 0  # connections closed by the balancer (no server, queue full or timed out)
         self.queue: WaitQueue[L4Client] = WaitQueue(config.limits.queue)
+        # At maxconn clients wait in the FIFO queue; what it cannot hold, or holds too long, is refused:
+        # each refusal is logged, at most one line a second per reason (engine/refusals.py).
+        self.queue_full = RefusalLog(
+            log, logging.WARNING, f"limits.maxconn ({config.limits.maxconn}) reached and the queue is full"
+        )
+        self.queue_expired = RefusalLog(
+            log, logging.WARNING, f"waited timeouts.queue ({config.timeouts.queue:g}s) in the queue"
+        )
         self.client_idle = config.timeouts.client_idle
         self.server_idle = config.timeouts.server_idle
         self.sweeper = Sweeper(max(0.05, min(self.client_idle, self.server_idle) / 8))
@@ -385,7 +394,7 @@ class L4Frontend:
     def _enqueue(self, client: L4Client) -> None:
         loop = asyncio.get_running_loop()
         if not self.queue.push(client, loop.time() + self.config.timeouts.queue):
-            log.warning(
+            self.queue_full.refused(
                 "refused %s: maxconn reached and the queue is full (%d waiting)", client.peer, len(self.queue)
             )
             client.term = "PQ"
@@ -403,22 +412,23 @@ class L4Frontend:
 
     def _queue_expired(self) -> None:
         for client in self.queue.expired(asyncio.get_running_loop().time()):
-            log.warning(
-                "refused %s: waited %.0fs in the queue (timeouts.queue)",
-                client.peer,
-                self.config.timeouts.queue,
-            )
-            client.term = "sQ"
-            self.refused += 1
-            client.close()
+            self._refuse_expired(client)
         self._arm_queue_timer()
+
+    def _refuse_expired(self, client: L4Client) -> None:
+        self.queue_expired.refused(
+            "refused %s: waited %.0fs in the queue (timeouts.queue)", client.peer, self.config.timeouts.queue
+        )
+        client.term = "sQ"
+        self.refused += 1
+        client.close()
 
     def _serve_queue(self) -> None:
         if not self.queue:
             return
         now = asyncio.get_running_loop().time()
-        for client in self.queue.expired(now):
-            client.close()
+        for client in self.queue.expired(now):  # due, its timer not run yet: refused all the same
+            self._refuse_expired(client)
         while (
             self.queue
             and self.serving < self.config.limits.maxconn

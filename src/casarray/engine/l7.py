@@ -28,6 +28,7 @@ from casarray.balance.algorithm import Algorithm, make_algorithm
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
+from casarray.engine.refusals import Answered, RefusalLog
 from casarray.engine.sweep import Sweeper
 from casarray.engine.tlsfd import open_tls_connection
 from casarray.exchange import catalog
@@ -912,16 +913,16 @@ class L7Client(asyncio.Protocol):
         if host is None:
             host = self.frontend.config.namespace.encode()
         body_close = head.length != NO_BODY or not head.keep_alive
-        self.transport.write(
-            serialize_head(
-                b"HTTP/1.1 302 Found",
-                [
-                    (b"Location", b"https://" + host + location),
-                    (b"Content-Length", b"0"),
-                ]
-                + ([(b"Connection", b"close")] if body_close else []),
-            )
-        )
+        headers: Headers = [(b"Location", b"https://" + host + location), (b"Content-Length", b"0")]
+        tls = self.frontend.config.tls
+        if tls is not None and tls.hsts is not None:
+            # tls.hsts: the browser goes to https itself next time (RFC 6797 §6.1). Only here, on
+            # https (§7.2: never over plain http), and without includeSubDomains: other names under
+            # the domain are not ours to vouch for.
+            headers.append((b"Strict-Transport-Security", b"max-age=%d" % int(tls.hsts)))
+        if body_close:
+            headers.append((b"Connection", b"close"))
+        self.transport.write(serialize_head(b"HTTP/1.1 302 Found", headers))
         self.after_local_answer(head, body_close)
 
     def refuse(
@@ -1085,6 +1086,16 @@ class L7Frontend:
         self.sweeper = Sweeper(min(tick, 1.0))
         self.clients: set[L7Client] = set()
         self.refused = 0
+        self.maxconn_refusals = RefusalLog(
+            log, logging.WARNING, f"limits.maxconn ({config.limits.maxconn}) reached"
+        )
+        self.busy_answer = error_response(
+            503,
+            "The balancer is at its connection limit. Try again in a few seconds.",
+            close=True,
+            extra=[(b"Retry-After", b"10")],
+        )
+        self.lingering = [0]  # refused connections still open (engine/refusals.py Answered)
         self.accepted_total = 0
         self.tls_failures = 0  # client handshakes that failed or timed out
         self.announce = True  # log pool changes (not in supervised workers: the supervisor logs health)
@@ -1145,10 +1156,22 @@ class L7Frontend:
 
     def accepted(self, client: L7Client) -> None:
         self.accepted_total += 1
-        if len(self.clients) >= self.config.limits.maxconn:
-            log.warning("refused %s: limits.maxconn (%d) reached", client.peer, self.config.limits.maxconn)
-            client.transport.close()
+        maxconn = self.config.limits.maxconn
+        if len(self.clients) >= maxconn:
+            # Over the limit the client still gets an answer it can act on, after the handshake: 503
+            # with Retry-After (RFC 9110 §15.6.4) is what IIS sends past its request queue limit, and
+            # ActiveSync clients wait the Retry-After and retry (MS-ASHTTP 3.1.5.2.3); a connection
+            # refused before the handshake looks like a network or certificate fault instead, and
+            # is retried at once. The price is one handshake per refused client; the connection then
+            # lingers at most LINGER_S (engine/refusals.py) and never counts in `clients`.
             client.closed = True
+            client.phase = CLOSING
+            self.refused += 1
+            self.count("balancer", 503)
+            self.maxconn_refusals.refused(
+                "refused %s: limits.maxconn (%d) reached: 503", client.peer, maxconn
+            )
+            Answered(client.transport, self.busy_answer, self.lingering)
             return
         self.clients.add(client)
         self._empty.clear()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -35,8 +36,14 @@ BATCH = 256 * 1024  # records read back to back are handed to the protocol toget
 # After close(), buffered bytes still go out; a peer that reads nothing for this long is cut off
 # (asyncio's own transports would wait for ever).
 CLOSE_FLUSH_S = 30.0
-ACCEPT_BATCH = 64
-ACCEPT_RETRY_S = 1.0  # pause after accept() fails for lack of descriptors or memory  # connections accepted per readiness event of the listening socket
+LINGER_BYTES = 64 * 1024  # what linger() reads and throws away at most before it closes
+ACCEPT_BATCH = 64  # connections accepted per readiness event of the listening socket
+ACCEPT_RETRY_S = 1.0  # pause after accept() fails for lack of descriptors or memory
+# accept() failures that say the process or the kernel is out of a resource: the next accept() would
+# fail the same way, so accepting pauses (asyncio's selector_events and trio do the same). Any other
+# failure (ECONNABORTED: the client reset before accept; EPERM: a firewall rule; EPROTO ...) concerns
+# that one connection only, and the next one in the backlog is accepted at once.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
@@ -52,8 +59,11 @@ class TlsTransport(asyncio.Transport):
     __slots__ = (
         "_buffered",
         "_closing",
+        "_discarded",
         "_fd",
         "_high",
+        "_linger",
+        "_linger_timer",
         "_loop",
         "_lost",
         "_low",
@@ -86,6 +96,9 @@ class TlsTransport(asyncio.Transport):
         self._high = 64 * 1024
         self._low = 16 * 1024
         self._write_paused = False
+        self._linger: float | None = None  # linger(): how long to read after close_notify
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._discarded = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -112,6 +125,17 @@ class TlsTransport(asyncio.Transport):
         else:
             self._loop.call_later(CLOSE_FLUSH_S, self._flush_expired)
 
+    def linger(self, timeout: float) -> None:
+        """close() for a peer that may still be sending: what is buffered goes out, then close_notify
+        and a FIN; what the peer still sends is read and thrown away (not decrypted) until it closes,
+        `timeout` passes or LINGER_BYTES came, and then the socket closes. Closing with unread input
+        makes the kernel send RST, and an RST can destroy the last answer in the peer's receive buffer
+        before it is read (RFC 9112 §9.6); the FIN tells an HTTP client at once that no more comes."""
+        if self._closing:
+            return
+        self._linger = timeout
+        self.close()
+
     def _flush_expired(self) -> None:
         if not self._lost:
             self._fatal(TimeoutError(f"peer read nothing for {CLOSE_FLUSH_S:g}s after close"))
@@ -134,7 +158,38 @@ class TlsTransport(asyncio.Transport):
             return
         with contextlib.suppress(ssl.SSLError, OSError, ValueError):
             self._sock.unwrap()  # sends close_notify; does not wait for the peer's
+        if self._linger is not None and exc is None:
+            self._discard_input()
+            return
         self._finish(exc)
+
+    def _discard_input(self) -> None:
+        assert self._linger is not None
+        try:
+            self._sock.shutdown(socket.SHUT_WR)  # the FIN; the SSL object is done with
+        except OSError:
+            self._finish(None)
+            return
+        self._loop.add_reader(self._fd, self._discard)
+        self._linger_timer = self._loop.call_later(self._linger, self._end_linger)
+
+    def _discard(self) -> None:
+        try:
+            data = os.read(self._fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        self._discarded += len(data)
+        if not data or self._discarded > LINGER_BYTES:
+            self._end_linger()
+
+    def _end_linger(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+            self._loop.remove_reader(self._fd)
+        self._finish(None)
 
     def _finish(self, exc: Exception | None) -> None:
         if self._lost:
@@ -393,9 +448,12 @@ class TlsServer:
                 conn, address = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: the backlog keeps the rest
-                # The listening socket stays readable: stop watching it for a while instead of
-                # spinning on the same error (asyncio and uvloop do the same).
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    log.debug("accept() failed for one connection: %s; accepting the next", exc)
+                    continue
+                # EMFILE and friends: the backlog keeps the rest. The listening socket stays
+                # readable: stop watching it for a while instead of spinning on the same error.
                 log.error("cannot accept a connection: %s; accepting again in %gs", exc, ACCEPT_RETRY_S)
                 self._loop.remove_reader(self._sock.fileno())
                 self._loop.call_later(ACCEPT_RETRY_S, self._resume_accepting)

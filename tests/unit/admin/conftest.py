@@ -132,13 +132,23 @@ def start_admin(loop_thread: LoopThread) -> Iterator[Callable[..., Running]]:
     started: list[AdminServer] = []
 
     def start(
-        *, loopback: bool = True, token: str | None = TOKEN, host: str = "127.0.0.1", interval: float = 0.1
+        *,
+        loopback: bool = True,
+        token: str | None = TOKEN,
+        host: str = "127.0.0.1",
+        interval: float = 0.1,
+        max_streams: int = 16,
     ) -> Running:
         control = FakeControl()
         # The policy is what admin.listen would give; the socket stays on loopback either way, so the
         # "beyond loopback" rules are exercised without exposing a port.
         server = AdminServer(
-            control, host, 0, Policy(loopback=loopback, token=token), stream_interval=interval
+            control,
+            host,
+            0,
+            Policy(loopback=loopback, token=token),
+            stream_interval=interval,
+            max_streams=max_streams,
         )
         loop_thread.run(server.start())
         started.append(server)

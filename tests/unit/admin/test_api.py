@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -185,6 +187,42 @@ def test_stream_pushes_snapshots_and_events_and_ends_on_close(
         assert time.monotonic() - start < 2
     assert kinds[:2] == ["event", "snapshot"]  # the recent history first, then the state
     assert kinds.count("event") == 2  # the maint change arrived as its own event
+
+
+def test_event_streams_are_capped_and_the_refusals_logged(
+    start_admin: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every stream builds a snapshot per interval on the balancer's own loop: 200 of them slowed
+    # client traffic to seconds. admin.max_streams caps them; beyond it 503 and a log line.
+    running = start_admin(interval=0.1, max_streams=2)
+    with ExitStack() as streams:
+        http = streams.enter_context(client(running))
+        readers = []  # kept: dropping a line iterator closes its connection
+        for _ in range(2):
+            stream = streams.enter_context(http.stream("GET", "/api/stream"))
+            assert stream.status_code == 200
+            readers.append(stream.iter_lines())
+            next(readers[-1])  # open and served
+        with caplog.at_level(logging.WARNING, logger="casarray.admin"):
+            for _ in range(5):
+                with client(running) as other:
+                    busy = other.get("/api/stream")
+                    assert busy.status_code == 503
+                    assert busy.headers["Retry-After"] == "10"
+                    assert "admin.max_streams: 2" in busy.json()["error"]
+            with client(running) as other:
+                assert other.head("/api/stream").status_code == 200  # headers only: not a stream
+                assert other.get("/api/status").status_code == 200  # polling still works
+        lines = [r.getMessage() for r in caplog.records if "/api/stream" in r.getMessage()]
+        assert len(lines) == 1  # the first in full; the other four go into one count line
+        assert lines[0].startswith("admin: 503 for GET /api/stream from 127.0.0.1")
+        assert running.server.api.streams == 2
+    # Both streams closed by their clients: the slots come back.
+    deadline = time.monotonic() + 5
+    while running.server.api.streams and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with client(running) as http, http.stream("GET", "/api/stream") as stream:
+        assert stream.status_code == 200
 
 
 def test_dashboard_page_is_self_contained_and_locked_down(start_admin: Start) -> None:
