@@ -21,7 +21,16 @@ reported with file, line, key, what was found and what is expected (`casarray ch
 |---|---|---|
 """
 
-_DURATION_FIELDS = {"interval", "timeout", "connect", "client_idle", "server_idle", "queue", "grace"}
+_DURATION_FIELDS = {
+    "interval",
+    "timeout",
+    "connect",
+    "client_idle",
+    "server_idle",
+    "queue",
+    "grace",
+    "hard_stop_after",
+}
 
 
 def _default(name: str, field: Any) -> str:

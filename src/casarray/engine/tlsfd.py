@@ -364,6 +364,11 @@ class TlsServer:
         self._loop = asyncio.get_running_loop()
         self._serving = False
         self._closed = False
+        # Connections accepted whose handshake is under way: a draining generation waits for them too
+        # (they were accepted before it stopped accepting, so they are its to serve).
+        self.handshaking = 0
+        self.handshakes_done = asyncio.Event()
+        self.handshakes_done.set()
         sock.setblocking(False)
 
     async def start_serving(self) -> None:
@@ -408,6 +413,8 @@ class TlsServer:
                 conn.close()
                 self._on_failure(exc)
                 continue
+            self.handshaking += 1
+            self.handshakes_done.clear()
             _Handshake(self._loop, tls, self._timeout, partial(self._handshaken, address))
 
     def _resume_accepting(self) -> None:
@@ -415,14 +422,19 @@ class TlsServer:
             self._loop.add_reader(self._sock.fileno(), self._accept)
 
     def _handshaken(self, address: Any, tls: ssl.SSLSocket, exc: Exception | None) -> None:
-        if exc is not None:
-            _discard_input(tls)
-            tls.close()
-            self._on_failure(exc)
-            return
-        protocol = self._factory()
-        extra = {"peername": address, "socket": tls, "ssl_object": tls, "sslcontext": tls.context}
-        TlsTransport(self._loop, tls, protocol, extra).start()
+        try:
+            if exc is not None:
+                _discard_input(tls)
+                tls.close()
+                self._on_failure(exc)
+                return
+            protocol = self._factory()
+            extra = {"peername": address, "socket": tls, "ssl_object": tls, "sslcontext": tls.context}
+            TlsTransport(self._loop, tls, protocol, extra).start()
+        finally:  # counted out once the connection has its protocol
+            self.handshaking -= 1
+            if not self.handshaking:
+                self.handshakes_done.set()
 
 
 def _discard_input(sock: socket.socket) -> None:
