@@ -165,6 +165,7 @@ def test_idle_keepalive_connections_of_the_old_generation_close_after_their_next
     proc.wait_log("generation 1: finished")
 
 
+@pytest.mark.slow
 def test_generations_left_draining_are_capped(l7: L7Lab) -> None:
     """Each generation holds one long stream; the fifth reload leaves four draining, so the oldest goes."""
     l7.start_sims(1)

@@ -65,6 +65,7 @@ def test_a_hup_storm_is_coalesced_bounded_and_invisible_to_clients(l7: L7Lab) ->
         sampler.join(5)
     log = proc.log
     reloads = log.count("reloaded ")
+    print(f"storm: {reloads} reloads, peak {peak[0]} workers, {load.ok} requests, {len(load.errors)} errors")
     assert 2 <= reloads < 15, reloads
     assert "coalesced" in log
     # 2 serving + 2 starting + at most 3 old sets of 2 draining
@@ -74,7 +75,6 @@ def test_a_hup_storm_is_coalesced_bounded_and_invisible_to_clients(l7: L7Lab) ->
     assert 503 not in load.statuses
     assert load.wrong == []
     assert calm == ""
-    print(f"storm: {reloads} reloads, peak {peak[0]} workers, {load.ok} requests")
 
 
 @pytest.mark.slow

@@ -130,10 +130,10 @@ class Supervisor:
     async def start(self) -> None:
         # Read once more here rather than trust the file again later: these bytes are validated, run
         # by the supervisor and handed to the workers.
-        data, config = await asyncio.to_thread(read_config_file, self.config_path)
-        self.master.config = config
-        await self.master.start()
         try:
+            data, config = await asyncio.to_thread(read_config_file, self.config_path)
+            self.master.config = config
+            await self.master.start()
             generation = self.master.current.number if self.master.current else 1
             self._config_file = self._write_config(data, generation)
             self.generation = generation
@@ -277,8 +277,8 @@ class Supervisor:
             self.workers.remove(handle)
         self._retire(handle.stats)
         self._old_worker_gone(handle, code)
-        if handle.stopping or self._stopping:
-            return
+        if handle.stopping or self._stopping or not handle.ready.is_set():
+            return  # expected; or it never got ready, which _spawn reports
         delay = self._crashed(time.monotonic() - handle.started)
         log.error(
             "worker %d (pid %d) exited with status %s: starting a new one%s",
@@ -549,10 +549,13 @@ async def run_worker(
         asked = loop.create_task(stop_asked.wait())
         await asyncio.wait((listening, asked), return_when=asyncio.FIRST_COMPLETED)
         asked.cancel()
-        drained = await stopping[0]
+        if not stopping:  # the control channel failed
+            stop(config.timeouts.grace)
+        drained = await stopping[0]  # commands() keeps listening meanwhile: a stop may hurry it
         if drained is not None:
             send({"op": "drained", **dataclasses.asdict(drained)})
-            await writer.drain()
+            with contextlib.suppress(ConnectionError):  # the supervisor is gone: nobody to tell
+                await writer.drain()
     finally:
         reporter.cancel()
         listening.cancel()
