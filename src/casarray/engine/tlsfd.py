@@ -422,19 +422,17 @@ class TlsServer:
             self._loop.add_reader(self._sock.fileno(), self._accept)
 
     def _handshaken(self, address: Any, tls: ssl.SSLSocket, exc: Exception | None) -> None:
-        try:
-            if exc is not None:
-                _discard_input(tls)
-                tls.close()
-                self._on_failure(exc)
-                return
-            protocol = self._factory()
-            extra = {"peername": address, "socket": tls, "ssl_object": tls, "sslcontext": tls.context}
-            TlsTransport(self._loop, tls, protocol, extra).start()
-        finally:  # counted out once the connection has its protocol
-            self.handshaking -= 1
-            if not self.handshaking:
-                self.handshakes_done.set()
+        self.handshaking -= 1
+        if not self.handshaking:  # its waiters run later: by then the protocol below has its connection
+            self.handshakes_done.set()
+        if exc is not None:
+            _discard_input(tls)
+            tls.close()
+            self._on_failure(exc)
+            return
+        protocol = self._factory()
+        extra = {"peername": address, "socket": tls, "ssl_object": tls, "sslcontext": tls.context}
+        TlsTransport(self._loop, tls, protocol, extra).start()
 
 
 def _discard_input(sock: socket.socket) -> None:
