@@ -30,6 +30,7 @@ _DURATION_FIELDS = {
     "server_idle",
     "queue",
     "grace",
+    "hard_stop_after",
 }
 
 

@@ -175,7 +175,21 @@ class Timeouts(_Model):
         description="l7: time a server has to start its response once "
         "the request was sent (>= 1h for ActiveSync Ping); beyond it 504.",
     )
-    grace: Duration = Field(30.0, ge=0, description="On SIGTERM, how long open connections may finish.")
+    grace: Duration = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM (stop), how long open connections may finish before the rest are "
+        "closed. A reload does not use it: see hard_stop_after.",
+    )
+    # HAProxy's hard-stop-after: the old processes of a reload serve what they hold, up to this bound.
+    # An ActiveSync Ping holds its request up to 59 min (MS-ASCMD 2.2.3.88.1): the default outlasts it.
+    hard_stop_after: Duration = Field(
+        3900.0,
+        ge=0,
+        description="On reload, how long the old config may keep serving the connections it holds "
+        "(requests and streams in flight; an idle keep-alive connection is closed after its next "
+        "response or at its keep-alive timeout) before the rest are closed (>= 1h for ActiveSync Ping).",
+    )
 
 
 class Limits(_Model):

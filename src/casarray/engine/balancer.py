@@ -3,11 +3,16 @@
 Start-up is all-or-nothing: every step that can fail (address resolution, CA and certificate files,
 binding the ports) runs before traffic is accepted, and anything already started is stopped again.
 
-Reload (SIGHUP or the admin API): the new config is loaded and checked first — an invalid one is
-refused and the running one keeps serving. A valid one becomes a new generation that accepts on the
-*same listening sockets* (the balancer keeps them for its whole life and hands each generation a dup),
-so not one connection is refused; the old generation stops accepting and its open connections finish
-on the old config. Health states and operator states carry over for the same (server, service).
+Reload (SIGHUP or the admin API): the file is read once and those bytes are checked first, in a
+thread (a big file never stalls serving) — an invalid one is refused and the running one keeps serving.
+A valid one becomes a new generation that accepts on the *same listening sockets* (the balancer keeps
+them for its whole life and hands each generation a dup), so not one connection is refused. The old
+generation stops accepting and serves what it holds on the old config, as HAProxy's old processes do
+with `idle-close-on-response`: requests and streams finish, each connection closes after its next
+response (`Connection: close`) or at its keep-alive timeout — never under a request that may be on the
+wire — all bounded by `timeouts.hard_stop_after`, not by the stop's `timeouts.grace`. Reloads run one
+at a time; requests that arrive during one are coalesced into one more; at most MAX_DRAINING old
+generations drain at once. Health states and operator states carry over for the same (server, service).
 """
 
 from __future__ import annotations
@@ -15,17 +20,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from casarray.balance.algorithm import make_algorithm
 from casarray.balance.state import Member, Operator, ServerState
-from casarray.config.load import load_config
+from casarray.config.load import ConfigErrors, parse_config
 from casarray.config.model import Config, MailProtocol, Server
+from casarray.config.units import format_duration
 from casarray.engine.accesslog import AccessLog
 from casarray.engine.control import Event, MemberView, Snapshot
 from casarray.engine.control import ServerView as ServerViewData
@@ -43,6 +51,76 @@ log = logging.getLogger("casarray")
 
 Frontend = L4Frontend | L7Frontend
 Serving = asyncio.Server | TlsServer  # what a generation starts, stops and waits for
+
+# Old generations left draining at once; a reload beyond it closes the oldest one's connections.
+# HAProxy bounds its old processes the same way (mworker-max-reloads).
+MAX_DRAINING = 3
+
+
+def read_config_file(path: Path) -> tuple[bytes, Config]:
+    """Read a config file once and validate those very bytes. Blocking: run it in a thread. The bytes
+    are what a supervisor hands its workers, so nothing read later can differ from what was checked."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigErrors([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
+    return data, parse_config_bytes(data, str(path))
+
+
+def parse_config_bytes(data: bytes, filename: str) -> Config:
+    try:
+        text = data.decode("utf-8-sig")  # what load_config reads: UTF-8, a BOM tolerated
+    except UnicodeDecodeError as exc:
+        raise ConfigErrors([f"{filename}: not UTF-8 text (invalid byte at offset {exc.start})"]) from None
+    return parse_config(text, filename)
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """How a generation's drain ended."""
+
+    number: int
+    seconds: float
+    held: int  # connections open when it stopped accepting
+    closed: int  # connections still open at its bound, closed then (0: every one ended by itself)
+    why: str  # what bound it had
+
+    def describe(self) -> str:
+        if not self.closed:
+            held = f"each of its {self.held} connection(s) has ended" if self.held else "nothing was open"
+            return f"generation {self.number}: finished after {self.seconds:.1f}s ({held})"
+        return f"generation {self.number}: {self.why}: closed {self.closed} connection(s) still open"
+
+
+class SerialReloads:
+    """Runs reloads one at a time. Requests that arrive while one runs are coalesced into a single one
+    after it: that one reads the file again, so the last request's edit is always applied, and a storm
+    of HUPs costs at most two reloads."""
+
+    def __init__(self, run: Callable[[], Awaitable[str]]) -> None:
+        self._run = run
+        self._lock = asyncio.Lock()
+        self._queued: asyncio.Task[str] | None = None
+
+    async def __call__(self) -> str:
+        task = self._queued
+        if task is None:
+            task = self._queued = asyncio.get_running_loop().create_task(self._serially())
+            task.add_done_callback(_retrieve)
+        else:
+            log.info("reload requested while one waits for the reload under way: coalesced into it")
+        return await asyncio.shield(task)  # a caller that goes away does not cancel the reload
+
+    async def _serially(self) -> str:
+        async with self._lock:
+            self._queued = None  # a request from now on may follow an edit this reload will not read
+            return await self._run()
+
+
+def _retrieve(task: asyncio.Task[str]) -> None:
+    """Mark a reload's failure as seen: its callers have it (and the refusal is logged)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def resolve(config: Config) -> list[str]:
@@ -127,6 +205,10 @@ class Generation:
         self.checker: HealthChecker | None = None
         self.asyncio_servers: list[Serving] = []
         self.listen_keys: set[tuple[str, int]] = set()
+        self.deadline = math.inf  # loop time at which draining stops waiting (hurry() brings it closer)
+        self.why = ""  # what set the deadline (in the log line when it closes connections)
+        self.capped = False  # closed early: too many generations draining
+        self._hurried = asyncio.Event()
 
     @property
     def frontend(self) -> Frontend | None:
@@ -305,21 +387,66 @@ class Generation:
         for server in self.asyncio_servers:
             server.close()
 
-    async def drain(self, grace: float) -> None:
+    def open_connections(self) -> int:
+        return sum(len(fe.clients) for fe in self.frontends)
+
+    def hurry(self, deadline: float, why: str) -> None:
+        """Bring the end of the drain forward to `deadline` (loop time); a later one changes nothing."""
+        if deadline < self.deadline:
+            self.deadline, self.why = deadline, why
+            self._hurried.set()
+
+    async def drain(self, bound: float, why: str, close_idle: bool, level: int) -> Drained:
+        """Stop accepting, serve what is held until it has ended or `bound` seconds have passed (or the
+        deadline hurry() sets), then close the rest. `close_idle`: a stop, not a reload (see the
+        frontends' drain)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         self.stop_accepting()
-        open_now = sum(len(fe.clients) for fe in self.frontends)
-        if open_now:
-            log.info(
-                "generation %d: stopped accepting; waiting up to %.0fs for %d connection(s)",
-                self.number,
-                grace,
-                open_now,
-            )
-        await asyncio.gather(*(fe.drain(grace) for fe in self.frontends))
-        if self.checker is not None:
+        if self.checker is not None:  # the next generation checks the members it carried over
             await self.checker.stop()
+        self.hurry(started + bound, why)
+        await asyncio.sleep(0)  # a connection the listener accepted just now gets its protocol first
+        held = self.open_connections()
+        log.log(
+            level if held else logging.DEBUG,
+            "generation %d: stopped accepting; waiting up to %s for %d connection(s) to end",
+            self.number,
+            format_duration(max(0.0, round(self.deadline - started, 3))),
+            held,
+        )
+        for fe in self.frontends:
+            fe.drain(close_idle)
+        settled = loop.create_task(self._settled())
+        try:
+            while not settled.done():
+                remaining = self.deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._hurried.clear()
+                hurried = loop.create_task(self._hurried.wait())
+                await asyncio.wait((settled, hurried), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                hurried.cancel()
+        finally:
+            settled.cancel()
+        closed = sum(fe.close_all() for fe in self.frontends)
+        for fe in self.frontends:
+            fe.stop()
         for server in self.asyncio_servers:
             await server.wait_closed()
+        return Drained(self.number, loop.time() - started, held, closed, self.why)
+
+    async def _settled(self) -> None:
+        """Returns once no connection is open and none accepted is still in its TLS handshake (those
+        were accepted before the listener closed: they are this generation's to serve)."""
+        tls = [s for s in self.asyncio_servers if isinstance(s, TlsServer)]
+        while True:
+            for server in tls:
+                await server.handshakes_done.wait()
+            for fe in self.frontends:
+                await fe.empty.wait()
+            if all(s.handshakes_done.is_set() for s in tls) and all(f.empty.is_set() for f in self.frontends):
+                return
 
 
 def _mail_protocols(config: Config) -> list[tuple[MailProtocolName, MailProtocol]]:
@@ -343,8 +470,8 @@ class Balancer:
         self.reloads = 0
         self.started = time.time()
         self._events: collections.deque[Event] = collections.deque(maxlen=500)
-        self._draining: set[asyncio.Task[None]] = set()
-        self._reload_lock = asyncio.Lock()
+        self._draining: dict[Generation, asyncio.Task[Drained]] = {}  # oldest first
+        self._reloads = SerialReloads(self._reload_once)
         self.access: AccessLog | None = None
         self._flusher: asyncio.TimerHandle | None = None
 
@@ -417,65 +544,115 @@ class Balancer:
         )
 
     async def reload(self) -> str:
-        """Load the config file again; refuse it (keeping the running one) if anything is wrong."""
+        """Read the config file again and run it; refuse it (keeping the running one) if anything is
+        wrong. Serialised: a request during a reload is coalesced into one more reload after it."""
+        return await self._reloads()
+
+    async def _reload_once(self) -> str:
+        _, config = await self.read_config()
+        return await self.apply(config)
+
+    async def read_config(self) -> tuple[bytes, Config]:
+        """The config file's bytes and what they say, read and checked in a thread: parsing a big file
+        on the loop would stall every connection. An invalid file is refused here (logged, raised)."""
         if self.config_path is None:
             raise CasarrayError("this balancer was not started from a file", "reload")
-        async with self._reload_lock:
-            try:
-                config = load_config(self.config_path)
-            except CasarrayError as exc:
-                log.error(
-                    "reload refused, the running config keeps serving: %s", str(exc).replace("\n", "; ")
-                )
-                raise
-            old = self.current
-            generation = Generation(config, (old.number + 1) if old else 1)
-            try:
-                await generation.start(
-                    self.listeners, old, self._on_transition, self._access_for(config), self.role
-                )
-            except CasarrayError as exc:
-                generation.stop_accepting()
-                if generation.checker is not None:
-                    await generation.checker.stop()
-                log.error("reload refused, the running config keeps serving: %s", exc)
-                raise
-            self.config = config
-            self.current = generation
-            self.reloads += 1
-            self.listeners.keep_only(generation.listen_keys)
-            if old is not None:
-                task = asyncio.get_running_loop().create_task(old.drain(old.config.timeouts.grace))
-                self._draining.add(task)
-                task.add_done_callback(self._draining.discard)
-            self._event("", "", "-", f"generation {generation.number}", "reload", str(self.config_path))
-            outcome = f"reloaded {self.config_path}: generation {generation.number} serving"
-            log.log(logging.DEBUG if self.role == "worker" else logging.INFO, "%s", outcome)
-            return outcome
+        try:
+            return await asyncio.to_thread(read_config_file, self.config_path)
+        except CasarrayError as exc:
+            log.error("reload refused, the running config keeps serving: %s", str(exc).replace("\n", "; "))
+            raise
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, let open connections finish for `grace` seconds, then close the rest."""
+    async def apply(self, config: Config) -> str:
+        """Start a generation on `config` (checked); the one it replaces drains. Call under reload()."""
+        old = self.current
+        generation = Generation(config, (old.number + 1) if old else 1)
+        try:
+            await generation.start(
+                self.listeners, old, self._on_transition, self._access_for(config), self.role
+            )
+        except CasarrayError as exc:
+            generation.stop_accepting()
+            if generation.checker is not None:
+                await generation.checker.stop()
+            log.error("reload refused, the running config keeps serving: %s", exc)
+            raise
+        self.config = config
+        self.current = generation
+        self.reloads += 1
+        self.listeners.keep_only(generation.listen_keys)
+        if old is not None:
+            self._retire(old)
+        self._event("", "", "-", f"generation {generation.number}", "reload", str(self.config_path))
+        outcome = f"reloaded {self.config_path}: generation {generation.number} serving"
+        # Under a supervisor, it logs the outcome once its workers serve.
+        log.log(logging.INFO if self.role == "all" else logging.DEBUG, "%s", outcome)
+        return outcome
+
+    def _retire(self, old: Generation) -> None:
+        """The replaced generation serves what it holds, up to its own hard stop; beyond MAX_DRAINING
+        generations draining, the oldest closes what it still holds."""
+        bound = old.config.timeouts.hard_stop_after
+        why = f"hard stop after {format_duration(bound)} (timeouts.hard_stop_after)"
+        self._drain(old, bound, why, close_idle=False)
+        draining = [g for g in self._draining if not g.capped]
+        if len(draining) > MAX_DRAINING:
+            oldest = draining[0]
+            oldest.capped = True
+            oldest.hurry(asyncio.get_running_loop().time(), f"more than {MAX_DRAINING} generations draining")
+
+    def _drain(
+        self, generation: Generation, bound: float, why: str, close_idle: bool
+    ) -> asyncio.Task[Drained]:
+        async def drain() -> Drained:
+            level = logging.INFO if self.role == "all" else logging.DEBUG  # a supervisor logs its own
+            drained = await generation.drain(bound, why, close_idle, level)
+            log.log(max(level, logging.WARNING) if drained.closed else level, "%s", drained.describe())
+            return drained
+
+        task = asyncio.get_running_loop().create_task(drain())
+        self._draining[generation] = task
+        task.add_done_callback(lambda _: self._draining.pop(generation, None))
+        return task
+
+    def hurry(self, grace: float, why: str | None = None) -> None:
+        """Bound every drain under way by `grace` seconds from now (a stop after a reload)."""
+        deadline = asyncio.get_running_loop().time() + grace
+        why = why or f"grace over after {format_duration(grace)} (timeouts.grace)"
+        for generation in list(self._draining):
+            generation.hurry(deadline, why)
+
+    async def stop(self, grace: float | None = None, reload: bool = False) -> Drained | None:
+        """Stop accepting, let open connections finish for `grace` seconds, then close the rest; old
+        generations still draining get the same bound. `reload`: this process was replaced by a
+        reload (a supervised worker): it serves what it holds like an old generation, up to `grace`
+        (its hard_stop_after). Returns how the current generation's drain ended."""
         current = self.current
-        tasks = list(self._draining)
+        bound = self.config.timeouts.grace if grace is None else grace
         if current is not None:
             current.stop_accepting()
         self.listeners.close()  # refuse new connections at once: clients try another address
+        self.hurry(bound)
+        drained: Drained | None = None
         if current is not None:
-            tasks.append(
-                asyncio.get_running_loop().create_task(
-                    current.drain(self.config.timeouts.grace if grace is None else grace)
-                )
-            )
-        await asyncio.gather(*tasks, return_exceptions=True)
+            if reload:
+                why = f"hard stop after {format_duration(bound)} (timeouts.hard_stop_after)"
+            else:
+                why = f"grace over after {format_duration(bound)} (timeouts.grace)"
+            drained = await self._drain(current, bound, why, close_idle=not reload)
+        await asyncio.gather(*self._draining.values(), return_exceptions=True)
         if self._flusher is not None:
             self._flusher.cancel()
         if self.access is not None:
             self.access.close()
         log.log(logging.DEBUG if self.role == "worker" else logging.INFO, "stopped")
+        return drained
 
     def close_all(self) -> None:
-        if self.current is not None:
-            for fe in self.current.frontends:
+        """A second signal: close every connection now, the old generations' too."""
+        generations = {*self._draining, *([self.current] if self.current else [])}
+        for generation in generations:
+            for fe in generation.frontends:
                 fe.close_all()
 
     def apply_health(self, server: str, service: str, up: bool, code: str, reason: str) -> None:
@@ -494,9 +671,7 @@ class Balancer:
                 member.health.last = CheckResult(up, code, reason, 0.0)
         for fe in current.frontends:
             fe.refresh()
-            for member in went_down:
-                if member.server in fe.servers:
-                    fe.member_down(member.server, member.service)
+        self._members_down(went_down)
 
     def _on_transition(self, member: Member, transition: Transition) -> None:
         res = transition.result
@@ -508,9 +683,22 @@ class Balancer:
             for fe in current.frontends:
                 if member.server in fe.servers:
                     fe.refresh()
-                    if transition.new == "down":
-                        # HAProxy's `on-marked-down shutdown-sessions`, for what has no answer yet.
-                        fe.member_down(member.server, member.service)
+        if transition.new == "down":
+            self._members_down([member])
+
+    def _members_down(self, members: Sequence[Member]) -> None:
+        """HAProxy's `on-marked-down shutdown-sessions`, for what has no answer yet: in the current
+        generation and in those still draining after a reload (each has server states of its own,
+        matched by name, address and port; health is shared between them)."""
+        if not members:
+            return
+        keys = {(m.server.name, m.server.address, m.server.port, m.service) for m in members}
+        for generation in {*self._draining, *([self.current] if self.current else [])}:
+            for fe in generation.frontends:
+                for state in fe.servers:
+                    for service in state.members:
+                        if (state.name, state.address, state.port, service) in keys:
+                            fe.member_down(state, service)
 
     def _event(self, server: str, service: str, old: str, new: str, code: str, reason: str) -> None:
         self._events.append(Event(time.time(), server, service, old, new, code, reason))

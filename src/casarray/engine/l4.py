@@ -261,8 +261,8 @@ class L4Frontend:
         self.sweeper = Sweeper(max(0.05, min(self.client_idle, self.server_idle) / 8))
         self._queue_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._empty = asyncio.Event()
-        self._empty.set()
+        self.empty = asyncio.Event()  # set while no client connection is open
+        self.empty.set()
         self.refresh()
 
     def protocol_factory(self) -> L4Client:
@@ -303,7 +303,7 @@ class L4Frontend:
     def accepted(self, client: L4Client) -> None:
         self.accepted_total += 1
         self.clients.add(client)
-        self._empty.clear()
+        self.empty.clear()
         if not self.eligible:
             log.warning("refused %s: no server is up", client.peer)
             self.refused += 1
@@ -326,7 +326,7 @@ class L4Frontend:
         else:
             self.queue.remove(client)
         if not self.clients:
-            self._empty.set()
+            self.empty.set()
         self._serve_queue()
 
     def _dispatch(self, client: L4Client) -> None:
@@ -439,9 +439,12 @@ class L4Frontend:
             if waiting is not None and not waiting.closed:
                 self._dispatch(waiting)
 
-    def close_all(self) -> None:
-        for client in list(self.clients):
+    def close_all(self) -> int:
+        """Close every connection now; returns how many there were."""
+        clients = list(self.clients)
+        for client in clients:
             client.abort()
+        return len(clients)
 
     def close_server(self, server: ServerState, service: str | None) -> None:
         """Maintenance: close the open connections to `server` now (l4 cannot single out a service)."""
@@ -467,15 +470,17 @@ class L4Frontend:
                 client.term = "DD"
                 client.abort()
 
-    async def drain(self, grace: float) -> None:
-        """Wait up to `grace` seconds for open connections to finish, then close the rest."""
+    def drain(self, close_idle: bool) -> None:
+        """The listener stopped accepting: the connections held (and those still waiting for a server)
+        go on until they end. A byte relay cannot tell an idle connection from one with a request on
+        the wire, so none is closed here, whatever `close_idle` says; the idle timeouts still apply
+        (the sweep keeps running) and the generation's bound closes what is left."""
+
+    def stop(self) -> None:
+        """The generation is gone: no more sweeps, no connection attempt left; refusals still counted
+        are logged."""
         self.sweeper.stop()
-        try:
-            async with asyncio.timeout(grace):
-                await self._empty.wait()
-        except TimeoutError:
-            log.warning("grace period over: closing %d open connection(s)", len(self.clients))
-            for client in list(self.clients):
-                client.abort()
+        self.queue_full.flush()
+        self.queue_expired.flush()
         for task in list(self._tasks):
             task.cancel()

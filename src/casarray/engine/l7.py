@@ -776,7 +776,15 @@ class L7Client(asyncio.Protocol):
         # server answered before the whole request arrived (e.g. 401 or 413 to an upload): the rest of
         # that body could not be told apart from a next request.
         end = b"\r\n"
-        if not request.keep_alive or head.length == UNTIL_CLOSE or self.close_after or not self.request_done:
+        # A draining frontend (reload) closes each connection after its next response: the client is
+        # told so (`Connection: close`, HAProxy's idle-close-on-response) and cannot lose a request.
+        if (
+            not request.keep_alive
+            or head.length == UNTIL_CLOSE
+            or self.close_after
+            or not self.request_done
+            or self.frontend.draining
+        ):
             self.close_after = True
             end = b"Connection: close\r\n\r\n"
         if self.set_cookie is not None:
@@ -912,7 +920,7 @@ class L7Client(asyncio.Protocol):
     def redirect(self, head: RequestHead, location: bytes, host: bytes | None = None) -> None:
         if host is None:
             host = self.frontend.config.namespace.encode()
-        body_close = head.length != NO_BODY or not head.keep_alive
+        body_close = head.length != NO_BODY or not head.keep_alive or self.frontend.draining
         headers: Headers = [(b"Location", b"https://" + host + location), (b"Content-Length", b"0")]
         tls = self.frontend.config.tls
         if tls is not None and tls.hsts is not None:
@@ -936,7 +944,7 @@ class L7Client(asyncio.Protocol):
     ) -> None:
         """Answer from the balancer and log one line. The connection stays open only for a bodiless
         request on a keep-alive connection; after a protocol error it always closes."""
-        close = keep is None or keep.length != NO_BODY or not keep.keep_alive
+        close = keep is None or keep.length != NO_BODY or not keep.keep_alive or self.frontend.draining
         request = (
             f"{keep.method.decode('latin-1')} {keep.target[:80].decode('latin-1')}" if keep else "request"
         )
@@ -1100,11 +1108,12 @@ class L7Frontend:
         self.tls_failures = 0  # client handshakes that failed or timed out
         self.announce = True  # log pool changes (not in supervised workers: the supervisor logs health)
         self.access: AccessLog | None = None
+        self.draining = False  # the generation was replaced or is stopping: close after each response
         # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
         self.statuses: dict[str, list[int]] = {}
         self._available: dict[str, bool] = {}
-        self._empty = asyncio.Event()
-        self._empty.set()
+        self.empty = asyncio.Event()  # set while no client connection is open
+        self.empty.set()
 
     def protocol_factory(self) -> L7Client:
         return L7Client(self)
@@ -1174,34 +1183,39 @@ class L7Frontend:
             Answered(client.transport, self.busy_answer, self.lingering)
             return
         self.clients.add(client)
-        self._empty.clear()
+        self.empty.clear()
         client.deadline = self.sweeper.now + self.request_header_timeout
         client.phase = IDLE
 
     def finished(self, client: L7Client) -> None:
         self.clients.discard(client)
         if not self.clients:
-            self._empty.set()
+            self.empty.set()
 
-    def close_all(self) -> None:
-        for client in list(self.clients):
+    def close_all(self) -> int:
+        """Close every connection now; returns how many there were."""
+        clients = list(self.clients)
+        for client in clients:
             client.transport.abort()
             client.close()
+        return len(clients)
 
-    async def drain(self, grace: float) -> None:
-        for client in list(self.clients):
-            if client.head is None:
-                client.close()  # idle keep-alive connections go at once
-            else:
-                client.close_after = True
-        try:
-            async with asyncio.timeout(grace):
-                await self._empty.wait()
-        except TimeoutError:
-            log.warning("grace period over: closing %d open connection(s)", len(self.clients))
+    def drain(self, close_idle: bool) -> None:
+        """The listener stopped accepting: serve what is held, closing each connection after its next
+        response. Idle keep-alive connections stay until then or their keep-alive timeout (the sweep
+        keeps running): a client may have a request on the wire, and closing under it loses that
+        request (HAProxy's idle-close-on-response). `close_idle` (a stop, whose bound is short): those
+        that never started a request or sit idle between two go at once."""
+        self.draining = True
+        if close_idle:
             for client in list(self.clients):
-                client.close()
+                if client.phase == IDLE and not client.reader.buffered:
+                    client.close()
+
+    def stop(self) -> None:
+        """The generation is gone: no more sweeps; refusals still counted are logged."""
         self.sweeper.stop()
+        self.maxconn_refusals.flush()
 
 
 class HttpRedirector(asyncio.Protocol):

@@ -4,11 +4,22 @@ The supervisor binds every listening socket, runs the one health checker and the
 starts N worker processes (`casarray worker`, hidden) that inherit the sockets and accept from them:
 the kernel spreads connections over the workers. A socketpair per worker carries JSON lines:
   supervisor -> worker: {"op": "health", ...} for every member change, {"op": "operator", ...},
-                        {"op": "serve"} once the first states are in, {"op": "drain", "grace": s};
-  worker -> supervisor: {"op": "ready"} when its listeners are built, {"op": "stats", ...} every second.
-A worker that dies is logged and started again. Reload: the supervisor checks the new config, starts
-new workers with it, then drains the old ones — the sockets stay open throughout, so no connection is
-refused; connections already open finish on the old workers.
+                        {"op": "serve"} once the first states are in, {"op": "retire"} (replaced by a
+                        reload), {"op": "drain", "grace": s, "why": ...} (stop, or cut a retiring one);
+  worker -> supervisor: {"op": "ready"} when its listeners are built, {"op": "stats", ...} every second,
+                        {"op": "drained", ...} (how its drain ended) before it exits.
+
+Workers run exactly the config that was checked: the supervisor reads the file once, validates those
+bytes and writes those same bytes to a private file (its own temporary directory, read-only) that the
+workers load; an edit of the config file can never reach a worker that nobody validated.
+
+Reload: one at a time (a request during one is coalesced into one more after it). The supervisor
+checks the new config, starts new workers with it, and only once they are ready retires the old ones:
+they stop accepting and serve what they hold (an old generation's rules, see engine/balancer.py) up to
+`timeouts.hard_stop_after`; at most MAX_DRAINING sets of old workers drain at once (beyond it the
+oldest closes what it holds). The sockets stay open throughout, so no connection is refused. A worker
+that dies is logged and started again — at once the first time, then with a back-off doubling from
+BACKOFF_FIRST up to BACKOFF_MAX while replacements keep failing.
 """
 
 from __future__ import annotations
@@ -18,9 +29,11 @@ import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +41,7 @@ from typing import Any
 from casarray.balance.state import Member, Operator
 from casarray.config.load import load_config
 from casarray.config.model import Config
-from casarray.engine.balancer import Balancer
+from casarray.engine.balancer import MAX_DRAINING, Balancer, Drained, SerialReloads, read_config_file
 from casarray.engine.control import Event, ServerView, Snapshot
 from casarray.errors import CasarrayError
 from casarray.health.state import Transition
@@ -36,6 +49,10 @@ from casarray.health.state import Transition
 log = logging.getLogger("casarray.supervisor")
 
 STATS_INTERVAL = 1.0
+READY_TIMEOUT = 30.0  # a worker has this long to build its listeners
+BACKOFF_FIRST = 0.5  # seconds before the second start in a row of a worker that keeps failing ...
+BACKOFF_MAX = 30.0  # ... doubling up to this
+STABLE_S = 30.0  # a worker that served this long before it died starts a new count
 
 
 class WorkerHandle:
@@ -52,13 +69,29 @@ class WorkerHandle:
         self.process = process
         self.reader = reader
         self.writer = writer
+        self.started = time.monotonic()
         self.stats: dict[str, Any] = {}
+        self.drained: dict[str, Any] = {}  # the worker's report of how its drain ended
         self.ready = asyncio.Event()
+        self.exited = asyncio.Event()
         self.stopping = False
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
             self.writer.write(json.dumps(message).encode() + b"\n")
+
+
+@dataclasses.dataclass(eq=False)
+class OldWorkers:
+    """The workers of one generation a reload replaced, while they drain."""
+
+    generation: int
+    handles: set[WorkerHandle]
+    started: float
+    capped: bool = False
+    held: int = 0
+    closed: int = 0
+    why: str = ""
 
 
 class Supervisor:
@@ -68,40 +101,63 @@ class Supervisor:
         self.count = workers
         self.master = Balancer(config, config_path, role="master")
         self.master.on_change = self._on_change
+        self.config_path = config_path
         self.workers: list[WorkerHandle] = []
+        self.generation = 0  # the generation the serving workers run
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._numbers = 0
+        self._crashes = 0  # worker failures in a row (the back-off)
         self._retired: list[dict[str, Any]] = []  # last stats of workers that are gone
+        self._retiring: list[OldWorkers] = []  # oldest first
+        self._reloads = SerialReloads(self._reload_once)
         self._dir = Path(tempfile.mkdtemp(prefix="casarray-"))
-        self._config_file = self._write_config(config_path)
+        self._config_file = self._dir / "none.yaml"
 
     @property
     def config(self) -> Config:
         return self.master.config
 
-    def _write_config(self, source: Path) -> Path:
-        """A private copy of the config the workers read, so they run exactly what was checked."""
-        generation = self.master.current.number if self.master.current else 1
+    def _write_config(self, data: bytes, generation: int) -> Path:
+        """The validated bytes, where the workers of `generation` read them (only this process writes
+        that directory; the file is read-only)."""
         path = self._dir / f"generation-{generation}.yaml"
-        path.write_text(source.read_text(encoding="utf-8-sig"), encoding="utf-8")
+        path.unlink(missing_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o400)
         return path
 
     async def start(self) -> None:
-        await self.master.start()
+        # Read once more here rather than trust the file again later: these bytes are validated, run
+        # by the supervisor and handed to the workers.
         try:
-            await self._spawn_all()
+            data, config = await asyncio.to_thread(read_config_file, self.config_path)
+            self.master.config = config
+            await self.master.start()
+            generation = self.master.current.number if self.master.current else 1
+            self._config_file = self._write_config(data, generation)
+            self.generation = generation
+            await self._spawn_set(generation, self._config_file)
         except BaseException:
             await self.stop(0)
             raise
         log.info("%d workers serving", self.count)
 
-    async def _spawn_all(self) -> list[WorkerHandle]:
-        generation = self.master.current.number if self.master.current else 1
-        handles = await asyncio.gather(*(self._spawn(generation) for _ in range(self.count)))
-        return list(handles)
+    async def _spawn_set(self, generation: int, path: Path) -> list[WorkerHandle]:
+        """`count` workers on `path`; if one does not start, the others are stopped and it is raised."""
+        results = await asyncio.gather(
+            *(self._spawn(generation, path) for _ in range(self.count)), return_exceptions=True
+        )
+        handles = [r for r in results if isinstance(r, WorkerHandle)]
+        for failure in results:
+            if isinstance(failure, BaseException):
+                for handle in handles:
+                    handle.stopping = True
+                    handle.send({"op": "drain", "grace": 0})
+                raise failure
+        return handles
 
-    async def _spawn(self, generation: int) -> WorkerHandle:
+    async def _spawn(self, generation: int, path: Path) -> WorkerHandle:
         self._numbers += 1
         number = self._numbers
         ours, theirs = socket.socketpair()
@@ -112,7 +168,7 @@ class Supervisor:
             "casarray",
             "worker",
             "--config",
-            str(self._config_file),
+            str(path),
             "--control-fd",
             str(theirs.fileno()),
             "--number",
@@ -129,11 +185,19 @@ class Supervisor:
         self.workers.append(handle)
         self._keep(self._read(handle))
         self._keep(self._watch(handle))
-        try:
-            async with asyncio.timeout(30):
-                await handle.ready.wait()
-        except TimeoutError:
-            raise CasarrayError(f"worker {number} did not start within 30s", "workers") from None
+        ready = asyncio.ensure_future(handle.ready.wait())
+        exited = asyncio.ensure_future(handle.exited.wait())
+        await asyncio.wait((ready, exited), timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        exited.cancel()
+        if not handle.ready.is_set():
+            handle.stopping = True  # its failure is ours to report, not _watch's to restart
+            if process.returncode is None:
+                process.kill()
+                what = f"did not start within {READY_TIMEOUT:g}s"
+            else:
+                what = f"exited with status {process.returncode} before it was ready"
+            raise CasarrayError(f"worker {number} (pid {process.pid}) {what}", "workers")
         for message in self._state_messages():
             handle.send(message)
         handle.send({"op": "serve"})
@@ -197,29 +261,63 @@ class Supervisor:
                 message = json.loads(line)
             except ValueError:
                 continue
-            if message.get("op") == "ready":
+            op = message.get("op")
+            if op == "ready":
                 handle.ready.set()
-            elif message.get("op") == "stats":
+            elif op == "stats":
                 handle.stats = message
+            elif op == "drained":
+                handle.drained = message
 
     async def _watch(self, handle: WorkerHandle) -> None:
         code = await handle.process.wait()
+        handle.exited.set()
         handle.writer.close()
         if handle in self.workers:
             self.workers.remove(handle)
         self._retire(handle.stats)
-        if handle.stopping or self._stopping:
-            return
+        self._old_worker_gone(handle, code)
+        if handle.stopping or self._stopping or not handle.ready.is_set():
+            return  # expected; or it never got ready, which _spawn reports
+        delay = self._crashed(time.monotonic() - handle.started)
         log.error(
-            "worker %d (pid %d) exited with status %s: starting a new one",
+            "worker %d (pid %d) exited with status %s: starting a new one%s",
             handle.number,
             handle.process.pid,
             code,
+            self._backoff(delay),
         )
+        self._restart(delay)
+
+    def _crashed(self, lived: float) -> float:
+        """Count a failure; the wait before the next start: none after a worker that ran a while, then
+        BACKOFF_FIRST doubling up to BACKOFF_MAX — a worker that keeps failing cannot spin."""
+        self._crashes = 1 if lived >= STABLE_S else self._crashes + 1
+        if self._crashes == 1:
+            return 0.0
+        return min(BACKOFF_MAX, BACKOFF_FIRST * float(1 << min(self._crashes - 2, 16)))
+
+    def _backoff(self, delay: float) -> str:
+        return f" in {delay:g}s (back-off: {self._crashes} failures in a row)" if delay else ""
+
+    def _restart(self, delay: float) -> None:
+        self._keep(self._restart_later(delay, self.generation))
+
+    async def _restart_later(self, delay: float, generation: int) -> None:
+        await asyncio.sleep(delay)
+        if self._stopping or generation != self.generation:
+            return  # stopping, or a reload has replaced that generation's workers meanwhile
+        started = time.monotonic()
         try:
-            await self._spawn(handle.generation)
+            handle = await self._spawn(generation, self._config_file)
         except CasarrayError as exc:
-            log.error("could not restart a worker: %s", exc)
+            delay = self._crashed(time.monotonic() - started)
+            log.error("%s: starting a new one%s", exc.what, self._backoff(delay) or " now")
+            self._restart(delay)
+            return
+        if generation != self.generation:  # a reload finished while it started: it is already old
+            handle.stopping = True
+            handle.send({"op": "drain", "grace": 0})
 
     def _retire(self, stats: dict[str, Any]) -> None:
         """Keep the totals of a worker that is gone, so counters never go down (Prometheus would read
@@ -240,18 +338,72 @@ class Supervisor:
         self._broadcast({"op": "operator", "server": server, "service": service, "state": state.value})
 
     async def reload(self) -> str:
-        config_path = self.master.config_path
-        assert config_path is not None
-        outcome = await self.master.reload()  # refuses (raises) an invalid config; nothing changes then
-        self._config_file = self._write_config(config_path)
-        old = [h for h in self.workers]
-        await self._spawn_all()
-        for handle in old:
-            handle.stopping = True
-            handle.send({"op": "drain", "grace": self.master.config.timeouts.grace})
+        """Check the config file, start workers on it, retire the old ones. Serialised and coalesced
+        like the single-process reload: a HUP storm costs at most two reloads at a time."""
+        return await self._reloads()
+
+    async def _reload_once(self) -> str:
+        data, config = await self.master.read_config()  # refuses (raises) an invalid config
+        outcome = await self.master.apply(config)
+        generation = self.master.current.number if self.master.current else 1
+        path = self._write_config(data, generation)
+        try:
+            await self._spawn_set(generation, path)
+        except CasarrayError as exc:
+            path.unlink(missing_ok=True)
+            log.error("reload failed, the old workers keep serving: %s", exc)
+            raise
+        old = [h for h in self.workers if h.generation != generation and not h.stopping]
+        previous, self._config_file, self.generation = self._config_file, path, generation
+        previous.unlink(missing_ok=True)
+        self._retire_workers(old)
         outcome += f" ({self.count} new workers; {len(old)} old ones draining)"
         log.info("%s", outcome)
         return outcome
+
+    def _retire_workers(self, handles: list[WorkerHandle]) -> None:
+        """Old workers serve what they hold up to their hard stop; beyond MAX_DRAINING sets draining,
+        the oldest set closes what it still holds."""
+        if not handles:
+            return
+        for handle in handles:
+            handle.stopping = True
+            handle.send({"op": "retire"})
+        generation = min(h.generation for h in handles)
+        self._retiring.append(OldWorkers(generation, set(handles), time.monotonic()))
+        draining = [s for s in self._retiring if not s.capped]
+        if len(draining) > MAX_DRAINING:
+            oldest = draining[0]
+            oldest.capped = True
+            why = f"more than {MAX_DRAINING} generations draining"
+            for handle in oldest.handles:
+                handle.send({"op": "drain", "grace": 0, "why": why})
+
+    def _old_worker_gone(self, handle: WorkerHandle, code: int) -> None:
+        """One line once every worker of a retired generation is gone: how their drain ended."""
+        for old in self._retiring:
+            if handle in old.handles:
+                break
+        else:
+            return
+        old.handles.discard(handle)
+        report = handle.drained
+        if report:
+            old.held += int(report.get("held", 0))
+            old.closed += int(report.get("closed", 0))
+            old.why = str(report.get("why", "")) if report.get("closed") else old.why
+        elif code != 0:
+            log.warning(
+                "worker %d (pid %d) exited with status %s while draining",
+                handle.number,
+                handle.process.pid,
+                code,
+            )
+        if old.handles:
+            return
+        self._retiring.remove(old)
+        drained = Drained(old.generation, time.monotonic() - old.started, old.held, old.closed, old.why)
+        log.log(logging.WARNING if old.closed else logging.INFO, "%s", drained.describe())
 
     def snapshot(self) -> Snapshot:
         base = self.master.snapshot()
@@ -305,7 +457,7 @@ class Supervisor:
     def reopen_logs(self) -> None:
         """SIGUSR1: every worker reopens its access log."""
         for handle in self.workers:
-            handle.process.send_signal(__import__("signal").SIGUSR1)
+            handle.process.send_signal(signal.SIGUSR1)
 
     # --- stop ---------------------------------------------------------------------------------------
     def close_all(self) -> None:
@@ -339,12 +491,14 @@ async def run_worker(
     config_path: Path, listen: list[tuple[str, int, int]], control_fd: int, number: int
 ) -> None:
     """The worker process: build the data plane on the inherited sockets, take health and operator
-    states from the supervisor, serve, report counters, drain when told."""
-    config = load_config(config_path)
+    states from the supervisor, serve, report counters; retire or drain when told, and keep listening
+    meanwhile (a stop during a retirement shortens it), then report how the drain ended."""
+    config = load_config(config_path)  # the supervisor's private copy of the validated bytes
     balancer = Balancer(config, config_path, role="worker")
     for address, port, fd in listen:
         balancer.listeners.adopt(address, port, fd)
     await balancer.start()
+    loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=control_fd))
 
     def send(message: dict[str, Any]) -> None:
@@ -357,10 +511,17 @@ async def run_worker(
             send({"op": "stats", **dataclasses.asdict(snapshot)})
             await asyncio.sleep(STATS_INTERVAL)
 
-    send({"op": "ready"})
-    reporter = asyncio.get_running_loop().create_task(report())
-    grace = config.timeouts.grace
-    try:
+    stopping: list[asyncio.Task[Drained | None]] = []
+    stop_asked = asyncio.Event()
+
+    def stop(grace: float, reload: bool = False, why: str | None = None) -> None:
+        if stopping:
+            balancer.hurry(grace, why)  # already draining: the shorter bound wins
+            return
+        stopping.append(loop.create_task(balancer.stop(grace, reload)))
+        stop_asked.set()
+
+    async def commands() -> None:
         while line := await reader.readline():
             message = json.loads(line)
             op = message.get("op")
@@ -375,10 +536,27 @@ async def run_worker(
                     )
             elif op == "serve" and balancer.current is not None:
                 await balancer.current.serve()
+            elif op == "retire":
+                stop(config.timeouts.hard_stop_after, reload=True)
             elif op == "drain":
-                grace = float(message["grace"])
-                break
+                stop(float(message["grace"]), why=message.get("why"))
+        stop(config.timeouts.grace)  # the supervisor is gone: finish like a stop
+
+    send({"op": "ready"})
+    reporter = loop.create_task(report())
+    listening = loop.create_task(commands())
+    try:
+        asked = loop.create_task(stop_asked.wait())
+        await asyncio.wait((listening, asked), return_when=asyncio.FIRST_COMPLETED)
+        asked.cancel()
+        if not stopping:  # the control channel failed
+            stop(config.timeouts.grace)
+        drained = await stopping[0]  # commands() keeps listening meanwhile: a stop may hurry it
+        if drained is not None:
+            send({"op": "drained", **dataclasses.asdict(drained)})
+            with contextlib.suppress(ConnectionError):  # the supervisor is gone: nobody to tell
+                await writer.drain()
     finally:
         reporter.cancel()
-        await balancer.stop(grace)
+        listening.cancel()
         writer.close()

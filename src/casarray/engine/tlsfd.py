@@ -419,6 +419,11 @@ class TlsServer:
         self._loop = asyncio.get_running_loop()
         self._serving = False
         self._closed = False
+        # Connections accepted whose handshake is under way: a draining generation waits for them too
+        # (they were accepted before it stopped accepting, so they are its to serve).
+        self.handshaking = 0
+        self.handshakes_done = asyncio.Event()
+        self.handshakes_done.set()
         sock.setblocking(False)
 
     async def start_serving(self) -> None:
@@ -466,6 +471,8 @@ class TlsServer:
                 conn.close()
                 self._on_failure(exc)
                 continue
+            self.handshaking += 1
+            self.handshakes_done.clear()
             _Handshake(self._loop, tls, self._timeout, partial(self._handshaken, address))
 
     def _resume_accepting(self) -> None:
@@ -473,6 +480,9 @@ class TlsServer:
             self._loop.add_reader(self._sock.fileno(), self._accept)
 
     def _handshaken(self, address: Any, tls: ssl.SSLSocket, exc: Exception | None) -> None:
+        self.handshaking -= 1
+        if not self.handshaking:  # its waiters run later: by then the protocol below has its connection
+            self.handshakes_done.set()
         if exc is not None:
             _discard_input(tls)
             tls.close()
