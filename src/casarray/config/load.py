@@ -103,12 +103,32 @@ def parse_config(document: str | bytes, filename: str = "<config>") -> Config:
         ) from None
 
 
+def read_section(path: str | Path, name: str) -> Any:
+    """One top-level section of a config file that may be invalid as a whole (mid-edit), as plain YAML
+    data, or None. Read through the same guards as load_config; raises ConfigErrors when the file
+    cannot be read as YAML at all."""
+    filename = str(path)
+    try:
+        data = _load_yaml(_text(read_config(path), filename), filename)
+    except ConfigErrors:
+        raise
+    except Exception as exc:  # the same last resort as parse_config
+        raise ConfigErrors(
+            [f"{filename}: the config {UNEXPECTED}: {type(exc).__name__}: {_clip(exc)}"]
+        ) from None
+    return data.get(name) if isinstance(data, dict) else None
+
+
 def _too_big(found: str) -> str:
     return f"{found}; expected a config file of at most 1 MiB ({MAX_CONFIG_BYTES} bytes; a real one is a few KiB)"
 
 
 def _clip(value: object, limit: int = 200) -> str:
-    text = str(value).replace("\n", " ")
+    """Text from the file or a library, made one printable line of bounded length: a key or value may
+    hold line breaks (\\n, U+2028, U+0085) that would split one problem over several lines."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -360,7 +380,8 @@ def _key_at(data: Any, loc: Loc) -> tuple[Loc, str, int]:
 def _dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        name = _clip(part, 60)
+        out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out or "(top level)"
 
 
