@@ -30,6 +30,13 @@ def _laughs() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _merge_chain(links: int) -> str:
+    """Each mapping merges the previous one: quadratic copying if nothing bounds it."""
+    return "chain:\n  m0: &m0 {k0: 1}\n" + "".join(
+        f"  m{i}: &m{i} {{<<: *m{i - 1}, k{i}: 1}}\n" for i in range(1, links)
+    )
+
+
 def _nested_block(levels: int) -> str:
     return "health:\n" + "".join(" " * i + "k:\n" for i in range(1, levels)) + " " * levels + "v\n"
 
@@ -112,6 +119,18 @@ BAD_INPUTS: list[BadInput] = [
     ),
     BadInput("nul-byte", (VALID + "mode: l\x004\n").encode(), END, ("NUL", "column 8")),
     BadInput("control-character", (VALID + "mode: l4\x07\n").encode(), END, ("U+0007", "column 9")),
+    BadInput(
+        "merge-chain",
+        (VALID + _merge_chain(20_000)).encode(),
+        END + 1002,
+        ("found more than 1000 aliases",),
+    ),
+    BadInput(
+        "too-many-values",
+        (VALID + "services: [" + "owa, " * 60_000 + "owa]\n").encode(),
+        END,
+        ("found more than 50000 values",),
+    ),
     BadInput("billion-laughs", (VALID + _laughs()).encode(), END, ("unknown key 'lol'",)),
     BadInput(
         "python-tag",

@@ -160,7 +160,7 @@ def check(document: str | bytes) -> None:
 
 
 _SHORT = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-_LONG = settings(max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck))
+_LONG = settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @_SHORT
@@ -182,6 +182,7 @@ def test_any_bytes(document: bytes) -> None:
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(1800)
 @_LONG
 @given(yamlish)
 def test_yaml_ish_text_long(document: str) -> None:
@@ -189,6 +190,7 @@ def test_yaml_ish_text_long(document: str) -> None:
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(1800)
 @_LONG
 @given(mutations())
 def test_mutated_valid_config_long(document: bytes) -> None:
@@ -196,6 +198,7 @@ def test_mutated_valid_config_long(document: bytes) -> None:
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(1800)
 @_LONG
 @given(st.binary(max_size=2000))
 def test_any_bytes_long(document: bytes) -> None:

@@ -15,6 +15,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer, MaxDepthExceededError
 from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, ScalarNode
 from ruamel.yaml.reader import ReaderError
 
@@ -29,6 +30,11 @@ MAX_CONFIG_BYTES = 1 << 20
 # The deepest a valid config goes is 5 (mail.imap.ports[0]); ruamel composes recursively, so a deep
 # document would otherwise end in RecursionError after seconds of work.
 MAX_DEPTH = 64
+# ruamel's pure-Python parser takes ~7 µs a byte: a MiB of tiny values costs seconds, and merge keys
+# (`<<: *a`) copy what they merge, so a chain of them is quadratic (20 000 links: minutes). A config of
+# 1 000 servers has ~6 000 values and a handful of aliases; these caps bound the work to about a second.
+MAX_NODES = 50_000
+MAX_ALIASES = 1_000
 # No setting needs a number beyond 2^63; Python refuses to convert decimal strings of over 4 300 digits
 # (CVE-2020-10735), so a huge literal is refused by its length before any conversion is tried.
 MAX_INT = 2**63
@@ -195,6 +201,25 @@ class _Composer(Composer):
         # An anchor defined twice is valid YAML (the later one counts); ruamel's warning would reach
         # stderr as library text, not as a config problem.
         self.warn_double_anchors = False
+        self.nodes = 0
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _ValueProblem(
+                problem=f"found more than {MAX_NODES} values; expected a config (a few thousand at most)",
+                problem_mark=self.parser.peek_event().start_mark,
+            )
+        if self.parser.check_event(AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise _ValueProblem(
+                    problem=f"found more than {MAX_ALIASES} aliases (*name); expected a config "
+                    "(a few at most)",
+                    problem_mark=self.parser.peek_event().start_mark,
+                )
+        return super().compose_node(parent, index)
 
 
 class _Constructor(RoundTripConstructor):
