@@ -104,9 +104,7 @@ def parse_config(document: str | bytes, filename: str = "<config>") -> Config:
     except ConfigErrors:
         raise
     except Exception as exc:  # the one boundary: a bug here still gives one line, not a traceback
-        raise ConfigErrors(
-            [f"{filename}: the config {UNEXPECTED}: {type(exc).__name__}: {_clip(exc)}"]
-        ) from None
+        raise _last_resort(filename, exc) from None
 
 
 def read_section(path: str | Path, name: str) -> Any:
@@ -118,11 +116,13 @@ def read_section(path: str | Path, name: str) -> Any:
         data = _load_yaml(_text(read_config(path), filename), filename)
     except ConfigErrors:
         raise
-    except Exception as exc:  # the same last resort as parse_config
-        raise ConfigErrors(
-            [f"{filename}: the config {UNEXPECTED}: {type(exc).__name__}: {_clip(exc)}"]
-        ) from None
+    except Exception as exc:
+        raise _last_resort(filename, exc) from None
     return data.get(name) if isinstance(data, dict) else None
+
+
+def _last_resort(filename: str, exc: Exception) -> ConfigErrors:
+    return ConfigErrors([f"{filename}: the config {UNEXPECTED}: {type(exc).__name__}: {_clip(exc)}"])
 
 
 def _too_big(found: str) -> str:
@@ -147,8 +147,8 @@ def _text(document: str | bytes, filename: str) -> str:
         text, utf16_hint = document.removeprefix("\ufeff"), False
     else:
         text = _decode(document, filename)
-        # A NUL in every other byte: UTF-16 saved without its byte-order mark (YAML 1.2 §5.2 would
-        # need the mark or an ASCII first character to tell; the user needs to know what to do).
+        # NULs in a quarter of the bytes or more: UTF-16 (or 32) saved without a byte-order mark, which
+        # YAML 1.2 §5.2 could only guess from the first character; the admin needs to know what to do.
         utf16_hint = document.count(0) * 4 >= len(document) > 0
     bad = _NOT_PRINTABLE.search(text)
     if bad is not None:
