@@ -159,7 +159,7 @@ def check(document: str | bytes) -> None:
         assert UNEXPECTED not in problem, problem
 
 
-_SHORT = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_SHORT = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _LONG = settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
 
 
