@@ -202,3 +202,22 @@ def test_durations_are_finite(bad: object) -> None:
 def test_sizes_are_finite(bad: object) -> None:
     with pytest.raises(ValueError, match="size"):
         parse_size(bad)
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("services: !!int [owa]", "found a list tagged !!int; expected a plain value"),
+        ("health: !!float {interval: 5s}", "found a mapping tagged !!float; expected a plain value"),
+        ("services: !!timestamp [owa]", "found a list tagged !!timestamp; expected a plain value"),
+        ("services: !!bool [owa]", "invalid YAML: expected a scalar node, but found sequence"),
+        ("mode: !!map l4", "invalid YAML: expected a mapping node, but found scalar"),
+        ("workers: !!int", "found '', which is not an integer"),
+    ],
+)
+def test_a_tag_on_the_wrong_kind_of_node_is_named(line: str, says: str) -> None:
+    """Found by the long fuzz run: a scalar's tag on a list reached code that expects text."""
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(VALID + line + "\n", "casarray.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith(f"casarray.yaml:{END}: {says}"), problem

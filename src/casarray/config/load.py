@@ -238,6 +238,7 @@ class _Constructor(RoundTripConstructor):
         return data
 
     def construct_yaml_int(self, node: Any) -> Any:
+        _scalar_only(node)
         digits = sum(c.isalnum() for c in str(node.value)) - (2 if "0x" in node.value.lower() else 0)
         if len(node.value) > _MAX_INT_CHARS:
             raise _ValueProblem(problem=_int_problem(digits), problem_mark=node.start_mark)
@@ -247,6 +248,7 @@ class _Constructor(RoundTripConstructor):
         return value
 
     def construct_yaml_float(self, node: Any) -> Any:
+        _scalar_only(node)
         text = str(node.value).replace("_", "").lower()
         mantissa = text.partition("e")[0]
         if "e" in text and "." not in mantissa and ":" not in text:
@@ -255,6 +257,7 @@ class _Constructor(RoundTripConstructor):
         return super().construct_yaml_float(node)
 
     def construct_yaml_timestamp(self, node: Any, values: Any = None) -> Any:
+        _scalar_only(node)
         # No setting is a date: `interval: 2024-01-01` or `namespace: 2001-01-01` are text the model
         # then judges, never a datetime (or a ValueError for 2001-13-45) from the YAML layer.
         return str(node.value)
@@ -262,10 +265,8 @@ class _Constructor(RoundTripConstructor):
     def construct_tagged(self, node: Any) -> Any:
         # Casarray reads plain YAML: a tag it does not know (!!python/object…, !vault) is refused at
         # its line, never turned into an object or a tagged value the model cannot name.
-        tag = str(node.tag)
-        shown = "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
         raise _ValueProblem(
-            problem=f"found the tag {shown}; expected a plain value (a casarray config uses no YAML tags)",
+            problem=f"found the tag {_shown_tag(node.tag)}; expected a plain value (a casarray config uses no YAML tags)",
             problem_mark=node.start_mark,
         )
 
@@ -279,7 +280,7 @@ for _tag in ("binary", "set", "omap", "pairs"):
 _Constructor.add_constructor(None, _Constructor.construct_tagged)
 
 # What converting a scalar may raise (int("12z"), "" for !!int, float overflow, unhashable keys).
-_CONVERSION = (ValueError, TypeError, ArithmeticError, LookupError)
+_CONVERSION = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError)
 
 
 def _marked(generator: Iterator[Any], node: Any) -> Iterator[Any]:
@@ -287,6 +288,21 @@ def _marked(generator: Iterator[Any], node: Any) -> Iterator[Any]:
         yield from generator
     except _CONVERSION as exc:
         raise _ValueProblem(problem=_unreadable(node, exc), problem_mark=node.start_mark) from None
+
+
+def _scalar_only(node: Any) -> None:
+    """`services: !!int [owa]`: a scalar's tag on a list or mapping."""
+    if not isinstance(node, ScalarNode):
+        shape = "mapping" if isinstance(node, MappingNode) else "list"
+        raise _ValueProblem(
+            problem=f"found a {shape} tagged {_shown_tag(node.tag)}; expected a plain value",
+            problem_mark=node.start_mark,
+        )
+
+
+def _shown_tag(tag: Any) -> str:
+    text = str(tag)
+    return "!!" + text.removeprefix("tag:yaml.org,2002:") if text.startswith("tag:yaml.org,2002:") else text
 
 
 def _unreadable(node: Any, exc: BaseException) -> str:
