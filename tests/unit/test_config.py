@@ -143,7 +143,7 @@ def test_duplicate_key_is_an_error() -> None:
 
 def test_not_a_mapping() -> None:
     assert errors_of("- just\n- a list\n") == [
-        "casarray.yaml:1: expected a mapping of settings (namespace:, servers:, …), found CommentedSeq"
+        "casarray.yaml:1: found a list; expected a mapping of settings (namespace:, servers:, …)"
     ]
 
 

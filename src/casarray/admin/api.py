@@ -227,10 +227,15 @@ class AdminApi:
         try:
             outcome = await self.control.reload()
         except CasarrayError as exc:
+            # A refused config (every problem of the file, its size, its encoding) or a refused start
+            # of the new generation (port in use): 409, the state of the resource is unchanged.
             problems = str(exc).splitlines()
             return _error(
                 409,
                 f"reload refused, the running config keeps serving: {'; '.join(problems)}",
                 problems=problems,
             )
+        except Exception as exc:  # a fault of the balancer, not of the file: JSON like every answer
+            log.exception("admin: reload failed")
+            return _error(500, f"reload failed: {type(exc).__name__}: {exc} (see the balancer's log)")
         return web.json_response({"outcome": outcome})

@@ -294,7 +294,11 @@ def openapi_document() -> dict[str, Any]:
                     "security": [{"token": []}],
                     "responses": {
                         "200": _json(_ref("Reload"), "The new config serves."),
-                        "409": _error("The config file was refused (errors listed); the old one serves."),
+                        "409": _error(
+                            "The config file was refused (`problems`: one line each, naming file and "
+                            "line); the old one serves."
+                        ),
+                        "500": _error("The balancer failed while reloading (a fault, logged)."),
                         "401": _CHANGE_ERRORS["401"],
                         "403": _CHANGE_ERRORS["403"],
                     },

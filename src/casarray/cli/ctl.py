@@ -18,12 +18,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from casarray.admin.auth import split_listen
 from casarray.cli.core import fail
 from casarray.config import ConfigErrors, load_config
+from casarray.config.load import read_section
 from casarray.config.model import Admin
 
 app = typer.Typer(
@@ -140,11 +139,10 @@ def _admin_section(path: Path) -> Admin | None:
         # The file may be mid-edit, and `ctl reload` is how the balancer reports its errors: the admin:
         # section alone is enough to reach the running balancer.
         try:
-            data = YAML(typ="safe").load(path.read_text(encoding="utf-8-sig"))
-            raw = data.get("admin") if isinstance(data, dict) else None
+            raw = read_section(path, "admin")
             if raw is not None:
                 return Admin.model_validate(raw)
-        except (OSError, YAMLError, ValidationError):
+        except (ConfigErrors, ValidationError):
             pass
         raise fail(str(exc)) from None
 

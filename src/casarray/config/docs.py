@@ -17,6 +17,12 @@ Generated from the config models (`python -m casarray.config.docs > docs/config.
 in step. Durations are written `250ms`, `5s`, `1h` (or a number of seconds); unknown keys are errors,
 reported with file, line, key, what was found and what is expected (`casarray check -c FILE`).
 
+The file is plain YAML of at most 1 MiB, in UTF-8 (UTF-16 or UTF-32 when it starts with a byte-order
+mark): no tags (`!!python/…`, `!vault`), no control characters, no duplicate keys, nesting no deeper than
+64 levels, at most 50 000 values and 1 000 aliases (`*name`), numbers below 2^63, durations finite. A
+date-like value (`2024-01-01`) is read as text. At most 50 problems are listed, then how many more there
+are.
+
 | key | default | description |
 |---|---|---|
 """

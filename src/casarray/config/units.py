@@ -5,6 +5,7 @@ Pure functions, no I/O: used by the config models and the CLI alike.
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
@@ -42,6 +43,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
     else:
         raise ValueError("expected a duration such as 250ms, 5s, 1h or a number of seconds")
+    if not math.isfinite(seconds):  # `.inf`, `.nan`, or more digits than a float holds
+        raise ValueError("expected a finite duration such as 250ms, 5s, 1h or a number of seconds")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
     return seconds
@@ -54,7 +57,10 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and (match := _SIZE.match(value)):
-        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+        number = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+        if not math.isfinite(number):  # more digits than a float holds: int() would raise OverflowError
+            raise ValueError("expected a size such as 64MiB, 35MB or a number of bytes")
+        size = int(number)
     else:
         raise ValueError("expected a size such as 64MiB, 35MB or a number of bytes")
     if size < 0:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from casarray.balance.algorithm import make_algorithm
 from casarray.balance.state import Member, Operator, ServerState
-from casarray.config.load import ConfigErrors, parse_config
+from casarray.config.load import parse_config, read_config
 from casarray.config.model import Config, MailProtocol, Server
 from casarray.config.units import format_duration
 from casarray.engine.accesslog import AccessLog
@@ -58,21 +58,11 @@ MAX_DRAINING = 3
 
 
 def read_config_file(path: Path) -> tuple[bytes, Config]:
-    """Read a config file once and validate those very bytes. Blocking: run it in a thread. The bytes
-    are what a supervisor hands its workers, so nothing read later can differ from what was checked."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigErrors([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
-    return data, parse_config_bytes(data, str(path))
-
-
-def parse_config_bytes(data: bytes, filename: str) -> Config:
-    try:
-        text = data.decode("utf-8-sig")  # what load_config reads: UTF-8, a BOM tolerated
-    except UnicodeDecodeError as exc:
-        raise ConfigErrors([f"{filename}: not UTF-8 text (invalid byte at offset {exc.start})"]) from None
-    return parse_config(text, filename)
+    """Read a config file once and validate those very bytes (the loader's guards: size, encoding,
+    YAML limits). Blocking: run it in a thread. The bytes are what a supervisor hands its workers, so
+    nothing read later can differ from what was checked."""
+    data = read_config(path)
+    return data, parse_config(data, str(path))
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,18 @@ def test_reload_outcome_and_refusal(start_admin: Start) -> None:
         assert body["problems"] == ["test.yaml:3: servers: expected a list", "test.yaml:9: boom"]
 
 
+def test_a_reload_fault_is_json_and_logged(start_admin: Start, caplog: pytest.LogCaptureFixture) -> None:
+    running = start_admin()
+    running.control.reload_error = RuntimeError("boom")  # type: ignore[assignment]
+    with client(running) as http:
+        failed = http.post("/api/reload", headers=AUTH)
+    assert failed.status_code == 500
+    assert failed.json() == {"error": "reload failed: RuntimeError: boom (see the balancer's log)"}
+    assert [r.getMessage() for r in caplog.records if r.name == "casarray.admin"][
+        -1
+    ] == "admin: reload failed"
+
+
 def test_events_since(start_admin: Start) -> None:
     running = start_admin()
     running.control.log = [
