@@ -18,6 +18,11 @@ from casarray.config.units import parse_duration, parse_size
 from tests.config_inputs import BAD_INPUTS, END, VALID, BadInput
 
 
+# Bounds below are CPU seconds of this process (not wall time, which a loaded machine stretches),
+# set several times above what each input takes here: they catch a runaway (a 20 MiB file took 16 s,
+# a merge chain 162 s), they are not speed targets.
+
+
 def problems_of(path: Path) -> list[str]:
     with pytest.raises(ConfigErrors) as info:
         load_config(path)
@@ -28,9 +33,9 @@ def problems_of(path: Path) -> list[str]:
 def test_each_odd_input_is_one_clear_error(bad: BadInput, tmp_path: Path) -> None:
     path = tmp_path / "casarray.yaml"
     path.write_bytes(bad.data)
-    started = time.perf_counter()
+    started = time.process_time()
     problems = problems_of(path)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert len(problems) == 1, problems
     problem = problems[0]
     where = f"{path}:{bad.line}: " if bad.line is not None else f"{path}: "
@@ -39,7 +44,7 @@ def test_each_odd_input_is_one_clear_error(bad: BadInput, tmp_path: Path) -> Non
         assert words in problem, problem
     assert "Traceback" not in problem
     assert len(problem) < 400, problem
-    assert elapsed < 5.0, f"{bad.name}: {elapsed:.2f}s"  # the worst (50 000 values) takes ~2 s
+    assert elapsed < 15.0, f"{bad.name}: {elapsed:.2f}s"  # the worst (50 000 values) takes ~2 s
 
 
 @pytest.mark.parametrize("bad", BAD_INPUTS, ids=lambda bad: bad.name)
@@ -81,9 +86,9 @@ def test_a_file_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> Non
     with path.open("wb") as f:
         f.write(VALID.encode())
         f.truncate(20 * 1024 * 1024)  # 20 MiB, sparse: what blocked a reload for 16 s
-    started = time.perf_counter()
+    started = time.process_time()
     (problem,) = problems_of(path)
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 2.0
     assert problem == (
         f"{path}: the file is {20 * 1024 * 1024} bytes; expected a config file of at most 1 MiB "
         f"({MAX_CONFIG_BYTES} bytes; a real one is a few KiB)"
@@ -92,9 +97,9 @@ def test_a_file_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> Non
 
 def test_a_device_or_pipe_is_read_no_further_than_the_cap() -> None:
     """stat() says 0 bytes for /dev/zero: the read itself is bounded."""
-    started = time.perf_counter()
+    started = time.process_time()
     (problem,) = problems_of(Path("/dev/zero"))
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 10.0
     assert problem.startswith("/dev/zero: the file is more than 1048576 bytes; expected a config file")
 
 
@@ -103,9 +108,9 @@ def test_a_file_at_the_cap_is_parsed(tmp_path: Path) -> None:
     path = tmp_path / "full.yaml"
     path.write_text(text)
     assert len(text) == MAX_CONFIG_BYTES
-    started = time.perf_counter()
+    started = time.process_time()
     assert load_config(path).namespace == "outlook.alwayshotcafe.com"
-    assert time.perf_counter() - started < 3.0
+    assert time.process_time() - started < 10.0
 
 
 def test_aliases_are_never_expanded_even_where_the_model_walks_them() -> None:
@@ -116,15 +121,15 @@ def test_aliases_are_never_expanded_even_where_the_model_walks_them() -> None:
         anchors.append(f"  {this}: &{this} [" + ", ".join([f"*{prev}"] * 10) + "]")
     text = VALID + "\n".join(anchors) + "\nservices: *i\nl4_require: *i\n"
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         with pytest.raises(ConfigErrors) as info:
             parse_config(text, "casarray.yaml")
-        elapsed = time.perf_counter() - started
+        elapsed = time.process_time() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert elapsed < 2.0
+    assert elapsed < 6.0
     assert peak < 50 * 1024 * 1024
     assert len(info.value.problems) <= MAX_PROBLEMS + 1
 
@@ -133,10 +138,10 @@ def test_the_longest_merge_chain_allowed_is_cheap() -> None:
     links = MAX_ALIASES  # one alias per link after the first
     text = VALID + "chain:\n  m0: &m0 {k0: 1}\n"
     text += "".join(f"  m{i}: &m{i} {{<<: *m{i - 1}, k{i}: 1}}\n" for i in range(1, links + 1))
-    started = time.perf_counter()
+    started = time.process_time()
     with pytest.raises(ConfigErrors) as info:
         parse_config(text, "casarray.yaml")
-    assert time.perf_counter() - started < 3.0
+    assert time.process_time() - started < 10.0
     assert info.value.problems == [
         f"casarray.yaml:{END}: chain: unknown key 'chain'; expected one of: namespace, autodiscover, mode, "
         "listen, tls, upstream_tls, servers, services, l4_require, balance, affinity, retries, "
@@ -151,9 +156,9 @@ def test_a_config_of_a_thousand_servers_is_well_within_the_caps() -> None:
     )
     text = "namespace: outlook.alwayshotcafe.com\nservers:\n" + servers
     assert len(text) < MAX_CONFIG_BYTES // 10
-    started = time.perf_counter()
+    started = time.process_time()
     assert len(parse_config(text).servers) == 1000
-    assert time.perf_counter() - started < 3.0
+    assert time.process_time() - started < 10.0
 
 
 def test_a_flood_of_problems_is_cut_short() -> None:
