@@ -17,7 +17,6 @@ from casarray.config.load import MAX_ALIASES, MAX_CONFIG_BYTES, MAX_PROBLEMS
 from casarray.config.units import parse_duration, parse_size
 from tests.config_inputs import BAD_INPUTS, END, VALID, BadInput
 
-
 # Bounds below are CPU seconds of this process (not wall time, which a loaded machine stretches),
 # set several times above what each input takes here: they catch a runaway (a 20 MiB file took 16 s,
 # a merge chain 162 s), they are not speed targets.
