@@ -1,6 +1,6 @@
 """`casarray namespace collector|plan|script|verify|dns`: the namespace toolkit's command line.
 
-Thin: parses options, calls casarray.exchange.namespace, prints. Exit codes (DESIGN.md §4): 0 success,
+Thin: parses options, calls casarray.exchange.namespace, prints. Exit codes (docs/namespace.md): 0 success,
 1 a failed check or bad input (one "error: …" line on stderr), 2 a usage error.
 """
 
@@ -57,7 +57,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 HttpsPortOption = Annotated[
     int,
     typer.Option(
-        "--https-port", help="The port the balancer serves https on (its listen.https_port): URLs name it."
+        "--https-port",
+        metavar="PORT",
+        help="The port the balancer serves https on (its listen.https_port): URLs name it.",
     ),
 ]
 PowerShellOption = Annotated[
@@ -69,12 +71,17 @@ PowerShellOption = Annotated[
 ]
 ServerOption = Annotated[
     list[str] | None,
-    typer.Option("--server", help="Only this server (repeat it, or give NAME,NAME); default: every server."),
+    typer.Option(
+        "--server",
+        metavar="NAME",
+        help="Only this server (repeat it, or give NAME,NAME); default: every server.",
+    ),
 ]
 ServiceOption = Annotated[
     list[str] | None,
     typer.Option(
         "--service",
+        metavar="NAME",
         help="Only this service: owa, ecp, ews, mapi, rpc (Outlook Anywhere), oab, eas, "
         "autodiscover (with the SCP), powershell; repeat it or give NAME,NAME. Default: all.",
     ),

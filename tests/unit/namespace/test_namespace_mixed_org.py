@@ -131,6 +131,19 @@ def test_default_port_is_the_same_url() -> None:
     assert verify(inv, Targets.build(NS)).ok
 
 
+def test_cli_https_port_and_powershell(fixture_path: Callable[[str], Path]) -> None:
+    inv = fixture_path(MIXED)
+    args = ("plan", "-i", inv, "-n", NS, "--server", "MB1", "--service", "powershell,oab", "--json")
+    rows = json.loads(run(*args, "--https-port", "8443", "--powershell").stdout)
+    assert {r["target"] for r in rows if r["property"] == "InternalUrl"} == {
+        f"https://{NS}:8443/powershell",
+        f"https://{NS}:8443/OAB",
+    }
+    default = json.loads(run(*args).stdout)
+    assert [r["target"] for r in default if r["kind"] == "PowerShell"] == [None, None]
+    assert run(*args, "--https-port", "70000").exit_code == 1
+
+
 # 2. PowerShell stays on the server names unless asked.
 
 
