@@ -1,6 +1,6 @@
 """`casarray namespace collector|plan|script|verify|dns`: the namespace toolkit's command line.
 
-Thin: parses options, calls casarray.exchange.namespace, prints. Exit codes (DESIGN.md §4): 0 success,
+Thin: parses options, calls casarray.exchange.namespace, prints. Exit codes (docs/namespace.md): 0 success,
 1 a failed check or bad input (one "error: …" line on stderr), 2 a usage error.
 """
 
@@ -16,10 +16,11 @@ from rich.table import Table
 from rich.text import Text
 
 from casarray.cli.core import errors_to_exit
+from casarray.errors import InventoryError
 from casarray.exchange.namespace.collector import collector_script
 from casarray.exchange.namespace.dns import DEFAULT_TTL_S, AutodiscoverAs, dns_plan
-from casarray.exchange.namespace.inventory import load_inventory
-from casarray.exchange.namespace.plan import Action, Plan, Targets, make_plan
+from casarray.exchange.namespace.inventory import Inventory, load_inventory
+from casarray.exchange.namespace.plan import Action, Plan, Scope, Targets, make_plan
 from casarray.exchange.namespace.script import apply_script, rollback_script
 from casarray.exchange.namespace.verify import Check, Verification, verify
 
@@ -53,6 +54,38 @@ ExternalOnlyOption = Annotated[
     bool, typer.Option("--external-only", help="Only external URLs and host name.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+HttpsPortOption = Annotated[
+    int,
+    typer.Option(
+        "--https-port",
+        metavar="PORT",
+        help="The port the balancer serves https on (its listen.https_port): URLs name it.",
+    ),
+]
+PowerShellOption = Annotated[
+    bool,
+    typer.Option(
+        "--powershell",
+        help="Also move the PowerShell vdir to the namespace (default: left on the server names).",
+    ),
+]
+ServerOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--server",
+        metavar="NAME",
+        help="Only this server (repeat it, or give NAME,NAME); default: every server.",
+    ),
+]
+ServiceOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--service",
+        metavar="NAME",
+        help="Only this service: owa, ecp, ews, mapi, rpc (Outlook Anywhere), oab, eas, "
+        "autodiscover (with the SCP), powershell; repeat it or give NAME,NAME. Default: all.",
+    ),
+]
 
 
 @app.command()
@@ -80,17 +113,26 @@ def plan(
     external_namespace: ExternalNamespaceOption = None,
     internal_only: InternalOnlyOption = False,
     external_only: ExternalOnlyOption = False,
+    https_port: HttpsPortOption = 443,
+    powershell: PowerShellOption = False,
+    server: ServerOption = None,
+    service: ServiceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show, per server and setting, the current value, the target and whether it changes."""
+    """Show, per server and setting, the current value, the target and whether it changes.
+
+    Example: casarray namespace plan -i inventory.json -n outlook.contoso.com --server MB1
+    """
     options = (namespace, internal_namespace, external_namespace, autodiscover, internal_only, external_only)
     with errors_to_exit():
-        targets = _targets(*options)
-        the_plan = make_plan(load_inventory(inventory), targets)
+        targets = _targets(*options, https_port=https_port, powershell=powershell)
+        loaded = load_inventory(inventory)
+        the_plan = make_plan(loaded, targets, _scope(loaded, server, service))
     if as_json:
         typer.echo(json.dumps([item.as_json() for item in the_plan.items], indent=2))
         return
     _print_plan(the_plan)
+    _print_partial(loaded)
 
 
 @app.command()
@@ -102,6 +144,10 @@ def script(
     external_namespace: ExternalNamespaceOption = None,
     internal_only: InternalOnlyOption = False,
     external_only: ExternalOnlyOption = False,
+    https_port: HttpsPortOption = 443,
+    powershell: PowerShellOption = False,
+    server: ServerOption = None,
+    service: ServiceOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="The apply script; default: stdout.")
     ] = None,
@@ -109,12 +155,23 @@ def script(
         Path | None, typer.Option(help="Also write the script that restores the inventory's values.")
     ] = None,
 ) -> None:
-    """Write the apply script (only the changes, idempotent, -WhatIf) and optionally its rollback."""
+    """Write the apply script (only the changes, idempotent, -WhatIf) and optionally its rollback.
+
+    Example: casarray namespace script -i inventory.json -n outlook.contoso.com -o apply.ps1 --rollback rollback.ps1
+    """
     options = (namespace, internal_namespace, external_namespace, autodiscover, internal_only, external_only)
     with errors_to_exit():
-        targets = _targets(*options)
+        targets = _targets(*options, https_port=https_port, powershell=powershell)
         loaded = load_inventory(inventory)
-        the_plan = make_plan(loaded, targets)
+        if loaded.virtual_directories_only:
+            # A GetVirtDirs list has no Outlook Anywhere and no SCP: a script from it would move only
+            # part of client access and leave Outlook and Autodiscover on the servers.
+            raise InventoryError(
+                "a list of virtual directories only (no Outlook Anywhere, no SCP): not enough for a script",
+                where=str(inventory),
+                hint="collect the full inventory with 'casarray namespace collector'",
+            )
+        the_plan = make_plan(loaded, targets, _scope(loaded, server, service))
         apply_text = apply_script(the_plan, loaded)
         if output is not None:
             _write_script(output, apply_text)
@@ -139,17 +196,26 @@ def verify_command(
     external_namespace: ExternalNamespaceOption = None,
     internal_only: InternalOnlyOption = False,
     external_only: ExternalOnlyOption = False,
+    https_port: HttpsPortOption = 443,
+    powershell: PowerShellOption = False,
+    server: ServerOption = None,
+    service: ServiceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check that every URL, Outlook Anywhere host name and the SCP are on the namespace (exit 1 if not)."""
+    """Check that every URL, Outlook Anywhere host name and the SCP are on the namespace (exit 1 if not).
+
+    Example: casarray namespace verify -i inventory-after.json -n outlook.contoso.com
+    """
     options = (namespace, internal_namespace, external_namespace, autodiscover, internal_only, external_only)
     with errors_to_exit():
-        targets = _targets(*options)
-        result = verify(load_inventory(inventory), targets)
+        targets = _targets(*options, https_port=https_port, powershell=powershell)
+        loaded = load_inventory(inventory)
+        result = verify(loaded, targets, _scope(loaded, server, service))
     if as_json:
         typer.echo(json.dumps([check.as_json() for check in result.checks], indent=2))
     else:
         _print_verification(result)
+        _print_partial(loaded)
     if not result.ok:
         raise typer.Exit(1)
 
@@ -200,6 +266,9 @@ def _targets(
     autodiscover: str | None,
     internal_only: bool,
     external_only: bool,
+    *,
+    https_port: int,
+    powershell: bool,
 ) -> Targets:
     if internal_only and external_only:
         raise typer.BadParameter(
@@ -219,7 +288,24 @@ def _targets(
         autodiscover=autodiscover,
         internal=internal,
         external=external,
+        https_port=https_port,
+        powershell=powershell,
     )
+
+
+def _scope(inventory: Inventory, servers: list[str] | None, services: list[str] | None) -> Scope:
+    return Scope.build(inventory, servers=servers or (), services=services or ())
+
+
+def _print_partial(inventory: Inventory) -> None:
+    if inventory.virtual_directories_only:
+        _console().print(
+            Text(
+                "Outlook Anywhere and the Autodiscover SCP are not in this file (a list of virtual "
+                "directories): collect the full inventory with 'casarray namespace collector' to check them.",
+                style="yellow",
+            )
+        )
 
 
 def _write_script(path: Path, text: str) -> None:
@@ -241,8 +327,10 @@ def _print_plan(the_plan: Plan) -> None:
     table = Table("Server", "Kind", "Property", "Current", "Target", "Action")
     notes: dict[str, None] = {}
     for item in the_plan.items:
+        if item.note and item.target is not None:
+            notes[f"{item.server} {item.kind} {item.property}: {item.note}"] = None
         if item.target is None:
-            notes[item.note] = None
+            notes[f"{item.kind} virtual directory: {item.note}"] = None
             target = Text("(not set by casarray)", style="dim")
             action = Text("ok", style="dim")
         else:
@@ -252,12 +340,12 @@ def _print_plan(the_plan: Plan) -> None:
         table.add_row(item.server, item.kind, item.property, _value(item.current), target, action)
     console.print(table)
     for note in notes:
-        console.print(Text(f"Autodiscover virtual directory: {note}.", style="dim"))
+        console.print(Text(f"{note}.", style="dim"))
     changes = the_plan.changes
     servers = len({item.server.lower() for item in changes})
     if changes:
         console.print(
-            f"{len(changes)} settings to change on {servers} servers; "
+            f"{_plural(len(changes), 'setting')} to change on {_plural(servers, 'server')}; "
             "write them with 'casarray namespace script'."
         )
     else:
@@ -280,7 +368,10 @@ def _print_verification(result: Verification) -> None:
     for check in failures:
         console.print(Text(f"off  {check.server} {check.kind} {check.property}: {check.reason}", style="red"))
     if failures:
-        console.print(Text(f"{len(failures)} settings are not on the namespace.", style="bold red"))
+        verb = "is" if len(failures) == 1 else "are"
+        console.print(
+            Text(f"{_plural(len(failures), 'setting')} {verb} not on the namespace.", style="bold red")
+        )
     else:
         console.print(Text("Every setting is on the namespace.", style="bold green"))
 
@@ -289,9 +380,13 @@ def _cell(check: Check | None) -> Text:
     if check is None:
         return Text("")
     if check.expected is None:
-        return Text(f"{check.current or '(not set)'} (not used)", style="dim")
+        return Text(f"{check.current or '(not set)'} (not checked)", style="dim")
     return Text(f"{check.current or '(not set)'}", style="green" if check.ok else "bold red")
 
 
 def _value(value: str | None) -> Text:
     return Text("(not set)", style="dim") if value is None else Text(value)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

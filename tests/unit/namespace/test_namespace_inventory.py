@@ -125,7 +125,13 @@ def test_server_list_is_optional() -> None:
     [
         ('{"VirtualDirectories": [}', "invalid JSON at line 1, column 25"),
         ("", "invalid JSON at line 1, column 1"),
-        ("[]", "not an inventory: the top level is a JSON array"),
+        ("[]", "not an inventory: an empty list"),
+        (
+            '[{"Server": "MB1", "Name": "owa (Default Web Site)"}, 3]',
+            "not an inventory: [1] is a JSON number",
+        ),
+        ('[{"Server": "MB1"}]', "[0]: no Name"),
+        ('"owa"', "not an inventory: the top level is a JSON string"),
         ('{"Servers": []}', "not an inventory: no VirtualDirectories list"),
         (
             '{"VirtualDirectories": [{"Type": "Rpc", "Server": "MB1", "Identity": "x"}]}',

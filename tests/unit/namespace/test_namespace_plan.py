@@ -46,10 +46,18 @@ def test_fresh_server_gets_every_url_on_the_namespace(inventory: Callable[[str],
     assert _find(plan, "MB1", "Mapi", "ExternalUrl").target == f"https://{NS}/mapi"
 
 
-def test_powershell_stays_http(inventory: Callable[[str], Inventory]) -> None:
+def test_powershell_stays_on_the_servers_unless_asked(inventory: Callable[[str], Inventory]) -> None:
     plan = make_plan(inventory("one-server.json"), Targets.build(NS))
-    assert _find(plan, "MB1", "PowerShell", "InternalUrl").target == f"http://{NS}/powershell"
-    assert _find(plan, "MB1", "PowerShell", "ExternalUrl").target == f"http://{NS}/PowerShell"
+    item = _find(plan, "MB1", "PowerShell", "InternalUrl")
+    assert (item.current, item.target, item.action) == (
+        "http://mb1.alwayshotcafe.com/powershell",
+        None,
+        Action.OK,
+    )
+    moved = make_plan(inventory("one-server.json"), Targets.build(NS, powershell=True))
+    # Moved, it goes where the VIP serves it: https, like every other vdir.
+    assert _find(moved, "MB1", "PowerShell", "InternalUrl").target == f"https://{NS}/powershell"
+    assert _find(moved, "MB1", "PowerShell", "ExternalUrl").target == f"https://{NS}/PowerShell"
 
 
 def test_domain_containing_the_server_name_is_kept(inventory: Callable[[str], Inventory]) -> None:
@@ -68,9 +76,9 @@ def test_null_external_urls_are_planned_not_skipped(inventory: Callable[[str], I
     nulls = [
         i
         for i in plan.items
-        if i.server == "MB2" and i.property == "ExternalUrl" and i.kind != "Autodiscover"
+        if i.server == "MB2" and i.property == "ExternalUrl" and i.kind not in ("Autodiscover", "PowerShell")
     ]
-    assert len(nulls) == 7
+    assert len(nulls) == 6
     assert all(i.current is None and i.action is Action.CHANGE for i in nulls)
 
 
@@ -172,16 +180,24 @@ def test_json_row_has_exactly_the_contract_keys(inventory: Callable[[str], Inven
     [
         (None, "https://ns.contoso.com/owa"),
         ("https://mb1.contoso.com/owa", "https://ns.contoso.com/owa"),
-        ("https://mb1.contoso.com:8443/owa", "https://ns.contoso.com:8443/owa"),  # port kept
+        ("https://mb1.contoso.com:444/owa", "https://ns.contoso.com/owa"),  # the VIP's port, not the server's
         ("https://mb1.contoso.com/OWA/?realm=x", "https://ns.contoso.com/OWA/?realm=x"),  # path, query kept
-        ("http://mb1.contoso.com/owa", "http://ns.contoso.com/owa"),  # scheme kept
+        ("http://mb1.contoso.com/owa", "https://ns.contoso.com/owa"),  # the VIP serves https only
+        ("https://user@mb1.contoso.com/owa#x", "https://ns.contoso.com/owa"),
+        ("https://mb1.contoso.com/", "https://ns.contoso.com/owa"),  # no path: the documented one
         ("https://[2001:db8::1]/owa", "https://ns.contoso.com/owa"),
         ("not a url", "https://ns.contoso.com/owa"),
         ("https://mb1.contoso.com:99999/owa", "https://ns.contoso.com/owa"),  # invalid port: default
     ],
 )
-def test_retarget_replaces_only_the_host(current: str | None, target: str) -> None:
+def test_retarget_to_what_the_vip_serves(current: str | None, target: str) -> None:
     assert retarget_url(current, "ns.contoso.com", catalog.get("owa")) == target
+
+
+def test_retarget_on_another_balancer_port() -> None:
+    owa = catalog.get("owa")
+    assert retarget_url("http://mb1/owa", "ns.contoso.com", owa, 8443) == "https://ns.contoso.com:8443/owa"
+    assert retarget_url(None, "ns.contoso.com", owa, 8443) == "https://ns.contoso.com:8443/owa"
 
 
 @pytest.mark.parametrize(
@@ -190,7 +206,8 @@ def test_retarget_replaces_only_the_host(current: str | None, target: str) -> No
         ("https://NS.Contoso.com/owa", "https://ns.contoso.com/owa", True),
         ("HTTPS://ns.contoso.com/owa", "https://ns.contoso.com/owa", True),
         ("https://ns.contoso.com/OWA", "https://ns.contoso.com/owa", False),
-        ("https://ns.contoso.com:443/owa", "https://ns.contoso.com/owa", False),
+        ("https://ns.contoso.com:443/owa", "https://ns.contoso.com/owa", True),  # RFC 3986 §6.2.3
+        ("https://ns.contoso.com:444/owa", "https://ns.contoso.com/owa", False),
         ("https://ns.contoso.com/owa", "http://ns.contoso.com/owa", False),
         (None, "https://ns.contoso.com/owa", False),
     ],

@@ -62,8 +62,9 @@ def test_apply_script_holds_only_the_changes(inventory: Callable[[str], Inventor
     plan = make_plan(inv, Targets.build("mail.contoso.com"))
     apply = apply_script(plan, inv)
     calls = _calls(apply)
-    # 7 vdirs + Outlook Anywhere + the SCP on each of the five servers that are not done.
-    assert len(calls) == 5 * 9
+    # 6 vdirs (not Autodiscover, not PowerShell) + Outlook Anywhere + the SCP on each of the five
+    # servers that are not done.
+    assert len(calls) == 5 * 8
     wanted = [
         line for call in calls for line in call.splitlines() if " = " in line and "RequireSsl" not in line
     ]
@@ -141,12 +142,17 @@ def test_hostile_identity_is_quoted() -> None:
     assert "#>" not in header.replace("# >", "")
 
 
-def test_scripts_parse_with_pwsh(inventory: Callable[[str], Inventory], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("fixture", "namespace"), [("two-servers-mb1corp.json", NS), ("mixed-org.json", "outlook.corp.com")]
+)
+def test_scripts_parse_with_pwsh(
+    inventory: Callable[[str], Inventory], tmp_path: Path, fixture: str, namespace: str
+) -> None:
     pwsh = shutil.which("pwsh")
     if pwsh is None:
         pytest.skip("pwsh is not installed")
     for name, text in zip(
-        ("apply", "rollback"), _scripts(inventory("two-servers-mb1corp.json"), Targets.build(NS)), strict=True
+        ("apply", "rollback"), _scripts(inventory(fixture), Targets.build(namespace)), strict=True
     ):
         path = tmp_path / f"{name}.ps1"
         path.write_text(text, encoding="utf-8-sig")

@@ -15,9 +15,9 @@ def test_unified_inventory_passes(inventory: Callable[[str], Inventory]) -> None
     result = verify(inventory("unified.json"), Targets.build(NS))
     assert result.ok
     assert result.failures == ()
-    # The Autodiscover vdir's URLs are listed but not checked.
+    # The Autodiscover vdir's URLs, and PowerShell's unless asked, are listed but not checked.
     unchecked = [c for c in result.checks if c.expected is None]
-    assert {c.kind for c in unchecked} == {"Autodiscover"}
+    assert {c.kind for c in unchecked} == {"Autodiscover", "PowerShell"}
     assert all(c.ok for c in unchecked)
 
 
@@ -31,8 +31,8 @@ def test_fresh_server_fails_with_reasons(inventory: Callable[[str], Inventory]) 
     assert reasons[("Owa", "ExternalUrl")] == f"not set (should be https://{NS}/owa)"
     assert reasons[("OutlookAnywhere", "ExternalHostname")] == f"not set (should be {NS})"
     assert ("ClientAccessService", "AutoDiscoverServiceInternalUri") in reasons
-    # 7 vdirs x 2 URLs + 2 host names + the SCP; Autodiscover's own URLs never fail.
-    assert len(result.failures) == 17
+    # 6 vdirs x 2 URLs + 2 host names + the SCP; Autodiscover's and PowerShell's URLs never fail.
+    assert len(result.failures) == 15
 
 
 def test_partly_done_organisation_lists_only_what_is_off(inventory: Callable[[str], Inventory]) -> None:
@@ -48,7 +48,7 @@ def test_partly_done_organisation_lists_only_what_is_off(inventory: Callable[[st
 def test_wrong_namespace_fails_an_otherwise_unified_inventory(inventory: Callable[[str], Inventory]) -> None:
     result = verify(inventory("unified.json"), Targets.build("mail.alwayshotcafe.com"))
     assert not result.ok
-    assert len(result.failures) == 2 * 17
+    assert len(result.failures) == 2 * 15
 
 
 def test_expected_is_the_host(inventory: Callable[[str], Inventory]) -> None:

@@ -1,4 +1,4 @@
-"""The collector: the read-only PowerShell that writes an inventory file (DESIGN.md §4).
+"""The collector: the read-only PowerShell that writes an inventory file (format: docs/namespace.md).
 
 The script text lives next to this module as collector.ps1; the cmdlet names and inventory Types are
 filled in from the service catalog, the only place they are spelt, so the script and the loader can

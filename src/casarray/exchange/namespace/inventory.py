@@ -1,7 +1,7 @@
 """The inventory file: load what `namespace collector` wrote and normalise it into typed records.
 
-The file is JSON written by Windows PowerShell's ConvertTo-Json (DESIGN.md §4, "Inventory file"), so
-the loader accepts every shape that serialiser produces for the same data:
+The file is JSON written by Windows PowerShell's ConvertTo-Json (the inventory format of
+docs/namespace.md), so the loader accepts every shape that serialiser produces for the same data:
 
 - a URL is a string, null, or a serialised System.Uri object (AbsoluteUri, OriginalString, Host, …);
 - `Server` is a string or a serialised server id object with `Name`;
@@ -11,6 +11,12 @@ the loader accepts every shape that serialiser produces for the same data:
 - property names are matched case-insensitively, as ConvertFrom-Json does;
 - extra properties are kept on each record (`raw`) and otherwise ignored.
 
+A plain JSON array (or one lone object) of Server, Name, InternalUrl, ExternalUrl is read too: it is what
+`Get-*VirtualDirectory | Select Server, Name, InternalUrl, ExternalUrl | ConvertTo-Json` writes, the
+classic "GetVirtDirs" check. Its entries carry no Type, so the type comes from the virtual directory's
+name ("EWS (Default Web Site)" is WebServices); such a file has no Outlook Anywhere, SCP or server
+versions, which `Inventory.virtual_directories_only` says.
+
 Text is UTF-8 with or without a BOM; UTF-16 with a BOM (what Windows PowerShell's `>` and `Out-File`
 write by default) is accepted too. Anything else is an InventoryError naming the file and the entry.
 """
@@ -19,13 +25,14 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from casarray.errors import InventoryError
-from casarray.exchange.catalog import BY_INVENTORY_TYPE, Service
+from casarray.exchange.catalog import BY_INVENTORY_TYPE, BY_PREFIX, Service
 
 # The inventory's top-level lists. Outlook Anywhere and the Autodiscover SCP are not virtual
 # directories with URLs, so they have lists of their own; their names double as the plan's `kind`.
@@ -41,10 +48,27 @@ CLIENT_ACCESS_KIND = "ClientAccessService"
 CLIENT_ACCESS_GET = "Get-ClientAccessService"
 CLIENT_ACCESS_GET_2013 = "Get-ClientAccessServer"  # Exchange 2013's name for the same object
 CLIENT_ACCESS_SET = "Set-ClientAccessService"
+CLIENT_ACCESS_SET_2013 = "Set-ClientAccessServer"
 EXCHANGE_SERVER_GET = "Get-ExchangeServer"
 SCP_PROPERTY = "AutoDiscoverServiceInternalUri"
 
 JsonObject = Mapping[str, Any]
+
+# "Version 15.0 (Build 1497.2)": Exchange 2013 is 15.0, 2016 is 15.1, 2019 is 15.2 (Microsoft,
+# "Exchange Server build numbers and release dates").
+_VERSION = re.compile(r"(\d+)\.(\d+)")
+
+
+def client_access_cmdlets(version: str | None) -> tuple[str, str]:
+    """The Get-/Set- pair for a server's Client Access object (the SCP) under `version`.
+
+    Exchange 2016 renamed Get-/Set-ClientAccessServer to Get-/Set-ClientAccessService; Exchange 2013
+    (15.0) has only the old names. An unknown version gets the current names.
+    """
+    match = _VERSION.search(version or "")
+    if match is not None and (int(match.group(1)), int(match.group(2))) < (15, 1):
+        return CLIENT_ACCESS_GET_2013, CLIENT_ACCESS_SET_2013
+    return CLIENT_ACCESS_GET, CLIENT_ACCESS_SET
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +138,15 @@ class Inventory:
     virtual_directories: tuple[VirtualDirectory, ...]
     outlook_anywhere: tuple[OutlookAnywhere, ...]
     client_access_services: tuple[ClientAccessService, ...]
+    # True for a GetVirtDirs list: Outlook Anywhere, the SCP and the server versions were not collected.
+    virtual_directories_only: bool = False
+
+    def version_of(self, server: str) -> str | None:
+        """The AdminDisplayVersion the Servers list records for `server` (any case), else None."""
+        for entry in self.servers:
+            if entry.name.lower() == server.lower():
+                return entry.version
+        return None
 
     def server_names(self) -> tuple[str, ...]:
         """Every server the file mentions, in file order: the Servers list first, then the others."""
@@ -149,6 +182,10 @@ def parse_inventory(text: str, *, where: str = "<inventory>") -> Inventory:
         raise InventoryError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", where=where
         ) from None
+    if isinstance(document, dict) and _looks_like_a_vdir(document):
+        document = [document]  # ConvertTo-Json writes a one-object pipeline as the object itself
+    if isinstance(document, list):
+        return _virtual_directory_list(document, where)
     if not isinstance(document, dict):
         raise InventoryError(
             f"not an inventory: the top level is a JSON {_json_type(document)}, not an object",
@@ -173,6 +210,59 @@ def parse_inventory(text: str, *, where: str = "<inventory>") -> Inventory:
             _client_access(e, where) for e in _entries(top, CLIENT_ACCESS_SERVICES, where)
         ),
     )
+
+
+def _looks_like_a_vdir(document: JsonObject) -> bool:
+    fields = _Fields(document)
+    return not fields.has(VIRTUAL_DIRECTORIES) and all(fields.has(k) for k in _GETVIRTDIRS_KEYS)
+
+
+def _virtual_directory_list(document: list[Any], where: str) -> Inventory:
+    """A GetVirtDirs list: each entry's Type is found from its Name, "<vdir> (<web site>)"."""
+    hint = "a list holds what Get-<Type>VirtualDirectory | Select " + ", ".join(_GETVIRTDIRS_KEYS) + " writes"
+    if not document:
+        raise InventoryError("not an inventory: an empty list", where=where, hint=hint)
+    entries = []
+    for index, item in enumerate(document):
+        if not isinstance(item, dict):
+            raise InventoryError(
+                f"not an inventory: [{index}] is a JSON {_json_type(item)}, not an object",
+                where=where,
+                hint=hint,
+            )
+        entries.append(_Fields(item, f"[{index}]"))
+    vdirs = []
+    for entry in entries:
+        name = _text(entry.get("Name"), ("Name",))
+        if name is None:
+            raise InventoryError(f"{entry.at}: no Name", where=where, hint=hint)
+        service = _service_of(entry, name)
+        if service is None:
+            raise InventoryError(
+                f"{entry.at}: {name!r} is not a virtual directory casarray knows",
+                where=where,
+                hint="the list holds the output of Get-<Type>VirtualDirectory; " + _TYPES_HINT,
+            )
+        vdirs.append(_virtual_directory(entry, where, service))
+    return Inventory(
+        source=where,
+        servers=(),
+        virtual_directories=tuple(vdirs),
+        outlook_anywhere=(),
+        client_access_services=(),
+        virtual_directories_only=True,
+    )
+
+
+def _service_of(entry: _Fields, name: str) -> Service | None:
+    """The service of a list entry: its Type when it has one, else the vdir part of its Name."""
+    kind = _text(entry.get("Type"), ())
+    if kind is not None:
+        return _BY_TYPE_LOWER.get(kind.lower())
+    # IIS names an Exchange virtual directory "<vdir> (<web site>)", e.g. "owa (Default Web Site)".
+    vdir = name.split(" (", 1)[0].strip().lower()
+    service = BY_PREFIX.get(vdir)
+    return service if service is not None and service.inventory_type is not None else None
 
 
 def _decode(data: bytes, where: str) -> str:
@@ -241,15 +331,16 @@ def _server(entry: _Fields, where: str) -> ExchangeServer:
     )
 
 
-def _virtual_directory(entry: _Fields, where: str) -> VirtualDirectory:
-    kind = _text(entry.get("Type"), ())
-    if kind is None:
-        raise InventoryError(f"{entry.at}: no Type", where=where, hint=_TYPES_HINT)
-    service = _BY_TYPE_LOWER.get(kind.lower())
+def _virtual_directory(entry: _Fields, where: str, service: Service | None = None) -> VirtualDirectory:
     if service is None:
-        raise InventoryError(
-            f"{entry.at}: unknown virtual directory Type {kind!r}", where=where, hint=_TYPES_HINT
-        )
+        kind = _text(entry.get("Type"), ())
+        if kind is None:
+            raise InventoryError(f"{entry.at}: no Type", where=where, hint=_TYPES_HINT)
+        service = _BY_TYPE_LOWER.get(kind.lower())
+        if service is None:
+            raise InventoryError(
+                f"{entry.at}: unknown virtual directory Type {kind!r}", where=where, hint=_TYPES_HINT
+            )
     server = _required(entry, "Server", where, ("Name",))
     name = _text(entry.get("Name"), ("Name",))
     return VirtualDirectory(
@@ -300,6 +391,8 @@ def _client_access(entry: _Fields, where: str) -> ClientAccessService:
 
 _BY_TYPE_LOWER: Mapping[str, Service] = {t.lower(): s for t, s in BY_INVENTORY_TYPE.items()}
 _TYPES_HINT = "Type is one of " + ", ".join(BY_INVENTORY_TYPE)
+# The columns of the GetVirtDirs check: Select Server, Name, InternalUrl, ExternalUrl.
+_GETVIRTDIRS_KEYS = ("Server", "Name", "InternalUrl", "ExternalUrl")
 # Microsoft.Exchange.Data.Hostname serialises with its text in HostnameString.
 _HOSTNAME_KEYS = ("HostnameString", "Hostname")
 # System.Uri serialises as an object; OriginalString is what the administrator set, AbsoluteUri its

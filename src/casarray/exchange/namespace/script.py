@@ -6,6 +6,11 @@ switch is passed to every Set- cmdlet; `$ErrorActionPreference = 'Stop'` ends th
 error and Start-Transcript records it. The rollback script sets the values the inventory recorded,
 $null included.
 
+The SCP is set with the cmdlet the server's version has: Set-ClientAccessServer on Exchange 2013
+(15.0), Set-ClientAccessService from 2016 (15.1) on. Every cmdlet a script calls is looked up before
+its first change, so a shell without one of them stops the run before anything changed, never after
+a server's virtual directories were already moved.
+
 Every value written into a script is quoted by casarray.exchange.namespace.powershell.
 """
 
@@ -16,12 +21,11 @@ from dataclasses import dataclass
 
 from casarray.exchange import catalog
 from casarray.exchange.namespace.inventory import (
-    CLIENT_ACCESS_GET,
     CLIENT_ACCESS_KIND,
-    CLIENT_ACCESS_SET,
     OUTLOOK_ANYWHERE,
     Inventory,
     OutlookAnywhere,
+    client_access_cmdlets,
 )
 from casarray.exchange.namespace.plan import (
     EXTERNAL_HOSTNAME,
@@ -93,7 +97,7 @@ def _updates(plan: Plan, inventory: Inventory, *, rollback: bool) -> Iterator[_U
     for item in plan.changes:
         groups.setdefault((item.server, item.kind, item.identity), []).append(item)
     for (server, kind, identity), items in groups.items():
-        get_cmdlet, set_cmdlet = _cmdlets(kind)
+        get_cmdlet, set_cmdlet = _cmdlets(kind, inventory.version_of(server))
         wanted = tuple((i.property, i.current if rollback else i.target) for i in items)
         flags: tuple[tuple[str, bool], ...] = ()
         if kind == OUTLOOK_ANYWHERE:
@@ -105,9 +109,9 @@ def _updates(plan: Plan, inventory: Inventory, *, rollback: bool) -> Iterator[_U
         yield _Update(server, identity, get_cmdlet, set_cmdlet, wanted, flags)
 
 
-def _cmdlets(kind: str) -> tuple[str, str]:
+def _cmdlets(kind: str, version: str | None) -> tuple[str, str]:
     if kind == CLIENT_ACCESS_KIND:
-        return CLIENT_ACCESS_GET, CLIENT_ACCESS_SET
+        return client_access_cmdlets(version)
     service = _OUTLOOK_ANYWHERE if kind == OUTLOOK_ANYWHERE else catalog.BY_INVENTORY_TYPE[kind]
     return service.get_cmdlet, service.set_cmdlet
 
@@ -176,11 +180,18 @@ def _render(
     if not updates:
         lines.append(f"    Write-Host {ps_string(nothing)}")
     else:
-        probe = ps_string(updates[0].set_cmdlet)
+        cmdlets = dict.fromkeys(c for u in updates for c in (u.get_cmdlet, u.set_cmdlet))
         lines += [
-            f"    if (-not (Get-Command {probe} -ErrorAction SilentlyContinue)) {{",
-            "        throw ('The Exchange cmdlets are not loaded: ' +",
-            "            'run this script in the Exchange Management Shell.')",
+            "    # Every cmdlet this script calls, looked up before the first change.",
+            "    $missing = @(@(",
+            *(
+                f"            {ps_string(c)}{',' if i < len(cmdlets) - 1 else ''}"
+                for i, c in enumerate(cmdlets)
+            ),
+            "        ) | Where-Object { -not (Get-Command $_ -ErrorAction SilentlyContinue) })",
+            "    if ($missing.Count -gt 0) {",
+            "        throw ('Not available in this shell: ' + ($missing -join ', ') + '. Run this script in the ' +",
+            "            'Exchange Management Shell of a server that has them; nothing was changed.')",
             "    }",
         ]
     server = None
