@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 from collections.abc import Coroutine, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -27,9 +28,11 @@ from casarray.cli import app
 from casarray.config import Config, parse_config
 from casarray.doctor import certs, failed, run_doctor
 from casarray.doctor.rows import Row
+from casarray.doctor.wire import Answer, get_via
 from casarray.engine.balancer import Balancer
 from casarray.lab.pki import CertFiles, LabCa, make_other_pki
 from casarray.lab.sim import SimCas
+from tests.integration.test_health_checks import INTERIM_THEN_CHUNKED, serve_parts
 from tests.support import DOMAIN, NAMESPACE, free_port, wait_until
 
 T = TypeVar("T")
@@ -396,3 +399,28 @@ def test_unreadable_ca_and_unreachable_servers_fail_without_crashing(pki: CertFi
     assert by(rows, "health")[0].detail.startswith("L4CON")
     assert by(rows, "health via the VIP")[0].detail.startswith("L4CON")
     assert failed(rows)
+
+
+def test_via_the_vip_reads_like_the_checks(pki: CertFiles) -> None:
+    """doctor reads with the proxy's framer too: a 1xx is skipped, a chunked body decoded, X-FEServer
+    found; a body cut short is a bad response."""
+    context = ssl.create_default_context(cafile=str(pki.ca))
+
+    async def main(parts: Sequence[bytes]) -> Answer:
+        async with serve_parts(pki, parts) as port:
+            return await get_via("127.0.0.2", port, "/owa/healthcheck.htm", NAMESPACE, context, 2.0)
+
+    good = asyncio.run(main(INTERIM_THEN_CHUNKED))
+    assert (good.ok, good.code, good.reason, good.status, good.fe_server) == (
+        True,
+        "L7OK",
+        "200 OK MB1",
+        200,
+        "MB1",
+    )
+    cut = asyncio.run(main([b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n200 OK"]))
+    assert (cut.ok, cut.code, cut.status) == (False, "L7RSP", None)
+    assert cut.reason.startswith("bad response")
+    refused = asyncio.run(get_via("127.0.0.2", free_port("127.0.0.2"), "/", NAMESPACE, context, 1.0))
+    # doctor's words for it, as before (the checks say "connect refused")
+    assert (refused.code, refused.reason.startswith("connect error: ")) == ("L4CON", True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from casarray.health.checker import HttpsProbe, probe_https
@@ -125,3 +126,56 @@ def test_wrong_body_is_l7rsp_and_garbage_is_l7rsp(pki: CertFiles) -> None:
     assert (iis.ok, iis.code) == (False, "L7RSP")
     garbage = asyncio.run(main(b"\x00\x01garbage\r\n\r\n"))
     assert (garbage.ok, garbage.code) == (False, "L7RSP")
+
+
+@asynccontextmanager
+async def serve_parts(pki: CertFiles, parts: Sequence[bytes], pause: float = 0.05) -> AsyncIterator[int]:
+    """A TLS server on 127.0.0.2 that answers a request with `parts`, each in its own write after a short
+    pause (so a client reads them separately), then closes. Yields its port."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pki.certificate, pki.key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for i, part in enumerate(parts):
+            if i:
+                await asyncio.sleep(pause)
+            writer.write(part)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.2", 0, ssl=ctx)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+INTERIM_THEN_CHUNKED = (
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-FEServer: MB1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n200 OK\r\n",
+    b"5\r\n<br/>\r\n3\r\nMB1\r\n0\r\n\r\n",
+)
+
+
+def test_interim_response_is_skipped_and_a_chunked_body_decoded(pki: CertFiles) -> None:
+    """The check reads with the proxy's framer: a 1xx read on its own is not the answer (RFC 9110
+    §15.2), and the chunked body's data is judged, not its framing."""
+
+    async def main() -> CheckResult:
+        async with serve_parts(pki, INTERIM_THEN_CHUNKED) as port:
+            return await probe_https(probe(port, pki.ca))
+
+    result = asyncio.run(main())
+    assert (result.ok, result.code, result.reason) == (True, "L7OK", "200 OK MB1")
+
+
+def test_body_cut_short_is_judged_on_what_arrived(pki: CertFiles) -> None:
+    async def main() -> CheckResult:
+        parts = [b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n200 OK<br/>MB1"]
+        async with serve_parts(pki, parts) as port:
+            return await probe_https(probe(port, pki.ca))
+
+    result = asyncio.run(main())
+    assert (result.ok, result.code, result.reason) == (True, "L7OK", "200 OK MB1")

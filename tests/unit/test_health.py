@@ -2,8 +2,8 @@ import pytest
 
 from casarray.health.state import CheckResult, HealthState
 from casarray.health.verdict import judge
+from casarray.http.decode import ResponseStart
 from casarray.http.errors import ProtocolError
-from casarray.http.response_head import ResponseHead
 
 OK = CheckResult(True, "L7OK", "HTTP 200", 0.01)
 BAD = CheckResult(False, "L7STS", "HTTP 503", 0.01)
@@ -60,42 +60,43 @@ def test_verdict_reasons() -> None:
     assert "MB1.ALWAYSHOTCAFE.COM" in judge(200, b"200 OK<br/>MB1.ALWAYSHOTCAFE.COM")[2]
 
 
-def test_response_head_in_pieces() -> None:
-    head = ResponseHead()
+def test_response_start_in_pieces() -> None:
+    start = ResponseStart()
     raw = (
         b"HTTP/1.1 200 OK\r\nContent-Length: 34\r\nX-FEServer: MB1\r\n\r\n"
         b"200 OK<br/>MB1.ALWAYSHOTCAFE.COM\r\n"
     )
     for i in range(len(raw)):
-        head.receive_data(raw[i : i + 1])
-    assert head.done
-    assert head.status == 200
-    assert head.body.startswith(b"200 OK<br/>MB1")
+        start.feed(raw[i : i + 1])
+    assert start.done
+    assert start.status == 200
+    assert start.body.startswith(b"200 OK<br/>MB1")
 
 
-def test_response_head_delimited_by_close() -> None:
-    head = ResponseHead()
-    head.receive_data(b"HTTP/1.0 200 OK\r\n\r\n200 OK")
-    assert not head.done
-    head.connection_closed()
-    assert head.done
-    assert head.body == b"200 OK"
+def test_response_start_delimited_by_close() -> None:
+    start = ResponseStart()
+    start.feed(b"HTTP/1.0 200 OK\r\n\r\n200 OK")
+    assert not start.done
+    start.eof()
+    assert start.done
+    assert start.body == b"200 OK"
+    assert not start.cut_short
 
 
-def test_response_head_garbage_and_early_close() -> None:
-    head = ResponseHead()
+def test_response_start_garbage_and_early_close() -> None:
+    start = ResponseStart()
     with pytest.raises(ProtocolError) as info:
-        head.receive_data(b"SSH-2.0-OpenSSH_9.2\r\n")
+        start.feed(b"SSH-2.0-OpenSSH_9.2\r\n")
     assert info.value.status == 502
     with pytest.raises(ProtocolError, match="closed before a response"):
-        ResponseHead().connection_closed()
+        ResponseStart().eof()
 
 
-def test_response_head_keeps_only_the_start_of_a_big_body() -> None:
-    head = ResponseHead(keep=16)
-    head.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50_000)
-    assert head.done
-    assert head.body == b"x" * 16
+def test_response_start_keeps_only_the_start_of_a_big_body() -> None:
+    start = ResponseStart(keep=16)
+    start.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50_000)
+    assert start.done
+    assert start.body == b"x" * 16
 
 
 def test_check_durations_are_counted_in_buckets() -> None:

@@ -17,8 +17,8 @@ from casarray.balance.state import Member
 from casarray.health.layers import Failed, open_layers
 from casarray.health.state import CheckResult, Transition
 from casarray.health.verdict import judge
+from casarray.http.decode import ResponseStart
 from casarray.http.errors import ProtocolError
-from casarray.http.response_head import ResponseHead
 
 log = logging.getLogger("casarray.health")
 
@@ -39,25 +39,28 @@ class HttpsProbe:
     timeout: float
 
 
-class _ProbeProtocol(asyncio.Protocol):
+class ResponseProtocol(asyncio.Protocol):
+    """Collects the start of one response (the proxy's framer underneath) and settles `finished`; the
+    HTTPS check and doctor's requests through the VIP both read with it."""
+
     def __init__(self) -> None:
-        self.head = ResponseHead()
+        self.response = ResponseStart()
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A failed handshake also ends here; the caller reports it from start_tls, not from this future.
         self.finished.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def data_received(self, data: bytes) -> None:
         try:
-            self.head.receive_data(data)
+            done = self.response.feed(data)
         except ProtocolError as exc:
-            self._finish(exc)
+            self._finish(ProtocolError(f"malformed HTTP response: {exc.what}", 502))
             return
-        if self.head.done:
+        if done:
             self._finish(None)
 
     def eof_received(self) -> bool:
         try:
-            self.head.connection_closed()
+            self.response.eof()
         except ProtocolError as exc:
             self._finish(exc)
         else:
@@ -75,6 +78,12 @@ class _ProbeProtocol(asyncio.Protocol):
                 self.finished.set_exception(exc)
 
 
+def get_request(path: str, host: str, agent: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {agent}\r\nConnection: close\r\n\r\n"
+    ).encode("ascii")
+
+
 async def probe_https(probe: HttpsProbe) -> CheckResult:
     """One check. Connect (L4), TLS handshake (L6), request and verdict (L7), all within probe.timeout."""
     loop = asyncio.get_running_loop()
@@ -87,16 +96,12 @@ async def probe_https(probe: HttpsProbe) -> CheckResult:
 
     try:
         opened = await open_layers(
-            _ProbeProtocol, probe.address, probe.port, deadline, (probe.ssl_context, probe.server_name)
+            ResponseProtocol, probe.address, probe.port, deadline, (probe.ssl_context, probe.server_name)
         )
         if isinstance(opened, Failed):
             return result(False, opened.code, opened.reason)
         transport, protocol = opened
-        request = (
-            f"GET {probe.path} HTTP/1.1\r\nHost: {probe.server_name}\r\n"
-            "User-Agent: casarray-check\r\nConnection: close\r\n\r\n"
-        ).encode("ascii")
-        transport.write(request)
+        transport.write(get_request(probe.path, probe.server_name, "casarray-check"))
         try:
             async with asyncio.timeout_at(deadline):
                 await protocol.finished
@@ -104,8 +109,10 @@ async def probe_https(probe: HttpsProbe) -> CheckResult:
             return result(False, "L7TOUT", "no complete response before the check timeout")
         except (ProtocolError, OSError, ssl.SSLError) as exc:
             return result(False, "L7RSP", str(exc))
-        assert protocol.head.status is not None
-        ok, code, reason = judge(protocol.head.status, protocol.head.body)
+        response = protocol.response
+        assert response.head is not None
+        # A body cut short by the server is judged on what arrived, as before.
+        ok, code, reason = judge(response.head.status, response.body)
         return result(ok, code, reason)
     finally:
         if transport is not None:

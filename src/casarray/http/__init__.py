@@ -1,1 +1,1 @@
-"""Sans-I/O HTTP/1.1 framing on httptools: bytes in, events out. No sockets, no asyncio here."""
+"""Sans-I/O HTTP/1.1 framing: bytes in, events out. No sockets, no asyncio here."""

@@ -4,7 +4,8 @@ Why not llhttp (httptools) here: llhttp accepts only a fixed list of methods and
 Anywhere's RPC_IN_DATA / RPC_OUT_DATA ("Invalid method encountered"), which a proxy for Exchange must
 pass through. So heads are parsed here with one C-level regex per block, and bodies are *framed*, not
 decoded: body events carry the raw bytes as received (chunked encoding included), so a body streams
-through with no per-chunk copy and no re-chunking. httptools still parses health-check responses.
+through with no per-chunk copy and no re-chunking. The health checks and doctor read responses with this
+framer too (http/decode.py strips the chunk framing for them).
 
 Strictness follows RFC 9112: a request with both Content-Length and Transfer-Encoding, an invalid or
 duplicated-and-different Content-Length, a transfer coding other than a final "chunked", whitespace

@@ -25,8 +25,10 @@ from casarray.doctor.checks import (
 )
 from casarray.doctor.resolution import Resolution, judge, parse_nameserver, resolve
 from casarray.doctor.rows import Row, failed, summary
-from casarray.doctor.wire import Answer, PeerCertificate, parse_head
+from casarray.doctor.wire import Answer, PeerCertificate, fe_server
 from casarray.health.state import CheckResult
+from casarray.http.decode import ResponseStart
+from casarray.http.errors import ProtocolError
 
 NAMESPACE = "outlook.alwayshotcafe.com"
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -181,11 +183,13 @@ def test_connect_address_of_an_unspecified_vip_is_loopback() -> None:
     assert connect_address("10.0.1.250") == "10.0.1.250"
 
 
-def test_parse_head() -> None:
-    status, headers = parse_head(b"HTTP/1.1 200 OK\r\nX-FEServer: MB1\r\nContent-Length: 5\r\n\r\n")
-    assert (status, headers["x-feserver"], headers["content-length"]) == (200, "MB1", "5")
-    with pytest.raises(ValueError, match="not an HTTP/1"):
-        parse_head(b"SSH-2.0-OpenSSH\r\n\r\n")
+def test_fe_server_and_status_from_the_proxys_reader() -> None:
+    response = ResponseStart()
+    response.feed(b"HTTP/1.1 200 OK\r\nx-feserver:  MB1 \r\nContent-Length: 5\r\n\r\n200 O")
+    assert (response.status, fe_server(response), response.body) == (200, "MB1", b"200 O")
+    assert fe_server(ResponseStart()) is None
+    with pytest.raises(ProtocolError, match="malformed status line"):
+        ResponseStart().feed(b"SSH-2.0-OpenSSH\r\n\r\n")
 
 
 # -- certificates ----------------------------------------------------------------------------------
