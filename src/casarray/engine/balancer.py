@@ -192,7 +192,7 @@ class Generation:
         self.servers: list[ServerState] = []  # the HTTPS pool
         self.pools: list[list[ServerState]] = []  # the HTTPS pool, then one per mail port
         self.frontends: list[Frontend] = []
-        self.checker: HealthChecker | None = None
+        self.checker: HealthChecker[Member] | None = None
         self.asyncio_servers: list[Serving] = []
         self.listen_keys: set[tuple[str, int]] = set()
         self.deadline = math.inf  # loop time at which draining stops waiting (hurry() brings it closer)
