@@ -84,6 +84,27 @@ def test_source_affinity_keeps_each_client_on_one_server(lab: Lab) -> None:
     assert len(set().union(*seen.values())) >= 2
 
 
+def test_mail_listener_with_balance_source_hashes_each_client_address(lab: Lab) -> None:
+    # A mail listener's own `balance: source` must key by the client address even when the main listener
+    # does not hash (it once got an empty key: every client of that listener went to one server).
+    lab.sims3()
+    mail_port = free_port()
+    servers = "\n".join(
+        f"  - {{name: {name}, address: {address}, port: {port}, mail_ports: {{{mail_port}: {port}}}}}"
+        for name, (address, port, _) in lab.sims.items()
+    )
+    # Checks off: the mail pool's members count as up, and the relayed TLS reaches each sim's HTTPS.
+    _, _ = lab.balancer(
+        f"mail: {{imap: {{ports: [{mail_port}], balance: source}}}}\n", servers, health="{enabled: false}"
+    )
+    seen: dict[str, set[str]] = {}
+    for i in range(12):
+        source = f"127.0.1.{i + 1}"
+        seen[source] = set(spread(lab, mail_port, 2, source=source))
+    assert all(len(servers) == 1 for servers in seen.values())
+    assert len(set().union(*seen.values())) >= 2
+
+
 def test_refused_connect_is_retried_on_the_next_server(lab: Lab) -> None:
     lab.sim("MB1", "127.0.0.2")
     dead = free_port("127.0.0.3")

@@ -1,11 +1,18 @@
+import hashlib
+import hmac
 from collections import Counter
+from typing import get_args
 
+import pytest
+
+from casarray.balance.affinity import AFFINITIES, AffinityCookie, algorithm_name
+from casarray.balance.algorithm import ALGORITHMS, Picker, make_algorithm
 from casarray.balance.leastconn import LeastConn
 from casarray.balance.queue import WaitQueue
 from casarray.balance.rendezvous import Rendezvous
 from casarray.balance.roundrobin import RoundRobin
 from casarray.balance.state import Member, Operator, ServerState
-from casarray.config.model import Server
+from casarray.config.model import Config, MailProtocol, Server
 from casarray.health.state import CheckResult, HealthState
 
 
@@ -106,3 +113,121 @@ def test_queue_is_fifo_bounded_and_expires() -> None:
     assert queue.remove("d")
     assert not queue.remove("d")
     assert len(queue) == 1
+
+
+# -- the algorithm table and the key rule ---------------------------------------------------------
+
+
+def test_the_config_lists_the_algorithms_of_the_table() -> None:
+    # A new algorithm is a row in balance/algorithm.py plus its name in these lists, nothing else.
+    assert _literal_names(Config.model_fields["balance"].annotation) == set(ALGORITHMS)
+    assert _literal_names(MailProtocol.model_fields["balance"].annotation) == set(ALGORITHMS)
+    assert _literal_names(Config.model_fields["affinity"].annotation) == set(AFFINITIES)
+
+
+def _literal_names(annotation: object) -> set[str]:
+    """The strings of a Literal, or of the Literals inside an Optional."""
+    names: set[str] = set()
+    for arg in get_args(annotation):
+        if isinstance(arg, str):
+            names.add(arg)
+        else:
+            names |= _literal_names(arg)
+    return names
+
+
+def test_only_the_source_hash_needs_a_key() -> None:
+    assert {name for name, kind in ALGORITHMS.items() if kind.needs_key} == {"source"}
+
+
+@pytest.mark.parametrize(
+    ("balance", "affinity", "algorithm"),
+    [
+        ("roundrobin", "none", "roundrobin"),
+        ("leastconn", "none", "leastconn"),
+        ("source", "none", "source"),
+        ("roundrobin", "source", "source"),  # affinity: source overrides balance
+        ("leastconn", "source", "source"),
+        ("roundrobin", "cookie", "roundrobin"),  # no (valid) cookie: the balance algorithm chooses
+        ("leastconn", "cookie", "leastconn"),
+        ("source", "cookie", "source"),
+    ],
+)
+def test_affinity_decides_the_algorithm_and_its_key(balance: str, affinity: str, algorithm: str) -> None:
+    assert algorithm_name(balance, affinity) == algorithm
+    picker = Picker.of(balance, affinity)
+    assert picker.name == algorithm
+    assert picker.key("192.0.2.7") == (b"192.0.2.7" if algorithm == "source" else b"")
+    assert type(make_algorithm(balance, affinity)) is type(picker.algorithm)
+
+
+def test_a_keyed_picker_hashes_the_client_address() -> None:
+    pool = servers(1, 1, 1)
+    picker = Picker("source")
+    for i in range(50):
+        address = f"198.51.100.{i}"
+        assert picker.pick(pool, address) is Rendezvous().pick(pool, address.encode())
+    # different clients land on different servers (an empty key would send them all to one)
+    assert len({picker.pick(pool, f"198.51.100.{i}").name for i in range(50)}) == 3
+
+
+def test_an_unkeyed_picker_ignores_the_address() -> None:
+    pool = servers(1, 1)
+    picker = Picker("roundrobin")
+    assert [picker.pick(pool, "192.0.2.1").name for _ in range(4)] == ["MB1", "MB2", "MB1", "MB2"]
+
+
+def test_an_unknown_algorithm_is_refused_by_name() -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown balancing algorithm 'random' \(known: roundrobin, leastconn, source\)"
+    ):
+        Picker("random")
+
+
+# -- the affinity cookie --------------------------------------------------------------------------
+
+NAMESPACE = "outlook.alwayshotcafe.com"
+
+
+def expected_value(namespace: str, server: str) -> bytes:
+    # The derivation every node and every release must keep: a changed value re-pins every browser.
+    secret = hashlib.sha256(b"casarray affinity " + namespace.encode()).digest()
+    return hmac.new(secret, server.encode(), "sha256").hexdigest()[:16].encode()
+
+
+def test_cookie_values_are_keyed_by_namespace_and_name_each_server() -> None:
+    cookie = AffinityCookie("CASID", NAMESPACE, ["MB1", "MB2"])
+    assert cookie.name == b"CASID"
+    assert cookie.value("MB1") == expected_value(NAMESPACE, "MB1")
+    assert len(cookie.value("MB1")) == 16
+    assert cookie.value("MB1") != cookie.value("MB2")
+    assert cookie.server(cookie.value("MB2")) == "MB2"
+    assert cookie.server(b"0123456789abcdef") is None  # stale or forged
+    assert cookie.server(None) is None
+    other = AffinityCookie("CASID", "mail.example.org", ["MB1"])
+    assert other.value("MB1") != cookie.value("MB1")  # another array's cookie names nothing here
+
+
+@pytest.mark.parametrize(
+    ("headers", "found"),
+    [
+        ([(b"Cookie", b"CASID=abc")], b"abc"),
+        ([(b"cookie", b"a=1; CASID=abc; b=2")], b"abc"),
+        ([(b"COOKIE", b"a=1;CASID=abc")], b"abc"),
+        ([(b"Cookie", b"a=1"), (b"Cookie", b"CASID=abc")], b"abc"),  # several Cookie fields
+        ([(b"Cookie", b"CASID=first; CASID=second")], b"first"),
+        ([(b"Cookie", b"XCASID=abc; CASIDX=abc")], None),  # only the exact name
+        ([(b"Set-Cookie", b"CASID=abc")], None),
+        ([], None),
+    ],
+)
+def test_cookie_found_in_the_request_headers(headers: list[tuple[bytes, bytes]], found: bytes | None) -> None:
+    assert AffinityCookie("CASID", NAMESPACE, ["MB1"]).find(headers) == found
+
+
+def test_set_cookie_only_when_the_client_does_not_already_hold_it() -> None:
+    cookie = AffinityCookie("CASID", NAMESPACE, ["MB1", "MB2"])
+    value = cookie.value("MB1")
+    assert cookie.set_cookie("MB1", None) == b"CASID=" + value + b"; Path=/; Secure; HttpOnly; SameSite=None"
+    assert cookie.set_cookie("MB1", cookie.value("MB2")) == cookie.set_cookie("MB1", None)
+    assert cookie.set_cookie("MB1", value) is None

@@ -1,3 +1,6 @@
+from typing import get_args
+
+from casarray.config.model import ServiceName
 from casarray.exchange import catalog
 
 
@@ -26,3 +29,7 @@ def test_exchange_limits_and_timeouts() -> None:
     assert not catalog.get("owa").long_lived
     assert catalog.get("powershell").scheme == "http"
     assert not catalog.get("autodiscover").has_internal_url
+
+
+def test_the_config_names_exactly_the_catalog_services() -> None:
+    assert set(get_args(ServiceName)) == set(catalog.SERVICE_NAMES)

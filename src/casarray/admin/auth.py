@@ -28,6 +28,8 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from casarray.netaddr import split_host_port
+
 __all__ = ["Access", "Policy", "Verdict", "decide", "is_loopback_host", "split_listen"]
 
 
@@ -54,14 +56,13 @@ class Verdict:
 
 def split_listen(listen: str) -> tuple[str, int]:
     """'127.0.0.1:9090', '[::1]:9090' or 'localhost:9090' -> (host, port). ValueError names the problem."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"expected address:port such as 127.0.0.1:9090, got {listen!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"port {port} is out of range in {listen!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
+    expected = f"expected address:port such as 127.0.0.1:9090, got {listen!r}"
+    try:
+        host, port = split_host_port(listen)
+    except ValueError as exc:
+        raise ValueError(f"{expected}: {exc}") from None
+    if port is None:
+        raise ValueError(expected)
     return host, port
 
 
@@ -80,9 +81,10 @@ def is_loopback_host(host: str) -> bool:
 
 def _host_of(header: str) -> str:
     """The host part of a Host header value ('127.0.0.1:9090', '[::1]:9090', 'localhost')."""
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    try:
+        return split_host_port(header)[0]
+    except ValueError:  # not host[:port]: the whole value, which no loopback test accepts
+        return header
 
 
 def _origin_matches(origin: str, host_header: str) -> bool:

@@ -23,6 +23,7 @@ import dns.nameserver
 import dns.resolver
 
 from casarray.doctor.rows import Row, Status
+from casarray.netaddr import split_host_port
 
 SYSTEM = "system resolver"
 
@@ -41,28 +42,14 @@ class Resolution:
 
 def parse_nameserver(text: str) -> tuple[str, int]:
     """'10.0.0.53', '10.0.0.53:5353', '2001:db8::53' or '[2001:db8::53]:5353' → (address, port)."""
-    value = text.strip()
-    host, port = value, 53
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"expected [IPv6]:port, got {text!r}")
-        if rest:
-            port = _port(rest[1:], text)
-    elif value.count(":") == 1:
-        host, _, port_text = value.partition(":")
-        port = _port(port_text, text)
     try:
+        host, port = split_host_port(text.strip(), default_port=53)
         ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"expected an IP address (optionally :port), got {text!r}") from None
+    except ValueError as exc:
+        raise ValueError(f"expected an IP address (optionally :port), got {text!r}: {exc}") from None
+    if not port:
+        raise ValueError(f"expected a port 1-65535 in {text!r}")
     return host, port
-
-
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ValueError(f"expected a port 1-65535 in {whole!r}")
-    return int(text)
 
 
 async def resolve(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from casarray.balance.algorithm import make_algorithm
+from casarray.balance.algorithm import Picker
 from casarray.balance.state import Member, Operator, ServerState
 from casarray.config.load import parse_config, read_config
 from casarray.config.model import Config, MailProtocol, Server
@@ -192,7 +192,7 @@ class Generation:
         self.servers: list[ServerState] = []  # the HTTPS pool
         self.pools: list[list[ServerState]] = []  # the HTTPS pool, then one per mail port
         self.frontends: list[Frontend] = []
-        self.checker: HealthChecker | None = None
+        self.checker: HealthChecker[Member] | None = None
         self.asyncio_servers: list[Serving] = []
         self.listen_keys: set[tuple[str, int]] = set()
         self.deadline = math.inf  # loop time at which draining stops waiting (hurry() brings it closer)
@@ -283,7 +283,7 @@ class Generation:
         if config.mode == "l7":
             frontend = L7Frontend(config, self.servers, upstream_ssl)
         else:
-            frontend = L4Frontend(config, self.servers, make_algorithm(config.balance, config.affinity))
+            frontend = L4Frontend(config, self.servers, Picker.of(config.balance, config.affinity))
         self.frontends.append(frontend)
         sock = listeners.get(listen.address, listen.https_port)
         self.listen_keys.add((listen.address, listen.https_port))
@@ -343,7 +343,7 @@ class Generation:
                 self.pools.append(states)
                 # IMAP and POP3 sessions are long and uneven: least connections spreads them better.
                 balance = settings.balance or ("roundrobin" if protocol == "smtp" else "leastconn")
-                mail = L4Frontend(config, states, make_algorithm(balance), required=(service,), name=service)
+                mail = L4Frontend(config, states, Picker(balance), required=(service,), name=service)
                 self.frontends.append(mail)
                 mail_sock = listeners.get(listen.address, port)
                 self.listen_keys.add((listen.address, port))

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from typing import cast
 
-from casarray.balance.algorithm import Algorithm
+from casarray.balance.algorithm import Picker
 from casarray.balance.queue import WaitQueue
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
@@ -230,7 +230,7 @@ class L4Frontend:
         self,
         config: Config,
         servers: Sequence[ServerState],
-        algorithm: Algorithm,
+        picker: Picker,
         required: tuple[str, ...] | None = None,
         name: str = "l4",
     ) -> None:
@@ -238,7 +238,7 @@ class L4Frontend:
         self.name = name  # "l4", or "imap:993" for a mail listener (in log lines)
         self.servers = list(servers)
         self.required = required if required is not None else config.required_services
-        self.algorithm = algorithm
+        self.picker = picker
         self.eligible: list[ServerState] = []
         self.clients: set[L4Client] = set()
         self._connecting: set[L4Client] = set()
@@ -340,16 +340,15 @@ class L4Frontend:
         """Connect to a server; on refusal, timeout or reset try the next one (`retries`)."""
         loop = asyncio.get_running_loop()
         tried: list[ServerState] = []
-        key = b""
-        if self.config.balance == "source" or self.config.affinity == "source":
-            peername = client.transport.get_extra_info("peername")
-            key = str(peername[0]).encode() if peername else b""
+        # The picker keys by the address only when its algorithm hashes one (balance/algorithm.py).
+        peername = client.transport.get_extra_info("peername")
+        address = str(peername[0]) if peername else ""
         try:
             for _ in range(self.config.retries + 1):
                 candidates = [s for s in self.eligible if not s.full and s not in tried]
                 if not candidates or client.closed:
                     break
-                server = self.algorithm.pick(candidates, key)
+                server = self.picker.pick(candidates, address)
                 tried.append(server)
                 server.opened()
                 try:

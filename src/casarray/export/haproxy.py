@@ -38,6 +38,7 @@ from casarray.config.model import Config
 from casarray.config.units import format_duration
 from casarray.errors import CasarrayError
 from casarray.exchange import catalog
+from casarray.netaddr import split_host_port
 
 HAPROXY_VERSION = "2.6"
 
@@ -690,9 +691,11 @@ def _mail_backend(
 
 def _stats(out: _Out, config: Config, notes: list[str]) -> None:
     assert config.admin is not None
-    host, sep, port = config.admin.listen.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not port.isdigit():
+    try:
+        host, port = split_host_port(config.admin.listen)
+    except ValueError:
+        host, port = "", None
+    if port is None:
         notes.append(f"admin.listen {config.admin.listen!r} is not address:port; no stats page exported")
         return
     out.section(
@@ -700,7 +703,7 @@ def _stats(out: _Out, config: Config, notes: list[str]) -> None:
         "admin: casarray's API has no HAProxy equivalent; this is HAProxy's read-only stats page.",
         "To drain a server: 'set server <backend>/<server> state drain' on a stats socket.",
     )
-    out.rule(["bind", address(host or "0.0.0.0", int(port))])
+    out.rule(["bind", address(host, port)])
     out.rule(["mode", "http"])
     out.rule(["stats", "enable"])
     out.rule(["stats", "uri", "/"])

@@ -12,18 +12,39 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
-from casarray.balance.state import Member
 from casarray.health.layers import Failed, open_layers
-from casarray.health.state import CheckResult, Transition
+from casarray.health.state import CheckResult, HealthState, Transition
 from casarray.health.verdict import judge
 from casarray.http.decode import ResponseStart
 from casarray.http.errors import ProtocolError
 
 log = logging.getLogger("casarray.health")
 
-OnTransition = Callable[[Member, Transition], None]
 Probe = Callable[[], Awaitable[CheckResult]]  # one check of one member (HTTPS, IMAP, POP3, SMTP, ...)
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class Checked(Protocol):
+    """What the checker reads of a member (balance/state.py's Member). Described here rather than
+    imported, so health/ does not depend on balance/ (which depends on health/state.py)."""
+
+    @property
+    def server(self) -> _Named: ...
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def health(self) -> HealthState: ...
+
+
+M = TypeVar("M", bound=Checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +140,15 @@ async def probe_https(probe: HttpsProbe) -> CheckResult:
             transport.abort()
 
 
-class HealthChecker:
+class HealthChecker(Generic[M]):
     """Runs one probing loop per member until stopped. `on_transition` is called for every change."""
 
     def __init__(
         self,
-        members: list[tuple[Member, Probe]],
+        members: list[tuple[M, Probe]],
         interval: float,
         jitter: float,
-        on_transition: OnTransition,
+        on_transition: Callable[[M, Transition], None],
     ) -> None:
         self._members = members
         self._interval = interval
@@ -135,7 +156,7 @@ class HealthChecker:
         self._on_transition = on_transition
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def first_round(self, members: list[tuple[Member, Probe]] | None = None) -> None:
+    async def first_round(self, members: list[tuple[M, Probe]] | None = None) -> None:
         """Check every member (or those given) once, concurrently, so traffic starts on real states."""
         todo = self._members if members is None else members
         results = await asyncio.gather(*(probe() for _, probe in todo))
@@ -161,13 +182,13 @@ class HealthChecker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def _loop(self, member: Member, probe: Probe) -> None:
+    async def _loop(self, member: M, probe: Probe) -> None:
         while True:
             spread = self._interval * self._jitter
             await asyncio.sleep(self._interval + random.uniform(-spread, spread))
             self._record(member, await probe())
 
-    def _record(self, member: Member, res: CheckResult) -> None:
+    def _record(self, member: M, res: CheckResult) -> None:
         transition = member.health.record(res, asyncio.get_running_loop().time())
         if transition is not None:
             log.info(
