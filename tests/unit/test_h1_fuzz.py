@@ -206,7 +206,7 @@ def check_forwarded_framing(data: bytes) -> None:
 
 
 SHORT = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-LONG = settings(max_examples=200_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LONG = settings(max_examples=50_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SHORT
