@@ -35,7 +35,6 @@ from casarray.http.h1 import (
     Body,
     End,
     Event,
-    Headers,
     Limits,
     RequestHead,
     RequestReader,
@@ -45,6 +44,7 @@ from casarray.http.h1 import (
     serialize_head,
 )
 from casarray.http.target import normalize_target
+from casarray.proxy.answers import error_response, found, https_redirect_target, moved_permanently
 from casarray.proxy.router import REDIRECT, Router
 
 __all__ = ["REDIRECT", "HttpRedirector", "L7Client", "L7Frontend", "L7Upstream", "Router", "error_response"]
@@ -72,46 +72,10 @@ _HOP_BY_HOP = frozenset(
 )
 _IDEMPOTENT_RETRY = frozenset({b"GET", b"HEAD"})
 
-_REASONS = {
-    301: "Moved Permanently",
-    302: "Found",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    414: "URI Too Long",
-    421: "Misdirected Request",
-    431: "Request Header Fields Too Large",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
-
 _NO_SERVERS: tuple[ServerState, ...] = ()
 
 # Phases of a client connection (what the sweep's deadline means).
 IDLE, HEAD, EXCHANGE, CLOSING = 0, 1, 2, 3
-
-
-def error_response(
-    status: int, detail: str, *, close: bool, extra: Sequence[tuple[bytes, bytes]] = ()
-) -> bytes:
-    reason = _REASONS.get(status, "Error")
-    body = (
-        f"<!DOCTYPE html><html><head><title>{status} {reason}</title></head><body><h1>{status} "
-        f"{reason}</h1><p>{detail}</p><hr><p>casarray</p></body></html>\n"
-    ).encode()
-    headers: Headers = [
-        (b"Content-Type", b"text/html; charset=utf-8"),
-        (b"Content-Length", str(len(body)).encode()),
-        (b"Cache-Control", b"no-store"),
-    ]
-    headers += list(extra)
-    if close:
-        headers.append((b"Connection", b"close"))
-    return serialize_head(f"HTTP/1.1 {status} {reason}".encode(), headers) + body
 
 
 # The forwarding fields: a client's own are dropped (X-Forwarded-For is then written by the proxy;
@@ -792,16 +756,9 @@ class L7Client(asyncio.Protocol):
         if host is None:
             host = self.frontend.config.namespace.encode()
         body_close = head.length != NO_BODY or not head.keep_alive or self.frontend.draining
-        headers: Headers = [(b"Location", b"https://" + host + location), (b"Content-Length", b"0")]
         tls = self.frontend.config.tls
-        if tls is not None and tls.hsts is not None:
-            # tls.hsts: the browser goes to https itself next time (RFC 6797 §6.1). Only here, on
-            # https (§7.2: never over plain http), and without includeSubDomains: other names under
-            # the domain are not ours to vouch for.
-            headers.append((b"Strict-Transport-Security", b"max-age=%d" % int(tls.hsts)))
-        if body_close:
-            headers.append((b"Connection", b"close"))
-        self.transport.write(serialize_head(b"HTTP/1.1 302 Found", headers))
+        hsts = tls.hsts if tls is not None else None
+        self.transport.write(found(host, location, hsts=hsts, close=body_close))
         self.after_local_answer(head, body_close)
 
     def refuse(
@@ -1109,18 +1066,6 @@ class HttpRedirector(asyncio.Protocol):
             return
         for event in events:
             if isinstance(event, RequestHead):
-                path = event.target if event.target.startswith(b"/") else b"/owa/"
-                if path.split(b"?", 1)[0] in (b"/", b"/owa"):
-                    path = b"/owa/"
-                self.transport.write(
-                    serialize_head(
-                        b"HTTP/1.1 301 Moved Permanently",
-                        [
-                            (b"Location", b"https://" + self.namespace + path),
-                            (b"Content-Length", b"0"),
-                            (b"Connection", b"close"),
-                        ],
-                    )
-                )
+                self.transport.write(moved_permanently(self.namespace, https_redirect_target(event.target)))
                 self.transport.close()
                 return
