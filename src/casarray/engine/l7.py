@@ -40,11 +40,17 @@ from casarray.http.h1 import (
     RequestReader,
     ResponseHead,
     ResponseReader,
-    forward_block,
-    serialize_head,
 )
 from casarray.http.target import normalize_target
 from casarray.proxy.answers import error_response, found, https_redirect_target, moved_permanently
+from casarray.proxy.forwarding import (
+    HOP_BY_HOP,
+    IDEMPOTENT_RETRY,
+    SKIP_REQUEST,
+    forward_request,
+    forward_response,
+    forwarded_fields,
+)
 from casarray.proxy.router import REDIRECT, Router
 
 __all__ = ["REDIRECT", "HttpRedirector", "L7Client", "L7Frontend", "L7Upstream", "Router", "error_response"]
@@ -55,22 +61,6 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 PIPELINE_LIMIT = 64 * 1024  # bytes of pipelined requests held while one is answered
 
-# RFC 9110 §7.6.1: connection-specific fields a proxy must not forward. Transfer-Encoding is kept: the
-# body is relayed with its framing unchanged, so the next hop needs it. Upgrade is dropped: Exchange
-# client protocols do not switch protocols, and a tunnel would escape the per-request rules.
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"upgrade",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-        b"trailer",
-    }
-)
-_IDEMPOTENT_RETRY = frozenset({b"GET", b"HEAD"})
 
 _NO_SERVERS: tuple[ServerState, ...] = ()
 
@@ -78,10 +68,9 @@ _NO_SERVERS: tuple[ServerState, ...] = ()
 IDLE, HEAD, EXCHANGE, CLOSING = 0, 1, 2, 3
 
 
-# The forwarding fields: a client's own are dropped (X-Forwarded-For is then written by the proxy;
-# a trusted proxy's X-Forwarded-For is extended), so a server never logs or trusts a forged address.
-_XFF = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
-_SKIP_REQUEST = _HOP_BY_HOP | _XFF
+# Re-exported: the h1 fuzz tests check the fast path against these rules.
+_HOP_BY_HOP = HOP_BY_HOP
+_SKIP_REQUEST = SKIP_REQUEST
 
 
 class L7Upstream(asyncio.Protocol):
@@ -220,9 +209,7 @@ class L7Client(asyncio.Protocol):
         peername = transport.get_extra_info("peername")
         self.peer = str(peername[0]) if peername else "?"
         if not self.frontend.router.trusted_peer(self.peer):
-            self.forwarded = (
-                b"X-Forwarded-For: " + self.peer.encode() + b"\r\nX-Forwarded-Proto: https\r\n\r\n"
-            )
+            self.forwarded = forwarded_fields(self.peer)
         self.frontend.accepted(self)
 
     def data_received(self, data: bytes) -> None:
@@ -394,11 +381,8 @@ class L7Client(asyncio.Protocol):
             return
         self.head = head
         self.service = service
-        if target is head.target and self.forwarded is not None:
-            out = head.line + forward_block(head, _SKIP_REQUEST) + self.forwarded
-        else:
-            out = self.forward_request_slowly(head, target, host)
-        self.retry_head = out if (method in _IDEMPOTENT_RETRY and head.length == NO_BODY) else None
+        out = forward_request(head, target, host, self.peer, self.forwarded)
+        self.retry_head = out if (method in IDEMPOTENT_RETRY and head.length == NO_BODY) else None
         upstream = self.upstream
         if upstream is not None and not upstream.closed and upstream.server.members[service].available:
             self.send_head(upstream, out)  # stay on the pinned connection (NTLM state lives there)
@@ -414,24 +398,6 @@ class L7Client(asyncio.Protocol):
             )
             self.drop_upstream()
         self.connect(out)
-
-    def forward_request_slowly(self, head: RequestHead, target: bytes, host: bytes) -> bytes:
-        """The forwarded head when the fast path does not apply: a trusted proxy's X-Forwarded-For is
-        appended to (otherwise it is replaced by the client address, which IIS can log), or an
-        absolute-form target was normalised (Host becomes its authority). Hop-by-hop fields dropped."""
-        peer = self.peer.encode()
-        out = [
-            (n, v)
-            for n, v in head.headers
-            if n.lower() not in _HOP_BY_HOP and n.lower() not in head.connection
-        ]
-        chain = [v for n, v in out if n.lower() == b"x-forwarded-for"] if self.forwarded is None else []
-        out = [(n, v) for n, v in out if n.lower() not in _XFF]
-        if target is not head.target:
-            out = [(n, host if n.lower() == b"host" else v) for n, v in out]
-        out.append((b"X-Forwarded-For", b", ".join([*chain, peer])))
-        out.append((b"X-Forwarded-Proto", b"https"))
-        return serialize_head(head.method + b" " + target + b" HTTP/" + head.version, out)
 
     def connect(self, head_bytes: bytes) -> None:
         fe = self.frontend
@@ -595,11 +561,10 @@ class L7Client(asyncio.Protocol):
                 self.transport.writelines(parts)
 
     def response_head(self, upstream: L7Upstream, head: ResponseHead) -> bytes:
-        block = forward_block(head, _HOP_BY_HOP)
         if head.status < 200:
             # 100 Continue and friends: relay and wait for the final response (RFC 9110 §15.2).
             self.interim = True
-            return head.line + block + b"\r\n"
+            return forward_response(head, close=False, set_cookie=None)
         self.response_started = True
         self.status = head.status
         self.frontend.count(self.service, head.status)
@@ -610,7 +575,6 @@ class L7Client(asyncio.Protocol):
         # Close after this response when the client or a close-delimited body asks for it, or when the
         # server answered before the whole request arrived (e.g. 401 or 413 to an upload): the rest of
         # that body could not be told apart from a next request.
-        end = b"\r\n"
         # A draining frontend (reload) closes each connection after its next response: the client is
         # told so (`Connection: close`, HAProxy's idle-close-on-response) and cannot lose a request.
         if (
@@ -621,11 +585,8 @@ class L7Client(asyncio.Protocol):
             or self.frontend.draining
         ):
             self.close_after = True
-            end = b"Connection: close\r\n\r\n"
-        if self.set_cookie is not None:
-            end = b"Set-Cookie: " + self.set_cookie + b"\r\n" + end
         self.upstream_keep = head.keep_alive
-        return head.line + block + end
+        return forward_response(head, close=self.close_after, set_cookie=self.set_cookie)
 
     def response_end(self, upstream: L7Upstream) -> None:
         if self.frontend.access is not None:
