@@ -6,7 +6,7 @@ from typing import get_args
 import pytest
 
 from casarray.balance.affinity import AFFINITIES, AffinityCookie, algorithm_name
-from casarray.balance.algorithm import ALGORITHMS, Picker, make_algorithm
+from casarray.balance.algorithm import ALGORITHMS, Picker
 from casarray.balance.leastconn import LeastConn
 from casarray.balance.queue import WaitQueue
 from casarray.balance.rendezvous import Rendezvous
@@ -158,7 +158,7 @@ def test_affinity_decides_the_algorithm_and_its_key(balance: str, affinity: str,
     picker = Picker.of(balance, affinity)
     assert picker.name == algorithm
     assert picker.key("192.0.2.7") == (b"192.0.2.7" if algorithm == "source" else b"")
-    assert type(make_algorithm(balance, affinity)) is type(picker.algorithm)
+    assert type(picker.algorithm) is type(ALGORITHMS[algorithm].new())
 
 
 def test_a_keyed_picker_hashes_the_client_address() -> None:

@@ -393,7 +393,7 @@ def test_a_pinned_connection_that_closed_between_requests_is_replaced_not_shared
 
 
 def cookie(h: Harness, server: ServerState) -> bytes:
-    return h.site.router.cookie_name + b"=" + h.site.router.cookie_of[server.name]
+    return h.site.router.cookie.name + b"=" + h.site.router.cookie.value(server.name)
 
 
 def test_cookie_affinity_is_honoured() -> None:

@@ -75,8 +75,3 @@ class Picker:
     def pick(self, candidates: Sequence[ServerState], address: str) -> ServerState:
         """One of `candidates` (never empty) for the client at `address`."""
         return self.algorithm.pick(candidates, address.encode() if self.needs_key else b"")
-
-
-def make_algorithm(balance: str, affinity: str = "none") -> Algorithm:
-    """The algorithm alone, for a caller that derives the key itself; prefer `Picker.of`, which does both."""
-    return ALGORITHMS[algorithm_name(balance, affinity)].new()

@@ -4,26 +4,21 @@ headers in, a service name or a member out; memoised because hosts and first pat
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
-import re
 from collections.abc import Sequence
 from typing import Final
 
-from casarray.balance.algorithm import Algorithm, make_algorithm
+from casarray.balance.affinity import AffinityCookie
+from casarray.balance.algorithm import Picker
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.exchange import catalog
-from casarray.http.h1 import Headers
+from casarray.netaddr import split_host_port
 
 # Router.route's answer for "/" and "/owa": redirect to "/owa/" (never a service name).
 REDIRECT: Final = "/owa/"
 _MISSING: Final = "\0"
 _MEMO_SIZE = 256  # entries per routing memo; cleared when full (hosts and first segments repeat)
-
-# RFC 9110 §7.2 / RFC 3986 §3.2.2: a reg-name or an IP-literal, then an optional port of digits.
-_HOST = re.compile(rb"([a-z0-9._~!$&'()*+,;=-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?")
 
 
 class Router:
@@ -34,17 +29,10 @@ class Router:
         self.servers = list(servers)
         self.names = {name.encode() for name in config.names}
         self.services = frozenset(config.services)
-        self.algorithms: dict[str, Algorithm] = {
-            name: make_algorithm(config.balance, "none" if config.affinity == "cookie" else config.affinity)
-            for name in config.services
+        self.pickers: dict[str, Picker] = {
+            name: Picker.of(config.balance, config.affinity) for name in config.services
         }
-        secret = hashlib.sha256(b"casarray affinity " + config.namespace.encode()).digest()
-        self.cookie_name = config.affinity_cookie.encode()
-        self.cookie_of = {
-            s.name: hmac.new(secret, s.name.encode(), "sha256").hexdigest()[:16].encode()
-            for s in self.servers
-        }
-        self.server_of_cookie = {v: k for k, v in self.cookie_of.items()}
+        self.cookie = AffinityCookie(config.affinity_cookie, config.namespace, [s.name for s in self.servers])
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
         https_port = config.listen.https_port
         # Ports a Host may name: the listener's, and 443 for a NAT in front (any, for a kernel-chosen port).
@@ -69,17 +57,16 @@ class Router:
             return found
 
     def _authority(self, host: bytes) -> bytes | None:
-        match = _HOST.fullmatch(host)
-        if match is None:
+        try:
+            text, port = split_host_port(host.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):  # not host[:port] (RFC 3986 §3.2.2): "name:x@evil"
             return None
-        name, port_text = match.groups()
-        name = name.rstrip(b".")
+        name = text.rstrip(".").encode()
         if name not in self.names:
             return None
-        if port_text is None:
+        if port is None:
             return name
-        port = int(port_text)
-        if not 0 < port < 65536 or (self.ports is not None and port not in self.ports):
+        if port == 0 or (self.ports is not None and port not in self.ports):
             return None
         return name if port == 443 else name + b":%d" % port
 
@@ -113,27 +100,19 @@ class Router:
         return [s for s in self.servers if s.members[service].available]
 
     def pick(
-        self, service: str, key: bytes, cookie: bytes | None, exclude: Sequence[ServerState] = ()
+        self, service: str, address: str, cookie: bytes | None, exclude: Sequence[ServerState] = ()
     ) -> ServerState | None:
+        """A member for the client at `address`: the server its affinity cookie names while that one is
+        a candidate, else the service's algorithm (balance/affinity.py says which)."""
         candidates = [s for s in self.candidates(service) if s not in exclude]
         if not candidates:
             return None
-        if cookie is not None:
-            name = self.server_of_cookie.get(cookie)
+        name = self.cookie.server(cookie)
+        if name is not None:
             for server in candidates:
                 if server.name == name:
                     return server
-        return self.algorithms[service].pick(candidates, key)
-
-    def affinity_cookie(self, headers: Headers) -> bytes | None:
-        prefix = self.cookie_name + b"="
-        for name, value in headers:
-            if name.lower() == b"cookie":
-                for part in value.split(b";"):
-                    part = part.strip()
-                    if part.startswith(prefix):
-                        return part[len(prefix) :]
-        return None
+        return self.pickers[service].pick(candidates, address)
 
     def trusted_peer(self, address: str) -> bool:
         if not self.trusted:

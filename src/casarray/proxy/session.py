@@ -420,8 +420,8 @@ class L7Session:
     def connect(self, head_bytes: bytes) -> None:
         site = self.site
         assert self.head is not None
-        cookie = site.router.affinity_cookie(self.head.headers) if site.config.affinity == "cookie" else None
-        server = site.router.pick(self.service, self.peer.encode(), cookie, self.tried)
+        cookie = site.router.cookie.find(self.head.headers) if site.config.affinity == "cookie" else None
+        server = site.router.pick(self.service, self.peer, cookie, self.tried)
         if server is None:
             if self.tried:
                 self.fail(502, f"no server of {self.service} accepted a connection")
@@ -435,11 +435,8 @@ class L7Session:
                 )
             return
         if site.config.affinity == "cookie":
-            value = site.router.cookie_of[server.name]
-            if cookie != value:
-                self.set_cookie = (
-                    site.router.cookie_name + b"=" + value + b"; Path=/; Secure; HttpOnly; SameSite=None"
-                )
+            # Set on every pick: after a retry on another server, the cookie names the one that answers.
+            self.set_cookie = site.router.cookie.set_cookie(server.name, cookie)
         self.tried = [*self.tried, server]
         self.pause()
         self.shell.open_upstream(server, head_bytes)
