@@ -38,3 +38,49 @@ def imported_rooms(room: str) -> set[str]:
 def test_the_lower_room_does_not_import_the_upper(lower: str, upper: str) -> None:
     assert lower in imported_rooms(upper)  # the upper one does use the lower
     assert upper not in imported_rooms(lower)
+
+
+# DESIGN.md §7: protocol cores are sans-I/O — bytes and events in, no sockets, no event loop, no clock
+# (they take `now`); the asyncio shells in engine/ import them, never the reverse.
+CORES = ["http", "balance", "proxy", "config", "health/state.py", "health/verdict.py"]
+IO_MODULES = {"asyncio", "socket", "selectors", "ssl", "time", "threading", "subprocess", "uvloop"}
+
+
+def modules_imported(path: Path) -> set[str]:
+    """What a module imports at run time (imports under `if TYPE_CHECKING:` are annotations only)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_protocol_cores_do_no_io_and_read_no_clock(core: str) -> None:
+    target = ROOT / core
+    paths = [target] if target.is_file() else sorted(target.rglob("*.py"))
+    assert paths
+    for path in paths:
+        imported = modules_imported(path)
+        assert not {m.split(".")[0] for m in imported} & IO_MODULES, path
+        assert not any(m.startswith("casarray.engine") for m in imported), path
+
+
+def test_an_upstream_connection_has_one_owner_for_life() -> None:
+    """DESIGN.md §6, the NTLM rule in the types: the owner is Final, and no pool type exists."""
+    source = (ROOT / "engine" / "l7.py").read_text(encoding="utf-8")
+    assert "self.owner: Final = owner" in source
+    for room in ("engine", "proxy"):
+        for path in (ROOT / room).rglob("*.py"):
+            classes = [
+                n.name
+                for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                if isinstance(n, ast.ClassDef)
+            ]
+            assert not [name for name in classes if "pool" in name.lower()], path
