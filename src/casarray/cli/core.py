@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -69,6 +70,11 @@ def check(config: ConfigOption) -> None:
     problems = [
         f"{config}: {key}: cannot read {path!r}" for key, path in _files(cfg) if not Path(path).is_file()
     ]
+    if not problems:  # the certificate itself, once its files are there (the same check as init's)
+        from casarray.doctor.checks import listener_problems
+
+        found = listener_problems(cfg, datetime.now(UTC))
+        problems = [f"{config}: {'.'.join(map(str, loc))}: {message}" for loc, message in found]
     if problems:
         raise fail("\n".join(problems))
     typer.echo(

@@ -23,7 +23,13 @@ from casarray.cli.core import ConfigOption, errors_to_exit, load_or_exit
 from casarray.doctor import failed, run_doctor, summary
 from casarray.doctor.resolution import parse_nameserver
 from casarray.errors import CasarrayError
-from casarray.exchange.namespace.init import InitOptions, render
+from casarray.exchange.namespace.init import (
+    DEFAULT_ADMIN_LISTEN,
+    TOKEN_FILE_NAME,
+    InitOptions,
+    render,
+    write_token,
+)
 from casarray.exchange.namespace.inventory import load_inventory
 from casarray.export.haproxy import GeneratedFile, export_haproxy
 from casarray.export.keepalived import DEFAULT_PRIORITY, KeepalivedOptions, export_keepalived
@@ -110,6 +116,21 @@ def init(
         "casarray.yaml"
     ),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    https_port: Annotated[
+        int, typer.Option("--https-port", min=1, max=65535, help="The port clients connect to on the VIP.")
+    ] = 443,
+    admin_listen: Annotated[
+        str, typer.Option("--admin-listen", help="Address:port of the admin API and dashboard.")
+    ] = DEFAULT_ADMIN_LISTEN,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help=f"Where to write the admin token (mode 0600; an existing one is kept); default: "
+            f"{TOKEN_FILE_NAME} next to the config.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write the balancer's config from the inventory: servers, services, commented defaults."""
     if mode is Mode.l7 and (cert is None or key is None):
@@ -124,14 +145,29 @@ def init(
         certificate=cert,
         key=key,
         ca=ca,
+        https_port=https_port,
+        admin_listen=admin_listen,
+        token_file=token_file if token_file is not None else output.parent / TOKEN_FILE_NAME,
     )
     with errors_to_exit():
         draft = render(load_inventory(inventory), options)
+        if output.exists() and not force:  # before the token file is written: nothing is left half done
+            raise CasarrayError("exists already", where=str(output), hint="use --force to overwrite it")
+        assert options.token_file is not None
+        token = write_token(options.token_file)
         _write(output, draft.text.encode("utf-8"), force=force)
     typer.echo(
         f"Wrote {output}: mode {draft.config.mode}, {len(draft.servers)} servers, "
         f"services {', '.join(draft.services)}."
     )
+    # The token itself is never printed: terminals are logged and shared.
+    if token.created:
+        typer.echo(
+            f"Wrote the admin token to {token.path} (mode 0600); casarray ctl reads it from the config."
+        )
+    else:
+        typer.echo(f"Kept the admin token in {token.path}.")
+    typer.echo(f"Dashboard: http://{admin_listen}/ (it asks for the token to change a state).")
     for note in draft.notes:
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"Next: casarray check -c {output}, then casarray run -c {output}.")

@@ -179,6 +179,46 @@ def listener_rows(config: Config, now: datetime) -> tuple[list[Row], Certificate
     return rows, main
 
 
+def listener_problems(config: Config, now: datetime) -> list[tuple[tuple[str | int, ...], str]]:
+    """The listener checks that need no network (l7), as (config key, problem) pairs: what `casarray
+    check` reports and `casarray init` refuses. A certificate that does not name a served name, a key
+    that is not its own or an expired certificate is an error before the balancer starts, not a surprise
+    in clients (RFC 6125 §6.4: a client checks the name it asked for against the DNS SANs)."""
+    if config.tls is None:
+        return []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    covering: list[tuple[str, CertificateFacts]] = []
+    pairs: list[tuple[tuple[str | int, ...], str, str]] = [
+        (("tls", "certificate"), config.tls.certificate, config.tls.key)
+    ]
+    pairs += [
+        (("tls", "extra", i, "certificate"), p.certificate, p.key) for i, p in enumerate(config.tls.extra)
+    ]
+    for loc, cert_path, key_path in pairs:
+        row, found = _listener_pair(cert_path, key_path)
+        if row.status == "fail":
+            problems.append((loc, f"{cert_path}: {row.detail}"))
+        if found is None:
+            continue
+        covering.append((cert_path, found))
+        status, detail = certs.validity(found, now)
+        if status == "fail":
+            problems.append((loc, f"{cert_path}: {detail}"))
+    names: list[tuple[tuple[str | int, ...], str]] = [(("namespace",), config.namespace)]
+    if config.autodiscover:
+        names.append((("autodiscover",), config.autodiscover))
+    for loc, name in names if covering else ():
+        coverage = _coverage_row(name, covering)
+        if coverage.status == "fail":
+            problems.append(
+                (
+                    loc,
+                    f"{name} is not on the certificate clients see, so they would refuse it: {coverage.detail}",
+                )
+            )
+    return problems
+
+
 def _listener_pair(cert_path: str, key_path: str) -> tuple[Row, CertificateFacts | None]:
     check = "listener certificate"
     try:

@@ -3,12 +3,21 @@
 Every other part (router, health checker, lab, namespace toolkit, exporters) reads this module; none
 repeats a vdir path or cmdlet name.
 
-Sources (see shared research, §1.3, §1.5, §1.10):
-- one health probe per vdir at /<vdir>/healthcheck.htm (Microsoft "Load balancing in Exchange Server";
-  KB 3002351: never probe "/", it answers 302);
-- idle timeouts: ActiveSync Ping heartbeat up to 59 min (MS-ASCMD 2.2.3.88.1), EWS streaming up to 30 min,
-  RPC/HTTP 12/15 min inactivity, MAPI/HTTP PENDING every 30 s (MS-OXCMAPIHTTP 2.2.3.3.5);
-- body limits: OWA 35 MB, EWS 64 MiB (client-message-size-limits), RPC_IN_DATA announces 1 GB.
+Sources:
+- one health probe per vdir at /<vdir>/healthcheck.htm, never "/" (it answers 302): Microsoft, "Load
+  balancing in Exchange Server",
+  https://learn.microsoft.com/en-us/exchange/architecture/client-access/load-balancing;
+- idle timeouts: ActiveSync Ping heartbeat up to 59 min (MS-ASCMD 2.2.3.88.1,
+  https://learn.microsoft.com/en-us/openspecs/exchange_server_protocols/ms-ascmd/), EWS streaming
+  subscriptions up to 30 min (Microsoft, "Notification subscriptions, mailbox events, and EWS in
+  Exchange", https://learn.microsoft.com/en-us/exchange/client-developer/exchange-web-services/notification-subscriptions-mailbox-events-and-ews-in-exchange),
+  RPC over HTTP inactivity of 12/15 min (MS-RPCH,
+  https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-rpch/), MAPI/HTTP PENDING every
+  30 s (MS-OXCMAPIHTTP 2.2.3.3.5,
+  https://learn.microsoft.com/en-us/openspecs/exchange_server_protocols/ms-oxcmapihttp/);
+- body limits: OWA 35 MB, EWS 64 MiB (Microsoft, "Message size limits in Exchange Server", client-specific
+  limits, https://learn.microsoft.com/en-us/exchange/mail-flow/message-size-limits); RPC_IN_DATA
+  announces 1 GB (MS-RPCH: the IN channel states its whole length up front).
 """
 
 from __future__ import annotations

@@ -5,33 +5,47 @@ their FQDNs (Get-ExchangeServer) and the virtual directories each one publishes.
 - servers: every server that publishes a client-access virtual directory or Outlook Anywhere, its FQDN
   as the address (a name keeps working when an address changes; `casarray run` resolves it at start);
 - services: the virtual-directory types present, mapped through the service catalog, plus `rpc` when
-  Outlook Anywhere is there (Outlook Anywhere has its own cmdlet and no Type; DESIGN.md §4);
-- defaults that fit Exchange, each with the reason next to it (sources in shared research).
+  Outlook Anywhere is there (Outlook Anywhere has its own cmdlet, Get-OutlookAnywhere, and no
+  virtual-directory Type);
+- l4_require: the services every server publishes. Layer 4 judges a whole server by the services it
+  requires, so a service one server lacks (its health check there answers 404) would take that server
+  out for everything; such a service is left out and named in a comment;
+- an admin: section whose token file `write_token` creates (mode 0600), so `casarray ctl` and the
+  dashboard work at once;
+- defaults that fit Exchange, each with the reason and its public source next to it.
 
-The text is YAML for a person to read and edit; `render` checks it with the config loader before
-returning it, so `casarray check` accepts what `init` writes.
+The text is YAML for a person to read and edit; `render` checks it with the config loader and the
+listener-certificate check of `casarray check` before returning it, so `check` accepts what `init`
+writes.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from casarray.admin.auth import split_listen
 from casarray.config.load import ConfigErrors, parse_config
 from casarray.config.model import Config, Health, Limits, Timeouts
 from casarray.config.units import format_duration
-from casarray.doctor import certs
+from casarray.doctor.checks import listener_problems
 from casarray.errors import CasarrayError
 from casarray.exchange import catalog
 from casarray.exchange.namespace.inventory import Inventory
 from casarray.exchange.namespace.names import host_name
 
 Mode = Literal["l4", "l7"]
+
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:9090"
+TOKEN_FILE_NAME = "admin.token"  # next to the config unless told otherwise
 
 
 class InitError(CasarrayError):
@@ -48,6 +62,8 @@ class InitOptions:
     key: Path | None = None  # l7: its private key
     ca: Path | None = None  # the CA that issued the servers' certificate, when not publicly trusted
     https_port: int = 443
+    admin_listen: str = DEFAULT_ADMIN_LISTEN
+    token_file: Path | None = None  # admin.token_file; None: an admin section without a token
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +80,7 @@ class Draft:
     config: Config
     servers: tuple[ArrayServer, ...]
     services: tuple[str, ...]
+    l4_require: tuple[str, ...]  # l4: the services every server publishes (empty in l7)
     notes: tuple[str, ...]  # also written into the YAML as comments
 
 
@@ -99,8 +116,11 @@ def array_servers(inventory: Inventory) -> tuple[tuple[ArrayServer, ...], tuple[
     return tuple(servers), tuple(notes)
 
 
-def array_services(inventory: Inventory) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Services present in the inventory, in catalog order; and notes on servers lacking some."""
+def array_services(
+    inventory: Inventory, servers: Sequence[ArrayServer] = ()
+) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """Services present in the inventory, in catalog order; and, for each service some of `servers`
+    lack, the names of those servers (in their order)."""
     present: dict[str, set[str]] = {}
     for vdir in inventory.virtual_directories:
         present.setdefault(vdir.service.name, set()).add(vdir.server.lower())
@@ -113,26 +133,59 @@ def array_services(inventory: Inventory) -> tuple[tuple[str, ...], tuple[str, ..
             where=inventory.source,
             hint="run the collector in the Exchange Management Shell of the organisation",
         )
-    everyone = set().union(*present.values())
-    notes = []
+    lacking: dict[str, tuple[str, ...]] = {}
     for name in services:
-        lacking = sorted(everyone - present[name])
-        if lacking:
-            notes.append(
-                f"{catalog.get(name).title} ({name}) is not listed for {', '.join(lacking)}: "
-                "in l4 such a server would be judged down for every service"
-            )
-    return services, tuple(notes)
+        missing = tuple(s.name for s in servers if s.name.lower() not in present[name])
+        if missing:
+            lacking[name] = missing
+    return services, lacking
 
 
 def render(inventory: Inventory, options: InitOptions) -> Draft:
     """The commented YAML config for `inventory` and `options`; InitError on bad input."""
+    if inventory.virtual_directories_only:
+        raise InitError(
+            "this is a list of virtual directories (Server, Name, InternalUrl, ExternalUrl): it names no "
+            "server FQDN and no Outlook Anywhere, so it cannot say where the balancer sends connections",
+            where=inventory.source,
+            hint="write the inventory with 'casarray namespace collector' (the list is enough for "
+            "'casarray namespace verify' and 'plan')",
+        )
     namespace = host_name(options.namespace, what="--namespace")
     autodiscover = host_name(options.autodiscover, what="--autodiscover") if options.autodiscover else None
     vip = _vip(options.vip)
+    try:
+        split_listen(options.admin_listen)
+    except ValueError as exc:
+        raise InitError(str(exc), where="--admin-listen") from None
     servers, server_notes = array_servers(inventory)
-    services, service_notes = array_services(inventory)
-    notes = list(server_notes + service_notes)
+    notes = list(server_notes)
+    services, lacking = array_services(inventory, servers)
+    required: tuple[str, ...] = ()
+    if options.mode == "l4":
+        required = tuple(name for name in services if name not in lacking)
+        if not required:
+            raise InitError(
+                "no service is published by every server, so l4 (which judges a whole server) has no "
+                "health check to judge them by",
+                where=inventory.source,
+                hint="use --mode l7 (one health check per service), or publish the same virtual "
+                "directories on every server",
+            )
+    for name, missing in lacking.items():
+        title = f"{catalog.get(name).title} ({name})"
+        if options.mode == "l4":
+            notes.append(
+                f"{title} is not listed for {', '.join(missing)}: left out of l4_require, so its health "
+                "check does not take that server out; a connection for it that reaches "
+                f"{'that server' if len(missing) == 1 else 'those servers'} fails (publish it there, "
+                "or use --mode l7)"
+            )
+        else:
+            notes.append(
+                f"{title} is not listed for {', '.join(missing)}: its health check fails there, so its "
+                "requests go to the other servers"
+            )
     certificate = key = None
     if options.mode == "l7":
         if options.certificate is None or options.key is None:
@@ -142,10 +195,10 @@ def render(inventory: Inventory, options: InitOptions) -> Draft:
                 "re-encryption only with the very same pair",
             )
         certificate, key = _absolute(options.certificate), _absolute(options.key)
-        notes += _check_pair(certificate, key, (namespace,) + ((autodiscover,) if autodiscover else ()))
     ca = _absolute(options.ca) if options.ca is not None else None
     if ca is not None and not ca.is_file():
         raise InitError("no such file", where=str(ca), hint="--ca is the PEM file of the issuing CA")
+    token_file = _absolute(options.token_file) if options.token_file is not None else None
     text = _yaml(
         inventory.source,
         namespace,
@@ -157,13 +210,58 @@ def render(inventory: Inventory, options: InitOptions) -> Draft:
         ca,
         servers,
         services,
+        required,
+        lacking,
+        token_file,
         notes,
     )
     try:
         config = parse_config(text, "<casarray init>")
     except ConfigErrors as exc:  # a bug here, not bad input: say what was generated
         raise InitError(f"the generated config is not valid: {exc}") from None
-    return Draft(text, config, servers, services, tuple(notes))
+    # The same certificate check as `casarray check`: an error, never a note a reader may miss.
+    problems = listener_problems(config, datetime.now(UTC))
+    if problems:
+        raise InitError(
+            "; ".join(message for _, message in problems),
+            where="--cert",
+            hint="give the certificate and key the Exchange servers use; it must name every served name",
+        )
+    return Draft(text, config, servers, services, required, tuple(notes))
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    path: Path
+    created: bool  # False: the file existed and its token is kept
+
+
+def write_token(path: Path) -> Token:
+    """Create the admin token file at `path` (mode 0600, created exclusively so nothing is overwritten)
+    with a fresh random token; an existing non-empty file is kept, so a running balancer and the
+    operators who hold its token keep working. InitError if it cannot be written or is empty."""
+    # 32 random bytes: 256 bits, the strength `openssl rand -hex 32` gives (RFC 6750 §5.2 asks that a
+    # bearer token cannot be guessed).
+    token = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fd = -1
+    except OSError as exc:
+        raise InitError(f"cannot create the token file: {exc.strerror or exc}", where=str(path)) from None
+    if fd < 0:
+        try:
+            kept = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InitError(f"cannot read the existing token file: {exc}", where=str(path)) from None
+        if not kept:
+            raise InitError(
+                "the token file exists and is empty", where=str(path), hint="remove it to have one written"
+            )
+        return Token(path, created=False)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    return Token(path, created=True)
 
 
 def _vip(value: str) -> str:
@@ -185,31 +283,6 @@ def _vip(value: str) -> str:
 def _absolute(path: Path) -> Path:
     # The config is read by `casarray run` from wherever it is started: paths must not depend on it.
     return path.expanduser().absolute()
-
-
-def _check_pair(certificate: Path, key: Path, names: Sequence[str]) -> list[str]:
-    """The pair must be usable (InitError); names the certificate does not cover become notes."""
-    try:
-        chain = certs.load_pem_chain(certificate.read_bytes())
-    except OSError as exc:
-        raise InitError(f"cannot read: {exc.strerror or exc}", where=str(certificate)) from None
-    except ValueError as exc:
-        raise InitError(f"not a PEM certificate: {exc}", where=str(certificate)) from None
-    try:
-        private = certs.load_private_key(key.read_bytes())
-    except OSError as exc:
-        raise InitError(f"cannot read: {exc.strerror or exc}", where=str(key)) from None
-    except ValueError as exc:
-        raise InitError(f"not a usable private key: {exc}", where=str(key)) from None
-    if not certs.key_matches(chain[0], private):
-        raise InitError("this key does not belong to the certificate", where=f"{certificate}, {key}")
-    leaf = certs.facts(chain[0])
-    return [
-        f"the certificate {certificate.name} does not cover {name} (DNS names: "
-        f"{', '.join(leaf.dns_names) or 'none'}): clients will reject it"
-        for name in names
-        if leaf.covering(name) is None
-    ]
 
 
 _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@-]*$")
@@ -242,6 +315,9 @@ def _yaml(
     ca: Path | None,
     servers: Sequence[ArrayServer],
     services: Sequence[str],
+    required: Sequence[str],
+    lacking: dict[str, tuple[str, ...]],
+    token_file: Path | None,
     notes: Sequence[str],
 ) -> str:
     # The model's defaults are the ones that fit Exchange; they are written out so they can be read.
@@ -270,7 +346,7 @@ def _yaml(
         out += [
             "# l4: TCP pass-through. The client's TLS reaches Exchange untouched, so it keeps working with",
             "# Extended Protection (on by default from Exchange 2019 CU14). Layer 4 cannot tell services",
-            "# apart: a server takes connections only while every service below is up. Microsoft",
+            "# apart: a server takes connections only while every service of l4_require is up. Microsoft",
             "# recommends l7 with one health check per service (Load balancing in Exchange Server,",
             "# scenario B); l7 needs the servers' own certificate and key (casarray init --mode l7).",
             "mode: l4",
@@ -327,6 +403,20 @@ def _yaml(
         "# each is checked on every server at /<vdir>/healthcheck.htm (Managed Availability).",
         f"services: [{', '.join(services)}]",
         "",
+    ]
+    if options.mode == "l4":
+        out += [
+            "# l4 sees no paths: a server takes connections only while every service listed here is up.",
+            "# These are the services every server publishes; a service a server lacks would fail its",
+            "# health check there and take that server out for everything.",
+        ]
+        out += [
+            f"#   {name} is left out: {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no "
+            f"{catalog.get(name).title}"
+            for name, missing in lacking.items()
+        ]
+        out += [f"l4_require: [{', '.join(required)}]", ""]
+    out += [
         "# No affinity: since Exchange 2013 any server can serve any request, and Microsoft advises",
         "# against it (it lowers capacity). Round robin spreads new connections evenly.",
         "balance: roundrobin",
@@ -350,5 +440,14 @@ def _yaml(
         "limits:",
         f"  maxconn: {limits.maxconn}   # Outlook keeps several connections per user open all day",
         "",
+        "# The admin API and dashboard (casarray ctl, http://<listen>/). On loopback, reads need no token;",
+        "# changes (drain, maint, ready, reload) need the bearer token in token_file (docs/operations.md).",
+        "admin:",
+        f"  listen: {_scalar(options.admin_listen)}",
     ]
+    if token_file is not None:
+        out.append(
+            f"  token_file: {_scalar(str(token_file))}   # mode 0600: whoever reads it may change states"
+        )
+    out.append("")
     return "\n".join(out)
