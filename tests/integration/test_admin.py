@@ -3,6 +3,7 @@ Exchange servers (in a loop thread) behind it and real clients on loopback."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
@@ -101,6 +102,9 @@ class AdminLab(L7Lab):
             timeout=60,
             check=False,
             stdin=subprocess.DEVNULL,
+            # `ctl status` fits COLUMNS when it is set (and the test runner may export one): wide here,
+            # so the one-table form is what the assertions read.
+            env={**os.environ, "COLUMNS": "200"},
         )
 
     def get(self, path: str) -> Response:
