@@ -174,3 +174,36 @@ def test_dashboard_shows_states_live_and_drains(browser: WebDriver, array: dict[
         if entry["level"] == "SEVERE" and "status of 401" not in entry["message"]
     ]
     assert errors == []  # no script error, nothing blocked by the Content-Security-Policy
+
+
+def test_actions_are_visible_at_1280_px_and_a_reason_shows(browser: WebDriver, array: dict[str, Any]) -> None:
+    driver = browser
+    driver.set_window_size(1280, 900)
+    with httpx.Client(base_url=array["admin"], trust_env=False, timeout=5) as http:
+        answer = http.post(
+            "/api/servers/MB2/drain",
+            json={"reason": "CU14", "by": "alice"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert answer.status_code == 200, answer.text
+    driver.get(array["admin"] + "/")
+    wait_until(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "tr[data-server]")) == 3,
+        10,
+        what="three server rows",
+    )
+    wait_until(lambda: operator_text(driver, "MB2").startswith("drain"), 5, what="MB2 shown as drain")
+    width = driver.execute_script("return window.innerWidth")
+    assert width <= 1280
+    # Every action of every row is on screen without scrolling anything sideways.
+    for button in driver.find_elements(By.CSS_SELECTOR, "tr[data-server] button[data-action]"):
+        rect = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()", button)
+        assert button.is_displayed()
+        assert rect["left"] >= 0, rect
+        assert rect["right"] <= width, (button.get_attribute("data-action"), rect)
+    assert driver.execute_script("return document.querySelector('.scroll').scrollLeft") == 0
+    assert operator_text(driver, "MB2") == "drain\nCU14"  # the reason under the badge
+    title = driver.find_element(By.CSS_SELECTOR, 'tr[data-server="MB2"] td.operator').get_attribute("title")
+    assert "by alice from 127.0.0.1: CU14" in str(title)
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / "dashboard-1280.png"))

@@ -3,6 +3,7 @@ Exchange servers (in a loop thread) behind it and real clients on loopback."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
@@ -101,6 +102,9 @@ class AdminLab(L7Lab):
             timeout=60,
             check=False,
             stdin=subprocess.DEVNULL,
+            # `ctl status` fits COLUMNS when it is set (and the test runner may export one): wide here,
+            # so the one-table form is what the assertions read.
+            env={**os.environ, "COLUMNS": "200"},
         )
 
     def get(self, path: str) -> Response:
@@ -237,7 +241,7 @@ def test_operator_states_survive_a_reload(lab: AdminLab) -> None:
     rows = {
         line.split("│")[1].strip(): line.split("│") for line in status.stdout.splitlines() if "│ MB" in line
     }
-    assert rows["MB1"][2].strip() == "drain"
+    assert rows["MB1"][2].strip() == "drain", status.stdout
     assert "maint" in status.stdout
     reloaded = lab.ctl("reload")
     assert reloaded.returncode == 0, reloaded.stderr
@@ -305,3 +309,70 @@ def test_admin_port_in_use_stops_the_start_with_one_line(lab: AdminLab) -> None:
         proc = lab.balancer(admin_port=taken.getsockname()[1], wait=False)
         assert proc.popen.wait(20) == 1
     assert "error: admin.listen: cannot listen on 127.0.0.1:" in proc.log
+
+
+@pytest.mark.slow
+def test_a_drain_survives_a_restart_with_its_reason(lab: AdminLab) -> None:
+    lab.start_sims()
+    proc = lab.balancer()
+    drained = lab.ctl("drain", "MB2", "--reason", "CU14")
+    assert (drained.returncode, drained.stdout) == (0, "MB2: drain (CU14)\n"), drained.stderr
+    state_file = lab.config.with_name(lab.config.name + ".state.json")
+    assert '"reason": "CU14"' in state_file.read_text()
+    assert proc.stop() == 0
+    proc = lab.balancer()  # a new process on the same config file
+    assert "operator: MB2 drain since " in proc.log
+    assert f"CU14 (kept in {state_file})" in proc.log
+    mb2 = lab.server("MB2")
+    assert mb2["operator"] == "drain"
+    assert mb2["operator_reason"] == "CU14"
+    assert mb2["operator_by"].endswith("(ctl) from 127.0.0.1") or mb2["operator_by"].startswith("ctl")
+    assert set(lab.spread("/owa/", 6)) == {"MB1", "MB3"}  # in force from the first request
+    status = lab.ctl("status")
+    assert "MB2 drain since " in status.stdout
+    assert status.stdout.rstrip().endswith(": CU14")
+    # Saying it again changes nothing, and the event says so instead of "drain -> drain".
+    again = lab.ctl("drain", "MB2", "--reason", "CU14")
+    assert again.returncode == 0
+    events = lab.ctl("events").stdout.splitlines()
+    assert "MB2 still drain operator 'already drain, nothing changed (by " in events[-1]
+    assert lab.ctl("ready", "MB2").returncode == 0
+    assert proc.stop() == 0
+    proc = lab.balancer()
+    assert lab.server("MB2")["operator"] == "ready"
+
+
+@pytest.mark.slow
+def test_ctl_drain_wait_returns_when_the_connections_have_finished(lab: AdminLab) -> None:
+    lab.start_sims()
+    lab.balancer()
+    kept = KeptConnection(lab)
+    try:
+        server = kept.request()
+        wait_until(lambda: lab.server(server)["active"] == 1, 5, what=f"{server} holding the connection")
+        timed_out = lab.ctl("drain", server, "--reason", "CU14", "--wait", "--timeout", "1s")
+        assert timed_out.returncode == 1
+        assert timed_out.stderr.splitlines()[-1] == (
+            f"error: {server} still has 1 open connection(s) after 1s (--timeout); it stays in drain"
+        )
+        waiting = subprocess.Popen(
+            casarray("ctl", "-c", str(lab.config), "drain", server, "--wait", "--timeout", "30s"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: waiting.poll() is None and lab.server(server)["operator"] == "drain", 5)
+            assert waiting.poll() is None  # still waiting: the connection is open
+            kept.close()
+            out, err = waiting.communicate(timeout=20)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.communicate()
+        assert waiting.returncode == 0, err
+        assert out.splitlines()[-1].startswith(f"{server}: every connection has finished (after ")
+        assert lab.server(server)["active"] == 0
+    finally:
+        kept.close()

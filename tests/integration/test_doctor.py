@@ -370,6 +370,15 @@ def test_cli_table_json_and_exit_codes(thread_lab: ThreadLab, tmp_path: Path) ->
     down = runner.invoke(app, [*base, "--json"])
     assert down.exit_code == 1
     assert [r["target"] for r in json.loads(down.stdout) if r["status"] == "fail"] == ["MB3/mapi"]
+    # The report ends with one line per server and per service, then the verdict.
+    ends = runner.invoke(app, base).stdout.split("Summary", 1)[1].splitlines()
+    assert any(
+        "MB3" in line and "fail" in line and "2 of 3 services healthy (failing: mapi)" in line
+        for line in ends
+    )
+    assert any("MB1" in line and "ok" in line and "3 of 3 services healthy" in line for line in ends)
+    assert any("mapi" in line and "healthy on 2 of 3 servers (failing on MB3)" in line for line in ends)
+    assert "1 failure" in ends[-1]
 
     assert runner.invoke(app, ["doctor", "-c", str(path), "--nameserver", "dns.example.com"]).exit_code == 2
     assert runner.invoke(app, ["doctor", "-c", str(tmp_path / "missing.yaml")]).exit_code == 1

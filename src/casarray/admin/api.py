@@ -23,6 +23,7 @@ from casarray.admin.metrics import CONTENT_TYPE, registry_for, render_metrics
 from casarray.admin.openapi import openapi_document
 from casarray.admin.views import OPERATOR_STATES, event_json, snapshot_json
 from casarray.engine.control import Control, OperatorState
+from casarray.engine.opstate import BY_LIMIT, REASON_LIMIT, clean_text
 from casarray.engine.refusals import RefusalLog
 from casarray.errors import CasarrayError
 
@@ -42,6 +43,28 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 def _sse(kind: str, data: dict[str, Any]) -> bytes:
     # One JSON line per `data:` field: json.dumps never emits a newline (text/event-stream, WHATWG HTML §9.2).
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _note(request: web.Request) -> tuple[str, str] | web.Response:
+    """(reason, by) of an operator change: from an optional JSON body `{"reason": ..., "by": ...}`
+    (or the query string); `by` defaults to "api". Both are cleaned to one bounded printable line."""
+    fields: dict[str, Any] = dict(request.query)
+    if request.can_read_body:
+        raw = await request.read()
+        if raw.strip():
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return _error(400, 'expected a JSON object such as {"reason": "CU14", "by": "alice"}')
+            if not isinstance(body, dict):
+                return _error(400, 'expected a JSON object such as {"reason": "CU14", "by": "alice"}')
+            fields.update(body)
+    reason, by = fields.get("reason", ""), fields.get("by", "")
+    if not isinstance(reason, str) or not isinstance(by, str):
+        return _error(400, "reason and by: expected text")
+    # The caller's own word for who it is (a token is shared, it names nobody), and where it called from.
+    who = clean_text(by, BY_LIMIT - 48) or "api"
+    return clean_text(reason, REASON_LIMIT), f"{who} from {request.remote}" if request.remote else who
 
 
 class AdminApi:
@@ -190,21 +213,25 @@ class AdminApi:
     # --- changes --------------------------------------------------------------------------------------
     async def set_server(self, request: web.Request) -> web.Response:
         info = request.match_info
-        return self._set(request, info["server"], None, info["state"])
+        return await self._set(request, info["server"], None, info["state"])
 
     async def set_member(self, request: web.Request) -> web.Response:
         info = request.match_info
-        return self._set(request, info["server"], info["service"], info["state"])
+        return await self._set(request, info["server"], info["service"], info["state"])
 
-    def _set(self, request: web.Request, server: str, service: str | None, state: str) -> web.Response:
+    async def _set(self, request: web.Request, server: str, service: str | None, state: str) -> web.Response:
         if state.lower() not in OPERATOR_STATES:
             return _error(
                 400,
                 f"unknown state {state!r}: expected one of {', '.join(OPERATOR_STATES)}",
                 expected=list(OPERATOR_STATES),
             )
+        note = await _note(request)
+        if isinstance(note, web.Response):
+            return note
+        reason, by = note
         try:
-            self.control.set_operator(server, service, OperatorState(state.lower()))
+            self.control.set_operator(server, service, OperatorState(state.lower()), reason=reason, by=by)
         except KeyError as exc:
             message = str(exc.args[0]) if exc.args else f"no server {server!r}"
             return _error(404, message)
@@ -212,12 +239,16 @@ class AdminApi:
             (s.name for s in self.control.snapshot().servers if s.name.lower() == server.lower()), server
         )
         label = f"{name}/{service.lower()}" if service else name
-        log.info("admin: %s set %s to %s", request.remote, label, state.lower())
+        log.debug(
+            "admin: %s (%s) set %s to %s", request.remote, by, label, state.lower()
+        )  # the balancer logs it
         return web.json_response(
             {
                 "server": name,
                 "service": service.lower() if service else None,
                 "state": state.lower(),
+                "reason": reason,
+                "by": by,
                 "outcome": f"{label}: {state.lower()}",
             }
         )

@@ -43,6 +43,9 @@ th { background: #eef0f4; font-size: 12px; color: var(--muted); font-weight: 600
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.server { font-weight: 600; }
 td.server small { display: block; font-weight: 400; color: var(--muted); font-size: 11px; }
+td.operator small { display: block; color: var(--muted); font-size: 11px; max-width: 12em;
+                    overflow: hidden; text-overflow: ellipsis; }
+td.actions { white-space: nowrap; }
 td.cell { color: #fff; text-align: center; min-width: 56px; font-weight: 600; }
 td.cell small { display: block; font-weight: 400; font-size: 11px; opacity: .9; }
 .state-up, .state-ready { background: var(--up); }
@@ -111,10 +114,12 @@ function build(snap) {
   body.textContent = "";
   rows = new Map();
   const tr = el("tr");
-  tr.append(el("th", {}, "Server"), el("th", {}, "Operator"));
+  // The actions come right after the server's name: on a 1280 px screen the grid of nine services and
+  // the counters is wider than the window, and buttons at the far right would need a scroll to reach.
+  tr.append(el("th", {}, "Server"), el("th", {}, "Operator"), el("th", {}, ""));
   for (const service of snap.services) tr.append(el("th", {}, service));
   const rate = snap.mode === "l7" ? "req/s" : "conn/s";
-  for (const name of ["Conns", "Total", rate, "Bytes in", "Bytes out", "Errors", "Check", ""]) {
+  for (const name of ["Conns", "Total", rate, "Bytes in", "Bytes out", "Errors", "Check"]) {
     tr.append(el("th", {}, name));
   }
   head.append(tr);
@@ -123,7 +128,14 @@ function build(snap) {
     const name = el("td", {"class": "server"}, server.name);
     name.append(el("small", {}, server.address + ":" + server.port));
     const operator = el("td", {"class": "operator"});
-    row.append(name, operator);
+    const actions = el("td", {"class": "actions"});
+    for (const state of ["drain", "ready", "maint"]) {
+      const button = el("button", {"class": state, "data-action": state, "type": "button"},
+                        state[0].toUpperCase() + state.slice(1));
+      button.addEventListener("click", () => act(server.name, state));
+      actions.append(button);
+    }
+    row.append(name, operator, actions);
     const cells = new Map();
     for (const service of snap.services) {
       const cell = el("td", {"class": "cell", "data-service": service});
@@ -135,14 +147,6 @@ function build(snap) {
       numbers[key] = el("td", {"class": "num", "data-field": key});
       row.append(numbers[key]);
     }
-    const actions = el("td", {"class": "actions"});
-    for (const state of ["drain", "ready", "maint"]) {
-      const button = el("button", {"class": state, "data-action": state, "type": "button"},
-                        state[0].toUpperCase() + state.slice(1));
-      button.addEventListener("click", () => act(server.name, state));
-      actions.append(button);
-    }
-    row.append(actions);
     body.append(row);
     rows.set(server.name, {cells, operator, numbers});
   }
@@ -175,6 +179,12 @@ function render(snap) {
     const row = rows.get(server.name);
     row.operator.textContent = "";
     row.operator.append(el("span", {"class": "badge state-" + server.operator}, server.operator));
+    // Who set it and why (kept across restarts): the reason under the badge, the rest in its title.
+    if (server.operator_reason) row.operator.append(el("small", {}, server.operator_reason));
+    row.operator.title = server.operator_by
+      ? server.operator + " since " + new Date(server.operator_since * 1000).toLocaleString() +
+        " by " + server.operator_by + (server.operator_reason ? ": " + server.operator_reason : "")
+      : "";
     let slowest = 0;
     let requests = 0;
     for (const service of snap.services) {
@@ -217,7 +227,8 @@ function addEvent(event) {
   const when = new Date(event.time * 1000).toLocaleTimeString([], {hour12: false});
   const what = event.server ? event.server + (event.service ? "/" + event.service : "") : "config";
   tr.append(el("td", {"class": "when"}, when), el("td", {}, what),
-            el("td", {}, event.old + " → " + event.new), el("td", {}, event.code),
+            el("td", {}, event.old === event.new ? "still " + event.new : event.old + " → " + event.new),
+            el("td", {}, event.code),
             el("td", {}, event.reason));
   body.prepend(tr);
   while (body.children.length > 200) body.lastChild.remove();
@@ -233,7 +244,8 @@ async function act(server, state) {
   let response;
   try {
     response = await fetch("/api/servers/" + encodeURIComponent(server) + "/" + state,
-                           {method: "POST", headers: authHeaders()});
+                           {method: "POST", headers: {...authHeaders(), "Content-Type": "application/json"},
+                            body: JSON.stringify({by: "dashboard"})});
   } catch (err) {
     message("cannot reach the balancer: " + err, true);
     return;

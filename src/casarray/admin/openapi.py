@@ -29,6 +29,26 @@ def _error(description: str) -> dict[str, Any]:
 _INT = {"type": "integer", "minimum": 0}
 _NUM = {"type": "number"}
 _STR = {"type": "string"}
+# Who set an operator state, why and when (kept across restarts; docs/operations.md).
+_OPERATOR_NOTE: dict[str, Any] = {
+    "operator_reason": {**_STR, "description": "Why the operator state was set ('' if nobody said)."},
+    "operator_by": {**_STR, "description": "Who set it and from where ('' for a state nobody set)."},
+    "operator_since": {**_NUM, "description": "Epoch seconds since the state is in force (0: never set)."},
+}
+_NOTE_BODY: dict[str, Any] = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "reason": {**_STR, "description": "Why, e.g. 'CU14'."},
+                    "by": {**_STR, "description": "Who (default 'api'); the caller's address is added."},
+                },
+            }
+        }
+    },
+}
 
 _SCHEMAS: dict[str, Any] = {
     "MemberView": {
@@ -58,6 +78,7 @@ _SCHEMAS: dict[str, Any] = {
             "operator": {"enum": list(OPERATOR_STATES), "description": "State set on this member."},
             "available": {"type": "boolean", "description": "Takes new traffic now."},
             "requests": {**_INT, "description": "L7 requests sent to this member (0 in l4)."},
+            **_OPERATOR_NOTE,
             "state": {
                 "enum": ["init", "up", "down", *OPERATOR_STATES[1:]],
                 "description": "One word for display: the operator state that applies (the server's or "
@@ -92,6 +113,7 @@ _SCHEMAS: dict[str, Any] = {
             "bytes_out": {**_INT, "description": "Server to client bytes (bout), counted at close."},
             "connect_errors": {**_INT, "description": "Failed connects (econ)."},
             "members": {"type": "object", "additionalProperties": _ref("MemberView")},
+            **_OPERATOR_NOTE,
         },
     },
     "Snapshot": {
@@ -162,6 +184,8 @@ _SCHEMAS: dict[str, Any] = {
             "server": _STR,
             "service": {"type": ["string", "null"], "description": "null: the whole server."},
             "state": {"enum": list(OPERATOR_STATES)},
+            "reason": {**_STR, "description": "Why, as recorded (one line, at most 200 characters)."},
+            "by": {**_STR, "description": "Who, as recorded: the caller's `by` (default 'api') and address."},
             "outcome": _STR,
         },
     },
@@ -274,6 +298,7 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "setServer",
                     "security": [{"token": []}],
                     "parameters": [_SERVER, _STATE],
+                    "requestBody": _NOTE_BODY,
                     "responses": {"200": _json(_ref("OperatorChange"), "Done."), **_CHANGE_ERRORS},
                 }
             },
@@ -284,6 +309,7 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "setMember",
                     "security": [{"token": []}],
                     "parameters": [_SERVER, _SERVICE, _STATE],
+                    "requestBody": _NOTE_BODY,
                     "responses": {"200": _json(_ref("OperatorChange"), "Done."), **_CHANGE_ERRORS},
                 }
             },

@@ -4,9 +4,12 @@ its token, make one request, print the answer; any failure is one `error: …` l
 from __future__ import annotations
 
 import datetime
+import getpass
 import ipaddress
 import json
+import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +19,7 @@ import httpx
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -24,6 +28,7 @@ from casarray.cli.core import fail
 from casarray.config import ConfigErrors, load_config
 from casarray.config.load import read_section
 from casarray.config.model import Admin
+from casarray.config.units import format_duration, parse_duration
 
 app = typer.Typer(
     help="Control a running balancer through its admin API: status, drain, ready, maint, reload, events.",
@@ -171,12 +176,14 @@ def _listen_url(listen: str) -> str:
     return f"http://{host}:{port}"
 
 
-def _call(target: Target, method: str, path: str, timeout: float = 10.0) -> Any:
+def _call(
+    target: Target, method: str, path: str, timeout: float = 10.0, body: dict[str, Any] | None = None
+) -> Any:
     headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
     # trust_env=False: an http_proxy meant for the internet must not capture calls to the balancer.
     try:
         with httpx.Client(base_url=target.url, timeout=timeout, trust_env=False) as client:
-            response = client.request(method, path, headers=headers)
+            response = client.request(method, path, headers=headers, json=body)
     except httpx.ConnectError as exc:
         raise fail(
             f"cannot reach the admin API at {target.url}: {_reason(exc)} "
@@ -208,8 +215,8 @@ def _reason(exc: Exception) -> str:
 
 def _console() -> Console:
     console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = 200  # piped: one line per server however many services
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        console.width = 200  # piped: one line per server however many services (COLUMNS decides if set)
     return console
 
 
@@ -235,7 +242,23 @@ def status(
     if as_json:
         typer.echo(json.dumps(snap, indent=2))
         return
-    console = _console()
+    _print_status(_console(), snap)
+
+
+def _member_label(member: dict[str, Any]) -> tuple[str, str]:
+    """A grid cell's words and the state that colours it."""
+    state, health = member["state"], member["health"]
+    label = state
+    if state == "down" and member["code"]:
+        label = f"down {member['code']}"
+    elif state in ("drain", "maint") and health != "up":
+        label = f"{state}, {health}"  # the operator's state shows; its health still matters
+    return label, state
+
+
+def _print_status(console: Console, snap: dict[str, Any]) -> None:
+    """The grid as one table when it fits the width; narrower, one block per server (its state and
+    counters, then its services grouped by state), so nothing is cut or folded mid-word."""
     classes: dict[str, int] = {}
     for by_class in snap["requests"].values():
         for name, count in by_class.items():
@@ -254,12 +277,7 @@ def status(
             if member is None:
                 cells.append(Text("-"))
                 continue
-            state, health = member["state"], member["health"]
-            label = state
-            if state == "down" and member["code"]:
-                label = f"down {member['code']}"
-            elif state in ("drain", "maint") and health != "up":
-                label = f"{state}, {health}"  # the operator's state shows; its health still matters
+            label, state = _member_label(member)
             cells.append(Text(label, style=_STATE_STYLE.get(state, "")))
         table.add_row(
             server["name"],
@@ -271,38 +289,196 @@ def status(
             _size(server["bytes_out"]),
             str(server["connect_errors"]),
         )
-    console.print(table)
+    # The table's natural width (measured unbounded: rich would otherwise fold every cell to fit).
+    natural = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
+    if natural <= console.width:
+        console.print(table)
+    else:
+        console.print(_stacked(snap))
+    for line in _operator_notes(snap):
+        console.print(line)
 
 
-def _set(ctx: typer.Context, state: str, server: str, service: str | None, options: Options) -> None:
+def _stacked(snap: dict[str, Any]) -> Table:
+    """One block per server for narrow terminals: name and operator state with the counters, then the
+    services grouped by what a cell would show ("up: owa ecp ews …  down L7STS: mapi")."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for server in snap["servers"]:
+        line = Text()
+        line.append(server["operator"], style=_STATE_STYLE.get(server["operator"], ""))
+        line.append(
+            f"  conns {server['active']}  total {server['total']}  in {_size(server['bytes_in'])}  "
+            f"out {_size(server['bytes_out'])}  errors {server['connect_errors']}"
+        )
+        groups: dict[tuple[str, str], list[str]] = {}
+        for service in snap["services"]:
+            member = server["members"].get(service)
+            if member is not None:
+                groups.setdefault(_member_label(member), []).append(service)
+        services = Text()
+        for (label, state), names in groups.items():
+            if services:
+                services.append("  ")
+            services.append(f"{label}:", style=_STATE_STYLE.get(state, ""))
+            services.append(" " + " ".join(names))
+        grid.add_row(Text(server["name"], style="bold"), line)
+        grid.add_row("", services)
+    return grid
+
+
+def _operator_notes(snap: dict[str, Any]) -> list[Text]:
+    """Who set each operator state in force other than ready, why and since when."""
+    notes: list[Text] = []
+    for server in snap["servers"]:
+        entries = [(server["name"], server)]
+        entries += [(f"{server['name']}/{name}", m) for name, m in server["members"].items()]
+        for label, view in entries:
+            state = view["operator"]
+            if state == "ready" or not view.get("operator_by"):
+                continue
+            when = datetime.datetime.fromtimestamp(view["operator_since"]).strftime("%Y-%m-%d %H:%M")
+            why = f": {view['operator_reason']}" if view.get("operator_reason") else ""
+            note = Text(f"{label} ")
+            note.append(state, style=_STATE_STYLE.get(state, ""))
+            note.append(f" since {when} by {view['operator_by']}{why}")
+            notes.append(note)
+    return notes
+
+
+def _who() -> str:
+    """Who sets a state from this command line, as the balancer records it: the local user, via ctl."""
+    try:
+        return f"{getpass.getuser()} (ctl)"
+    except (KeyError, OSError):  # no user name for this uid (a container): the tool is all we know
+        return "ctl"
+
+
+def _set(
+    ctx: typer.Context, state: str, server: str, service: str | None, reason: str, options: Options
+) -> Target:
     target = _target(ctx, options.config, options.admin, options.token_file)
     path = f"/api/servers/{quote(server, safe='')}"
     if service is not None:
         path += f"/services/{quote(service, safe='')}"
-    result = _call(target, "POST", f"{path}/{state}")
-    typer.echo(result["outcome"])
+    result = _call(target, "POST", f"{path}/{state}", body={"reason": reason, "by": _who()})
+    outcome = str(result["outcome"])
+    typer.echo(outcome + (f" ({result['reason']})" if result.get("reason") else ""))
+    return target
 
 
-def _state_command(state: str, summary: str) -> None:
-    """`casarray ctl drain|ready|maint SERVER [--service S]`: one command per operator state."""
+def _wait_drained(target: Target, server: str, timeout: float) -> None:
+    """Poll the status until `server` holds no connection; past `timeout`, exit 1 saying so."""
+    started = time.monotonic()
+    interval = 0.2
+    announced = False
+    while True:
+        snap = _call(target, "GET", "/api/status")
+        view = next((s for s in snap["servers"] if s["name"].lower() == server.lower()), None)
+        if view is None:
+            raise fail(f"{server} is no longer in the balancer's config")
+        waited = time.monotonic() - started
+        # Under a supervisor the workers report their counters every second: a zero is believed only
+        # once a report newer than the drain has arrived.
+        fresh = int(snap.get("workers", 1)) <= 1 or waited >= 1.5
+        if view["active"] == 0 and fresh:
+            typer.echo(f"{view['name']}: every connection has finished (after {waited:.1f}s)")
+            return
+        if waited >= timeout:
+            raise fail(
+                f"{view['name']} still has {view['active']} open connection(s) after "
+                f"{format_duration(timeout)} (--timeout); it stays in {view['operator']}"
+            )
+        if not announced:
+            typer.echo(
+                f"waiting up to {format_duration(timeout)} for {view['name']}'s "
+                f"{view['active']} connection(s) to finish",
+                err=True,
+            )
+            announced = True
+        time.sleep(min(interval, max(0.0, timeout - waited)))
+        interval = min(interval * 2, 2.0)
 
-    def command(
-        ctx: typer.Context,
-        server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
-        service: ServiceOpt = None,
-        config: ConfigOpt = None,
-        admin: AdminOpt = None,
-        token_file: TokenOpt = None,
-    ) -> None:
-        _set(ctx, state, server, service, Options(config, admin, token_file))
 
-    command.__doc__ = summary
-    app.command(name=state)(command)
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
-_state_command("drain", "No new connections or requests for SERVER; the open ones finish.")
-_state_command("ready", "SERVER takes new traffic again (when its health checks pass).")
-_state_command("maint", "Take SERVER out now: its open connections are closed.")
+ReasonOpt = Annotated[
+    str,
+    typer.Option("--reason", "-r", help='Why, recorded with the state and shown by status (e.g. "CU14").'),
+]
+
+
+@app.command()
+def drain(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
+    service: ServiceOpt = None,
+    reason: ReasonOpt = "",
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="Return once the server's open connections have finished (exit 1 at --timeout)."
+        ),
+    ] = False,
+    timeout: Annotated[
+        str, typer.Option("--timeout", help="How long --wait waits, e.g. 90s, 10m, 1h.")
+    ] = "15m",
+    config: ConfigOpt = None,
+    admin: AdminOpt = None,
+    token_file: TokenOpt = None,
+) -> None:
+    """No new connections or requests for SERVER; the open ones finish.
+
+    Example: casarray ctl drain MB2 --reason "CU14" --wait --timeout 30m
+    """
+    seconds = _duration(timeout)
+    if wait and service is not None:
+        # Connections are counted per server: one service's cannot be told apart in l4, nor per
+        # keep-alive connection in l7.
+        raise typer.BadParameter("--wait waits for a whole server: leave out --service", param_hint="--wait")
+    target = _set(ctx, "drain", server, service, reason, Options(config, admin, token_file))
+    if wait:
+        _wait_drained(target, server, seconds)
+
+
+@app.command()
+def ready(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
+    service: ServiceOpt = None,
+    reason: ReasonOpt = "",
+    config: ConfigOpt = None,
+    admin: AdminOpt = None,
+    token_file: TokenOpt = None,
+) -> None:
+    """SERVER takes new traffic again (when its health checks pass).
+
+    Example: casarray ctl ready MB2 --reason "CU14 done"
+    """
+    _set(ctx, "ready", server, service, reason, Options(config, admin, token_file))
+
+
+@app.command()
+def maint(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
+    service: ServiceOpt = None,
+    reason: ReasonOpt = "",
+    config: ConfigOpt = None,
+    admin: AdminOpt = None,
+    token_file: TokenOpt = None,
+) -> None:
+    """Take SERVER out now: its open connections are closed.
+
+    Example: casarray ctl maint MB2 --reason "disk replacement"
+    """
+    _set(ctx, "maint", server, service, reason, Options(config, admin, token_file))
 
 
 @app.command()
@@ -336,7 +512,11 @@ def events(
         when = datetime.datetime.fromtimestamp(event["time"]).strftime("%Y-%m-%d %H:%M:%S")
         what = event["server"] + (f"/{event['service']}" if event["service"] else "") or "config"
         reason = f" {event['reason']!r}" if event["reason"] else ""
-        typer.echo(f"{when} {what} {event['old']} -> {event['new']} {event['code']}{reason}")
+        # A repeated action changes no state: say so rather than "drain -> drain".
+        change = (
+            f"{event['old']} -> {event['new']}" if event["old"] != event["new"] else f"still {event['new']}"
+        )
+        typer.echo(f"{when} {what} {change} {event['code']}{reason}")
 
 
 def register(root: typer.Typer) -> None:

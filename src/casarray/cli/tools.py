@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from casarray.cli.core import ConfigOption, errors_to_exit, load_or_exit
-from casarray.doctor import failed, run_doctor, summary
+from casarray.doctor import failed, per_server, per_service, run_doctor, summary
 from casarray.doctor.resolution import parse_nameserver
 from casarray.errors import CasarrayError
 from casarray.exchange.namespace.init import (
@@ -82,6 +82,11 @@ def doctor(
                 row.check, row.target, Text(row.status, style=_STATUS_STYLE[row.status]), row.detail
             )
         console.print(table)
+        # The end of a long report: one line per server and per service, then the verdict.
+        ends = Table("Server / service", "Status", "Summary", title="Summary", title_justify="left")
+        for tally in per_server(rows, [s.name for s in cfg.servers]) + per_service(rows, cfg.services):
+            ends.add_row(tally.name, Text(tally.status, style=_STATUS_STYLE[tally.status]), tally.detail)
+        console.print(ends)
         console.print(Text(summary(rows), style="bold red" if failed(rows) else "bold green"))
     if failed(rows):
         raise typer.Exit(1)

@@ -1,6 +1,7 @@
 """`casarray doctor`: checks of a casarray deployment from the balancer's side.
 
-    rows.py        one result line (check, target, ok/warn/fail, detail) and the verdict on a list of them
+    rows.py        one result line (check, target, ok/warn/fail, detail), the verdict on a list of them
+                   and its summary per server and per service
     certs.py       X.509 facts without I/O: names a certificate covers, fingerprints, validity, key match
     resolution.py  how the client-facing names resolve (DNS, else the system resolver) and the verdict
     wire.py        the few network exchanges: fetch a server's certificate, one request through the VIP
@@ -12,6 +13,6 @@ Library code returns rows; only the command line prints them.
 from __future__ import annotations
 
 from casarray.doctor.checks import run_doctor
-from casarray.doctor.rows import Row, Status, failed, summary
+from casarray.doctor.rows import Row, Status, Tally, failed, per_server, per_service, summary
 
-__all__ = ["Row", "Status", "failed", "run_doctor", "summary"]
+__all__ = ["Row", "Status", "Tally", "failed", "per_server", "per_service", "run_doctor", "summary"]

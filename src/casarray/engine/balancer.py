@@ -34,6 +34,7 @@ from casarray.balance.state import Member, Operator, ServerState
 from casarray.config.load import parse_config, read_config
 from casarray.config.model import Config, MailProtocol, Server
 from casarray.config.units import format_duration
+from casarray.engine import opstate
 from casarray.engine.accesslog import AccessLog
 from casarray.engine.control import Event, MemberView, Snapshot
 from casarray.engine.control import ServerView as ServerViewData
@@ -218,9 +219,11 @@ class Generation:
         on_transition: Callable[[Member, Transition], None],
         access: AccessLog | None = None,
         role: str = "all",
+        restore: Callable[[ServerState], None] | None = None,
     ) -> None:
         """role "all": one process does everything; "master": pools and health checks, no listeners;
-        "worker": pools and listeners, health comes from the master (and serving starts on `serve`)."""
+        "worker": pools and listeners, health comes from the master (and serving starts on `serve`).
+        `restore`: puts the operator states kept from the last run on each server (before serving)."""
         config = self.config
         serve = role != "master"
         addresses = await resolve(config)
@@ -258,6 +261,8 @@ class Generation:
                     probes.append((member, probe))
                     if old is None or not old.health.checked:
                         fresh.append((member, probe))
+                if restore is not None:
+                    restore(state)
                 states.append(state)
             return states
 
@@ -464,6 +469,8 @@ class Balancer:
         self._reloads = SerialReloads(self._reload_once)
         self.access: AccessLog | None = None
         self._flusher: asyncio.TimerHandle | None = None
+        # Operator states that last (engine/opstate.py): kept by the process that takes the decisions.
+        self.opstates = opstate.Book(self.config_path if role != "worker" else None)
 
     # --- life cycle ---------------------------------------------------------------------------------
     @property
@@ -512,8 +519,9 @@ class Balancer:
         self._access_for(self.config)
         self._flush()
         generation = Generation(self.config, 1)
+        restore = self.opstates.load()  # operator states kept from the last run
         try:
-            await generation.start(self.listeners, None, self._on_transition, self.access, self.role)
+            await generation.start(self.listeners, None, self._on_transition, self.access, self.role, restore)
         except BaseException:
             generation.stop_accepting()
             if generation.checker is not None:
@@ -521,6 +529,7 @@ class Balancer:
             self.listeners.close()
             raise
         self.current = generation
+        self.opstates.restored(generation.states())
         listen = self.config.listen
         log.log(
             logging.DEBUG if self.role == "worker" else logging.INFO,
@@ -697,7 +706,16 @@ class Balancer:
     def events(self, since: float = 0.0) -> Sequence[Event]:
         return [e for e in self._events if e.time > since]
 
-    def set_operator(self, server: str, service: str | None, state: Operator, quiet: bool = False) -> None:
+    def set_operator(
+        self,
+        server: str,
+        service: str | None,
+        state: Operator,
+        quiet: bool = False,
+        *,
+        reason: str = "",
+        by: str = "",
+    ) -> None:
         current = self.current
         if current is None:
             raise KeyError("the balancer is not running")
@@ -721,8 +739,9 @@ class Balancer:
                 member.operator = state
             label = members[0].service
         if not quiet:  # workers apply what the supervisor already logged
-            log.info("operator: %s%s %s -> %s", name, f"/{label}" if label else "", old.value, state.value)
-            self._event(name, label, old.value, state.value, "operator", "set by the operator")
+            change = self.opstates.record(name, label or None, old, state, reason, by)
+            log.info("operator: %s%s %s", name, f"/{label}" if label else "", change)
+            self._event(name, label, old.value, state.value, "operator", change)
         for fe in current.frontends:
             fe.refresh()
             if state is Operator.MAINT:
@@ -762,6 +781,7 @@ class Balancer:
                         m.requests,
                         tuple(m.health.durations),
                         round(m.health.duration_sum, 6),
+                        *self.opstates.why(s.name, name, m.operator),
                     )
                     if name not in services:
                         services.append(name)
@@ -787,6 +807,7 @@ class Balancer:
                 counts[name][4],
                 counts[name][5],
                 members[name],
+                *self.opstates.why(name, None, s.operator),
             )
             for name, s in first.items()
         )

@@ -30,6 +30,10 @@ class MemberView:
     requests: int  # l7 requests sent to this member (0 in l4)
     check_buckets: tuple[int, ...] = ()  # checks per duration bucket (health.state.CHECK_BUCKETS, +Inf)
     check_sum: float = 0.0  # seconds spent in all checks
+    # Who set `operator`, why and when (epoch seconds); empty/0 for a state nobody set.
+    operator_reason: str = ""
+    operator_by: str = ""
+    operator_since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,9 @@ class ServerView:
     bytes_out: int  # bout: server -> client
     connect_errors: int  # econ
     members: dict[str, MemberView]
+    operator_reason: str = ""  # who set `operator`, why and when (as on MemberView)
+    operator_by: str = ""
+    operator_since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +93,11 @@ class Control(Protocol):
         """State changes newer than `since` (epoch seconds), oldest first; a bounded history."""
         ...
 
-    def set_operator(self, server: str, service: str | None, state: OperatorState) -> None:
-        """Set a server's (service None) or one member's operator state. KeyError names the unknown
-        server or service. Survives a reload."""
+    def set_operator(
+        self, server: str, service: str | None, state: OperatorState, *, reason: str = "", by: str = ""
+    ) -> None:
+        """Set a server's (service None) or one member's operator state, with why and by whom. KeyError
+        names the unknown server or service. Survives a reload and a restart (engine/opstate.py)."""
         ...
 
     async def reload(self) -> str:

@@ -333,8 +333,10 @@ class Supervisor:
     def events(self, since: float = 0.0) -> Sequence[Event]:
         return self.master.events(since)
 
-    def set_operator(self, server: str, service: str | None, state: Operator) -> None:
-        self.master.set_operator(server, service, state)
+    def set_operator(
+        self, server: str, service: str | None, state: Operator, *, reason: str = "", by: str = ""
+    ) -> None:
+        self.master.set_operator(server, service, state, reason=reason, by=by)
         self._broadcast({"op": "operator", "server": server, "service": service, "state": state.value})
 
     async def reload(self) -> str:

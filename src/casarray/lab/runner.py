@@ -255,7 +255,6 @@ def try_lines(p: LabPlan) -> list[str]:
     direct = f"https://{second.address}:{second.port}"
     ews = catalog.get("ews")
     owa = catalog.get("owa")
-    per = "connection" if p.mode == "l4" else "request"
     servers = ", ".join(f"{s.name} {s.address}:{s.port}" for s in p.servers)
     lines = [
         f"lab running: {len(p.servers)} simulated Exchange servers behind casarray ({p.mode}) "
@@ -263,8 +262,18 @@ def try_lines(p: LabPlan) -> list[str]:
         f"  namespace  {base}   servers  {servers}",
         f"  config     {p.config}   CA  {p.ca}",
         "",
-        f"Ask the namespace (repeat it: X-FEServer changes per {per}):",
-        f"  curl -si {resolve} {cacert} {base}{owa.health_path}",
+    ]
+    # What a client sees: a connection stays with the server it reached (in l7 too, until it is idle),
+    # and each of the workers (one per CPU by default) takes its own turns, so two connections in a
+    # row may reach the same server: the hint promises a spread over a few connections, not a change
+    # per request.
+    url = f"{base}{owa.health_path}"
+    lines += [
+        f"Ask the namespace a few times (each curl is a new connection; X-FEServer names the server, "
+        f"and they spread over {', '.join(s.name for s in p.servers)}):",
+        f"  for i in 1 2 3 4 5 6; do curl -si {resolve} {cacert} {url} | grep -i x-feserver; done",
+    ]
+    lines += [
         f"Set {ews.title} down on {second.name} directly (its ews member goes down, OWA stays):",
         f"  curl -X POST {cacert} {direct}/_sim/service/{ews.name}/down",
         f"  curl -X POST {cacert} {direct}/_sim/service/{ews.name}/up",

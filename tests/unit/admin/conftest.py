@@ -32,6 +32,8 @@ class FakeControl:
         self.reload_error: CasarrayError | None = None
         self.reloads = 0
         self.calls: list[tuple[str, str | None, OperatorState]] = []
+        self.notes: list[tuple[str, str]] = []  # (reason, by) of each call
+        self.why: dict[str, tuple[str, str, float]] = {}  # server -> (reason, by, since)
 
     def snapshot(self) -> Snapshot:
         servers = []
@@ -65,6 +67,7 @@ class FakeControl:
                     5000 * (i + 1),
                     i,
                     members,
+                    *self.why.get(name, ("", "", 0.0)),
                 )
             )
         return Snapshot(
@@ -85,16 +88,20 @@ class FakeControl:
     def events(self, since: float = 0.0) -> Sequence[Event]:
         return [e for e in self.log if e.time > since]
 
-    def set_operator(self, server: str, service: str | None, state: OperatorState) -> None:
+    def set_operator(
+        self, server: str, service: str | None, state: OperatorState, *, reason: str = "", by: str = ""
+    ) -> None:
         name = next((n for n in self.operator if n.lower() == server.lower()), None)
         if name is None:
             raise KeyError(f"no server {server!r} (servers: {', '.join(self.operator)})")
         if service is not None and service.lower() not in SERVICES:
             raise KeyError(f"no service {service!r} (services: {', '.join(SERVICES)})")
         self.calls.append((name, service, state))
+        self.notes.append((reason, by))
         if service is None:
             old = self.operator[name]
             self.operator[name] = state.value
+            self.why[name] = (reason, by, 1700000000.0)
         else:
             old = self.member_operator.get((name, service.lower()), "ready")
             self.member_operator[(name, service.lower())] = state.value

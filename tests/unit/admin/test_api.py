@@ -51,13 +51,22 @@ def test_changes_need_the_token(start_admin: Start) -> None:
         assert running.control.calls == []
         ok = http.post("/api/servers/mb1/drain", headers=AUTH)
         assert ok.status_code == 200
-        assert ok.json() == {"server": "MB1", "service": None, "state": "drain", "outcome": "MB1: drain"}
+        assert ok.json() == {
+            "server": "MB1",
+            "service": None,
+            "state": "drain",
+            "reason": "",
+            "by": "api from 127.0.0.1",
+            "outcome": "MB1: drain",
+        }
         assert running.control.calls == [("MB1", None, OperatorState.DRAIN)]
         member = http.post("/api/servers/MB2/services/EWS/maint", headers=AUTH)
         assert member.json() == {
             "server": "MB2",
             "service": "ews",
             "state": "maint",
+            "reason": "",
+            "by": "api from 127.0.0.1",
             "outcome": "MB2/ews: maint",
         }
         status = http.get("/api/status").json()
@@ -255,3 +264,24 @@ def test_head_requests_work(start_admin: Start, path: str) -> None:
     running = start_admin()
     with client(running) as http:
         assert http.head(path).status_code == 200
+
+
+def test_an_operator_change_carries_its_reason_and_who(start_admin: Start) -> None:
+    running = start_admin(token=None)
+    with httpx.Client(base_url=running.url, trust_env=False, timeout=5) as http:
+        answer = http.post("/api/servers/MB2/drain", json={"reason": "CU14\nforged", "by": "alice"})
+        assert answer.status_code == 200
+        assert (answer.json()["reason"], answer.json()["by"]) == ("CU14 forged", "alice from 127.0.0.1")
+        assert running.control.notes == [("CU14 forged", "alice from 127.0.0.1")]
+        status = http.get("/api/status").json()
+        mb2 = status["servers"][1]
+        assert (mb2["operator"], mb2["operator_reason"], mb2["operator_by"]) == (
+            "drain",
+            "CU14 forged",
+            "alice from 127.0.0.1",
+        )
+        bad = http.post("/api/servers/MB2/drain", content=b"CU14", headers={"Content-Type": "text/plain"})
+        assert bad.status_code == 400
+        assert "expected a JSON object" in bad.json()["error"]
+        assert http.post("/api/servers/MB2/ready", json=["x"]).status_code == 400
+        assert http.post("/api/servers/MB2/ready", json={"reason": 5}).status_code == 400

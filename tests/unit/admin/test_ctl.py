@@ -174,3 +174,70 @@ def test_a_config_mid_edit_still_finds_the_admin_api(start_admin: Start, tmp_pat
     code, _, err = ctl("-c", str(broken), "status")
     assert code == 1
     assert "mode" in err
+
+
+def test_status_fits_100_columns_and_names_who_set_a_state(
+    start_admin: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.admin import conftest
+
+    every = ("owa", "ecp", "ews", "mapi", "rpc", "oab", "eas", "autodiscover", "powershell")
+    monkeypatch.setattr(conftest, "SERVICES", every)
+    running = start_admin()
+    running.control.health[("MB2", "ews")] = "down"
+    token = str(token_file(tmp_path))
+    drained = ctl("--admin", running.url, "--token-file", token, "drain", "MB1", "--reason", "CU14")
+    assert drained[:2] == (0, "MB1: drain (CU14)\n")
+    reason, by = running.control.notes[-1]
+    assert reason == "CU14"
+    assert by.endswith("(ctl) from 127.0.0.1") or by == "ctl from 127.0.0.1"
+    result = CliRunner().invoke(app, ["ctl", "--admin", running.url, "status"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, result.stdout
+    text = "\n".join(line.rstrip() for line in lines)
+    assert "MB1  drain  conns 2  total 10" in text
+    assert "drain: owa ecp ews mapi rpc oab eas autodiscover powershell" in text  # MB1's services
+    assert "down L7STS: ews" in text  # MB2's failing service, named
+    assert f"MB1 drain since {_local(1700000000.0)} by {by}: CU14" in text
+    wide = CliRunner().invoke(app, ["ctl", "--admin", running.url, "status"], env={"COLUMNS": "220"})
+    assert "│ MB1" in wide.stdout  # wide enough: the one table
+
+
+def _local(epoch: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
+
+
+def test_drain_wait_with_a_service_is_a_usage_error(start_admin: Start) -> None:
+    running = start_admin(token=None)
+    code, _, err = ctl("--admin", running.url, "drain", "MB1", "--service", "ews", "--wait")
+    assert code == 2
+    assert "--wait waits for a whole server" in err
+    assert running.control.calls == []
+
+
+def test_drain_wait_times_out_with_exit_1(start_admin: Start) -> None:
+    running = start_admin(token=None)  # MB1 holds 2 connections that never end
+    code, _, err = ctl("--admin", running.url, "drain", "MB1", "--wait", "--timeout", "300ms")
+    assert code == 1
+    assert err.splitlines()[-1] == (
+        "error: MB1 still has 2 open connection(s) after 300ms (--timeout); it stays in drain"
+    )
+    code, out, _ = ctl("--admin", running.url, "drain", "MB2", "--wait", "--timeout", "5s")
+    assert code == 0
+    assert out.splitlines()[-1].startswith("MB2: every connection has finished (after ")
+
+
+def test_events_say_still_rather_than_drain_to_drain(start_admin: Start) -> None:
+    running = start_admin(token=None)
+    from casarray.engine.control import Event
+
+    running.control.log = [
+        Event(
+            1700000000.0, "MB1", "", "drain", "drain", "operator", "already drain, nothing changed (by ctl)"
+        )
+    ]
+    _, out, _ = ctl("--admin", running.url, "events")
+    assert out.rstrip().endswith("MB1 still drain operator 'already drain, nothing changed (by ctl)'")

@@ -271,3 +271,28 @@ def test_no_resolver_configuration_falls_back_too(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(dns.asyncresolver, "Resolver", unconfigured)
     res = asyncio.run(resolve("localhost", timeout=1.0))
     assert res.source == "system resolver (no DNS server configured in /etc/resolv.conf)"
+
+
+def test_summary_per_server_and_per_service() -> None:
+    from casarray.doctor import Row, per_server, per_service
+
+    rows = [
+        Row("server certificate", "MB1", "ok", "verified"),
+        Row("server certificate", "MB2", "warn", "expires in 10 days"),
+        Row("health", "MB1/owa", "ok", "L7OK"),
+        Row("health", "MB1/ews", "ok", "L7OK"),
+        Row("health", "MB2/owa", "ok", "L7OK"),
+        Row("health", "MB2/ews", "fail", "L7STS HTTP 503"),
+        Row("health via the VIP", "owa", "ok", "answered by MB1"),
+        Row("health via the VIP", "ews", "ok", "answered by MB1"),
+    ]
+    servers = {t.name: (t.status, t.detail) for t in per_server(rows, ["MB1", "MB2"])}
+    assert servers == {
+        "MB1": ("ok", "2 of 2 services healthy; certificate ok"),
+        "MB2": ("fail", "1 of 2 services healthy (failing: ews); server certificate: warn"),
+    }
+    services = {t.name: (t.status, t.detail) for t in per_service(rows, ["owa", "ews"])}
+    assert services == {
+        "owa": ("ok", "healthy on 2 of 2 servers; through the VIP: ok"),
+        "ews": ("fail", "healthy on 1 of 2 servers (failing on MB2); through the VIP: ok"),
+    }
