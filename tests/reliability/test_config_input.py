@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -75,8 +74,8 @@ def test_a_reload_refuses_each_odd_input_and_keeps_serving(l7: L7Lab) -> None:
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     admin = f"http://127.0.0.1:{free_port()}"
-    # Checks that tolerate a busy second: the largest refused file (50 000 values) takes ~2 s to parse,
-    # and this test is about what a refusal says, not about where the parse runs.
+    # This test is about what a refusal says; tests/reliability/test_reload.py proves the parse runs off
+    # the serving loop.
     proc, port = l7.balancer(
         extra=f"admin: {{listen: '{admin.removeprefix('http://')}', token_file: {token_file}}}\n",
         health="{interval: 200ms, timeout: 5s, rise: 1, fall: 3}",
@@ -87,10 +86,8 @@ def test_a_reload_refuses_each_odd_input_and_keeps_serving(l7: L7Lab) -> None:
     with httpx.Client(base_url=admin, timeout=30, trust_env=False) as http:
         for n, bad in enumerate(BAD_INPUTS, 1):
             path.write_bytes(bad.data)
-            started = time.monotonic()
-            resp = http.post("/api/reload", headers=AUTH)
+            resp = http.post("/api/reload", headers=AUTH)  # bounded by the client's timeout
             assert resp.status_code == 409, (bad.name, resp.status_code, resp.text)
-            assert time.monotonic() - started < 5.0, bad.name
             (problem,) = resp.json()["problems"]
             assert problem.startswith(f"{path}:"), (bad.name, problem)
             assert resp.json()["error"] == REFUSED + problem
