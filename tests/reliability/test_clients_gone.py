@@ -62,13 +62,13 @@ def test_fin_mid_upload_aborts_the_request_and_frees_the_slot(l7: L7Lab) -> None
             # A plain FIN without close_notify, as a killed client or a dropped tunnel sends.
             socket.socket.shutdown(tls, socket.SHUT_WR)
             start = time.monotonic()
-            read_until_closed(tls, 3.0)
-            assert time.monotonic() - start < 3.0
+            read_until_closed(tls, 8.0)
+            assert time.monotonic() - start < 8.0  # at once; before, body_idle (here 120 s) held it
     # Both sides closed: the server's connections are gone too, and a new client is served at once.
     wait_until(lambda: sim.state.connections_open == 0, 5, what="the sim's connections to close")
     start = time.monotonic()
-    assert get(l7, port, "/owa/", timeout=5).status == 200
-    assert time.monotonic() - start < 2.0
+    assert get(l7, port, "/owa/", timeout=10).status == 200
+    assert time.monotonic() - start < 8.0  # before, every slot stayed taken for body_idle
     proc.wait_log("request aborted", count=20)
     proc.wait_log(" CD\n", count=20)  # the access log's termination code: client gone, data phase
 
@@ -80,8 +80,8 @@ def test_fin_mid_head_closes_at_once(l7: L7Lab) -> None:
         tls.sendall(b"GET /owa/ HTTP/1.1\r\nHost: " + HOST + b"\r\nX-Half: ")
         socket.socket.shutdown(tls, socket.SHUT_WR)
         start = time.monotonic()
-        read_until_closed(tls, 3.0)
-        assert time.monotonic() - start < 3.0
+        read_until_closed(tls, 7.0)
+        assert time.monotonic() - start < 7.0  # before, timeouts.request_header (10 s)
     proc.wait_log("in the middle of a request head")
 
 
