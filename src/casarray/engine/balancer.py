@@ -37,6 +37,7 @@ from casarray.config.units import format_duration
 from casarray.engine.accesslog import AccessLog
 from casarray.engine.control import Event, MemberView, Snapshot
 from casarray.engine.control import ServerView as ServerViewData
+from casarray.engine.counters import Counters, ServerCounters
 from casarray.engine.l4 import L4Frontend
 from casarray.engine.l7 import HttpRedirector, L7Frontend
 from casarray.engine.tls import server_context, upstream_context
@@ -730,79 +731,77 @@ class Balancer:
                     if target in fe.servers:
                         fe.close_server(target, label or None)
 
+    def counters(self) -> Counters:
+        """What the current generation has counted: its listeners' counters and its servers' (a
+        server has a state in each pool; summed under its name)."""
+        current = self.current
+        if current is None:
+            return Counters()
+        return sum((fe.counters() for fe in current.frontends), Counters.of_servers(current.states()))
+
     def snapshot(self) -> Snapshot:
+        return self.view(self.counters())
+
+    def view(self, counters: Counters, workers: int = 1) -> Snapshot:
+        """The admin side's picture: servers, members and their health from this process, traffic
+        from `counters` (this process's own, or what a supervisor's workers counted)."""
         current = self.current
         first: dict[str, ServerState] = {}
-        counts: dict[str, list[int]] = {}
         members: dict[str, dict[str, MemberView]] = {}
-        clients = refused = total = queue = tls_failures = 0
-        requests: dict[str, dict[str, int]] = {}
         services: list[str] = list(self.config.services)
-        if current is not None:
-            for s in current.states():  # a server appears once per pool: sum its counters
-                first.setdefault(s.name, s)
-                sums = counts.setdefault(s.name, [0] * 6)
-                for i, value in enumerate(
-                    (s.active, s.peak, s.total, s.bytes_in, s.bytes_out, s.connect_errors)
-                ):
-                    sums[i] += value
-                views = members.setdefault(s.name, {})
-                for name, m in s.members.items():
-                    last = m.health.last
-                    views[name] = MemberView(
-                        s.name,
-                        name,
-                        m.health.name,
-                        last.code if last else "",
-                        last.reason if last else "",
-                        round(last.duration * 1000, 1) if last else 0.0,
-                        _epoch(m.health.last_change) if m.health.checked else 0.0,
-                        m.operator.value,
-                        m.available,
-                        m.requests,
-                        tuple(m.health.durations),
-                        round(m.health.duration_sum, 6),
-                    )
-                    if name not in services:
-                        services.append(name)
-            for fe in current.frontends:
-                clients += len(fe.clients)
-                refused += fe.refused
-                total += fe.accepted_total
-                if isinstance(fe, L4Frontend):
-                    queue += len(fe.queue)
-                else:
-                    requests = fe.status_counts()
-                    tls_failures += fe.tls_failures
-        servers = tuple(
-            ServerViewData(
-                name,
-                s.address,
-                s.port,
-                s.operator.value,
-                counts[name][0],
-                counts[name][1],
-                counts[name][2],
-                counts[name][3],
-                counts[name][4],
-                counts[name][5],
-                members[name],
+        for s in current.states() if current is not None else ():
+            first.setdefault(s.name, s)  # a server appears once per pool
+            requests = counters.servers.get(s.name, ServerCounters()).requests
+            views = members.setdefault(s.name, {})
+            for name, m in s.members.items():
+                last = m.health.last
+                views[name] = MemberView(
+                    s.name,
+                    name,
+                    m.health.name,
+                    last.code if last else "",
+                    last.reason if last else "",
+                    round(last.duration * 1000, 1) if last else 0.0,
+                    _epoch(m.health.last_change) if m.health.checked else 0.0,
+                    m.operator.value,
+                    m.available,
+                    requests.get(name, 0),
+                    tuple(m.health.durations),
+                    round(m.health.duration_sum, 6),
+                )
+                if name not in services:
+                    services.append(name)
+        servers: list[ServerViewData] = []
+        for name, s in first.items():
+            c = counters.servers.get(name, ServerCounters())
+            servers.append(
+                ServerViewData(
+                    name,
+                    s.address,
+                    s.port,
+                    s.operator.value,
+                    c.active,
+                    c.peak,
+                    c.total,
+                    c.bytes_in,
+                    c.bytes_out,
+                    c.connect_errors,
+                    members[name],
+                )
             )
-            for name, s in first.items()
-        )
         return Snapshot(
             self.config.mode,
             self.config.namespace,
             tuple(services),
-            servers,
-            clients,
-            total,
-            refused,
-            requests,
-            queue,
-            tls_failures,
+            tuple(servers),
+            counters.clients,
+            counters.clients_total,
+            counters.refused,
+            {service: dict(classes) for service, classes in counters.requests.items()},
+            counters.queue,
+            counters.tls_handshake_failures,
             self.reloads,
-            1,
+            workers,
             self.started,
         )
 

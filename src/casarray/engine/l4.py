@@ -21,6 +21,7 @@ from casarray.balance.queue import WaitQueue
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
+from casarray.engine.counters import Counters
 from casarray.engine.refusals import RefusalLog
 from casarray.engine.sweep import Sweeper
 
@@ -438,6 +439,10 @@ class L4Frontend:
             waiting = self.queue.pop()
             if waiting is not None and not waiting.closed:
                 self._dispatch(waiting)
+
+    def counters(self) -> Counters:
+        """This listener's counters (its pool's servers are counted by the generation)."""
+        return Counters(len(self.clients), self.accepted_total, self.refused, len(self.queue))
 
     def close_all(self) -> int:
         """Close every connection now; returns how many there were."""

@@ -28,6 +28,7 @@ from casarray.balance.algorithm import Algorithm, make_algorithm
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
+from casarray.engine.counters import Counters
 from casarray.engine.refusals import Answered, RefusalLog
 from casarray.engine.sweep import Sweeper
 from casarray.engine.tlsfd import open_tls_connection
@@ -1144,6 +1145,16 @@ class L7Frontend:
 
     def status_counts(self) -> dict[str, dict[str, int]]:
         return {svc: {f"{i}xx": n for i, n in enumerate(c) if i and n} for svc, c in self.statuses.items()}
+
+    def counters(self) -> Counters:
+        """This listener's counters (its pool's servers are counted by the generation)."""
+        return Counters(
+            clients=len(self.clients),
+            clients_total=self.accepted_total,
+            refused=self.refused,
+            tls_handshake_failures=self.tls_failures,
+            requests=self.status_counts(),
+        )
 
     def close_server(self, server: ServerState, service: str | None) -> None:
         """Maintenance: close now the connections pinned to `server` (for `service`, when given)."""

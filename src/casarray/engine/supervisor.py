@@ -42,7 +42,8 @@ from casarray.balance.state import Member, Operator
 from casarray.config.load import load_config
 from casarray.config.model import Config
 from casarray.engine.balancer import MAX_DRAINING, Balancer, Drained, SerialReloads, read_config_file
-from casarray.engine.control import Event, ServerView, Snapshot
+from casarray.engine.control import Event, Snapshot
+from casarray.engine.counters import Counters
 from casarray.errors import CasarrayError
 from casarray.health.state import Transition
 
@@ -70,7 +71,7 @@ class WorkerHandle:
         self.reader = reader
         self.writer = writer
         self.started = time.monotonic()
-        self.stats: dict[str, Any] = {}
+        self.counters: Counters | None = None  # the last the worker reported
         self.drained: dict[str, Any] = {}  # the worker's report of how its drain ended
         self.ready = asyncio.Event()
         self.exited = asyncio.Event()
@@ -108,7 +109,7 @@ class Supervisor:
         self._stopping = False
         self._numbers = 0
         self._crashes = 0  # worker failures in a row (the back-off)
-        self._retired: list[dict[str, Any]] = []  # last stats of workers that are gone
+        self._retired = Counters()  # what the workers that are gone had counted (engine/counters.py)
         self._retiring: list[OldWorkers] = []  # oldest first
         self._reloads = SerialReloads(self._reload_once)
         self._dir = Path(tempfile.mkdtemp(prefix="casarray-"))
@@ -265,7 +266,8 @@ class Supervisor:
             if op == "ready":
                 handle.ready.set()
             elif op == "stats":
-                handle.stats = message
+                with contextlib.suppress(ValueError):
+                    handle.counters = Counters.from_json(message.get("counters"))
             elif op == "drained":
                 handle.drained = message
 
@@ -275,7 +277,8 @@ class Supervisor:
         handle.writer.close()
         if handle in self.workers:
             self.workers.remove(handle)
-        self._retire(handle.stats)
+        if handle.counters is not None:
+            self._retired += handle.counters.ended()
         self._old_worker_gone(handle, code)
         if handle.stopping or self._stopping or not handle.ready.is_set():
             return  # expected; or it never got ready, which _spawn reports
@@ -318,16 +321,6 @@ class Supervisor:
         if generation != self.generation:  # a reload finished while it started: it is already old
             handle.stopping = True
             handle.send({"op": "drain", "grace": 0})
-
-    def _retire(self, stats: dict[str, Any]) -> None:
-        """Keep the totals of a worker that is gone, so counters never go down (Prometheus would read
-        a reset). Gauges (open connections, peaks, queue) are not kept."""
-        if not stats:
-            return
-        stats = dict(stats)
-        stats["clients"] = stats["queue"] = 0
-        stats["servers"] = [{**server, "active": 0, "peak": 0} for server in stats.get("servers", [])]
-        self._retired.append(stats)
 
     # --- Control ------------------------------------------------------------------------------------
     def events(self, since: float = 0.0) -> Sequence[Event]:
@@ -406,53 +399,8 @@ class Supervisor:
         log.log(logging.WARNING if old.closed else logging.INFO, "%s", drained.describe())
 
     def snapshot(self) -> Snapshot:
-        base = self.master.snapshot()
-        stats = [h.stats for h in self.workers if h.stats] + self._retired
-        servers: list[ServerView] = []
-        for view in base.servers:
-            sums = [0] * 6
-            requests: dict[str, int] = {}
-            for stat in stats:
-                for s in stat.get("servers", []):
-                    if s["name"] == view.name:
-                        for i, key in enumerate(
-                            ("active", "peak", "total", "bytes_in", "bytes_out", "connect_errors")
-                        ):
-                            sums[i] += int(s[key])
-                        for name, member in s["members"].items():
-                            requests[name] = requests.get(name, 0) + int(member["requests"])
-            members = {
-                name: dataclasses.replace(m, requests=requests.get(name, 0))
-                for name, m in view.members.items()
-            }
-            servers.append(
-                dataclasses.replace(
-                    view,
-                    active=sums[0],
-                    peak=sums[1],
-                    total=sums[2],
-                    bytes_in=sums[3],
-                    bytes_out=sums[4],
-                    connect_errors=sums[5],
-                    members=members,
-                )
-            )
-        counts: dict[str, dict[str, int]] = {}
-        for stat in stats:
-            for service, classes in stat.get("requests", {}).items():
-                for cls, n in classes.items():
-                    counts.setdefault(service, {})[cls] = counts.get(service, {}).get(cls, 0) + int(n)
-        return dataclasses.replace(
-            base,
-            servers=tuple(servers),
-            clients=sum(int(s.get("clients", 0)) for s in stats),
-            clients_total=sum(int(s.get("clients_total", 0)) for s in stats),
-            refused=sum(int(s.get("refused", 0)) for s in stats),
-            requests=counts,
-            queue=sum(int(s.get("queue", 0)) for s in stats),
-            tls_handshake_failures=sum(int(s.get("tls_handshake_failures", 0)) for s in stats),
-            workers=len(self.workers),
-        )
+        counted = sum((h.counters for h in self.workers if h.counters is not None), self._retired)
+        return self.master.view(counted, workers=len(self.workers))
 
     def reopen_logs(self) -> None:
         """SIGUSR1: every worker reopens its access log."""
@@ -507,8 +455,7 @@ async def run_worker(
 
     async def report() -> None:
         while True:
-            snapshot = balancer.snapshot()
-            send({"op": "stats", **dataclasses.asdict(snapshot)})
+            send({"op": "stats", "counters": balancer.counters().to_json()})
             await asyncio.sleep(STATS_INTERVAL)
 
     stopping: list[asyncio.Task[Drained | None]] = []
