@@ -25,7 +25,6 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from casarray.engine.control import ServerView as ServerViewData
 from casarray.engine.counters import Counters, ServerCounters
 from casarray.engine.l4 import L4Frontend
 from casarray.engine.l7 import HttpRedirector, L7Frontend
+from casarray.engine.messages import Drained
 from casarray.engine.tls import server_context, upstream_context
 from casarray.engine.tlsfd import TlsServer
 from casarray.errors import CasarrayError, StartupError
@@ -64,23 +64,6 @@ def read_config_file(path: Path) -> tuple[bytes, Config]:
     nothing read later can differ from what was checked."""
     data = read_config(path)
     return data, parse_config(data, str(path))
-
-
-@dataclass(frozen=True, slots=True)
-class Drained:
-    """How a generation's drain ended."""
-
-    number: int
-    seconds: float
-    held: int  # connections open when it stopped accepting
-    closed: int  # connections still open at its bound, closed then (0: every one ended by itself)
-    why: str  # what bound it had
-
-    def describe(self) -> str:
-        if not self.closed:
-            held = f"each of its {self.held} connection(s) has ended" if self.held else "nothing was open"
-            return f"generation {self.number}: finished after {self.seconds:.1f}s ({held})"
-        return f"generation {self.number}: {self.why}: closed {self.closed} connection(s) still open"
 
 
 class SerialReloads:

@@ -2,12 +2,11 @@
 
 The supervisor binds every listening socket, runs the one health checker and the admin side, and
 starts N worker processes (`casarray worker`, hidden) that inherit the sockets and accept from them:
-the kernel spreads connections over the workers. A socketpair per worker carries JSON lines:
-  supervisor -> worker: {"op": "health", ...} for every member change, {"op": "operator", ...},
-                        {"op": "serve"} once the first states are in, {"op": "retire"} (replaced by a
-                        reload), {"op": "drain", "grace": s, "why": ...} (stop, or cut a retiring one);
-  worker -> supervisor: {"op": "ready"} when its listeners are built, {"op": "stats", ...} every second,
-                        {"op": "drained", ...} (how its drain ended) before it exits.
+the kernel spreads connections over the workers. A socketpair per worker carries the typed messages of engine/messages.py, one JSON line each:
+  supervisor -> worker: Health for every member change, SetOperator, Serve once the first states are
+                        in, Retire (replaced by a reload), Drain (stop, or cut a retiring one short);
+  worker -> supervisor: Ready when its listeners are built, Stats (its Counters) every second,
+                        Drained (how its drain ended) before it exits.
 
 Workers run exactly the config that was checked: the supervisor reads the file once, validates those
 bytes and writes those same bytes to a private file (its own temporary directory, read-only) that the
@@ -27,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import signal
 import socket
@@ -41,9 +39,22 @@ from typing import Any
 from casarray.balance.state import Member, Operator
 from casarray.config.load import load_config
 from casarray.config.model import Config
-from casarray.engine.balancer import MAX_DRAINING, Balancer, Drained, SerialReloads, read_config_file
+from casarray.engine.balancer import MAX_DRAINING, Balancer, SerialReloads, read_config_file
 from casarray.engine.control import Event, Snapshot
 from casarray.engine.counters import Counters
+from casarray.engine.messages import (
+    Drain,
+    Drained,
+    Health,
+    Message,
+    Ready,
+    Retire,
+    Serve,
+    SetOperator,
+    Stats,
+    decode,
+    encode,
+)
 from casarray.errors import CasarrayError
 from casarray.health.state import Transition
 
@@ -72,14 +83,14 @@ class WorkerHandle:
         self.writer = writer
         self.started = time.monotonic()
         self.counters: Counters | None = None  # the last the worker reported
-        self.drained: dict[str, Any] = {}  # the worker's report of how its drain ended
+        self.drained: Drained | None = None  # the worker's report of how its drain ended
         self.ready = asyncio.Event()
         self.exited = asyncio.Event()
         self.stopping = False
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         if not self.writer.is_closing():
-            self.writer.write(json.dumps(message).encode() + b"\n")
+            self.writer.write(encode(message))
 
 
 @dataclasses.dataclass(eq=False)
@@ -154,7 +165,7 @@ class Supervisor:
             if isinstance(failure, BaseException):
                 for handle in handles:
                     handle.stopping = True
-                    handle.send({"op": "drain", "grace": 0})
+                    handle.send(Drain(0))
                 raise failure
         return handles
 
@@ -201,7 +212,7 @@ class Supervisor:
             raise CasarrayError(f"worker {number} (pid {process.pid}) {what}", "workers")
         for message in self._state_messages():
             handle.send(message)
-        handle.send({"op": "serve"})
+        handle.send(Serve())
         log.info("worker %d (pid %d) serving generation %d", number, process.pid, generation)
         return handle
 
@@ -210,41 +221,31 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _state_messages(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def _state_messages(self) -> list[Message]:
+        out: list[Message] = []
         current = self.master.current
         if current is None:
             return out
         for state in current.states():
-            out.append(
-                {"op": "operator", "server": state.name, "service": None, "state": state.operator.value}
-            )
+            out.append(SetOperator(state.name, None, state.operator.value))
             for member in state.members.values():
                 out.append(self._health_message(member))
-                out.append(
-                    {
-                        "op": "operator",
-                        "server": state.name,
-                        "service": member.service,
-                        "state": member.operator.value,
-                    }
-                )
+                out.append(SetOperator(state.name, member.service, member.operator.value))
         return out
 
     @staticmethod
-    def _health_message(member: Member) -> dict[str, Any]:
+    def _health_message(member: Member) -> Health:
         last = member.health.last
-        return {
-            "op": "health",
-            "server": member.server.name,
-            "service": member.service,
-            "up": member.health.up,
-            "checked": member.health.checked,
-            "code": last.code if last else "",
-            "reason": last.reason if last else "",
-        }
+        return Health(
+            member.server.name,
+            member.service,
+            member.health.up,
+            member.health.checked,
+            last.code if last else "",
+            last.reason if last else "",
+        )
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
+    def _broadcast(self, message: Message) -> None:
         # Draining workers too: a `maint` must also close the connections they still hold.
         for handle in self.workers:
             handle.send(message)
@@ -259,16 +260,15 @@ class Supervisor:
     async def _read_lines(self, handle: WorkerHandle) -> None:
         while line := await handle.reader.readline():
             try:
-                message = json.loads(line)
-            except ValueError:
+                message = decode(line)
+            except ValueError as exc:
+                log.warning("worker %d: unreadable message skipped: %s", handle.number, exc)
                 continue
-            op = message.get("op")
-            if op == "ready":
+            if isinstance(message, Ready):
                 handle.ready.set()
-            elif op == "stats":
-                with contextlib.suppress(ValueError):
-                    handle.counters = Counters.from_json(message.get("counters"))
-            elif op == "drained":
+            elif isinstance(message, Stats):
+                handle.counters = message.counters
+            elif isinstance(message, Drained):
                 handle.drained = message
 
     async def _watch(self, handle: WorkerHandle) -> None:
@@ -320,7 +320,7 @@ class Supervisor:
             return
         if generation != self.generation:  # a reload finished while it started: it is already old
             handle.stopping = True
-            handle.send({"op": "drain", "grace": 0})
+            handle.send(Drain(0))
 
     # --- Control ------------------------------------------------------------------------------------
     def events(self, since: float = 0.0) -> Sequence[Event]:
@@ -328,7 +328,7 @@ class Supervisor:
 
     def set_operator(self, server: str, service: str | None, state: Operator) -> None:
         self.master.set_operator(server, service, state)
-        self._broadcast({"op": "operator", "server": server, "service": service, "state": state.value})
+        self._broadcast(SetOperator(server, service, state.value))
 
     async def reload(self) -> str:
         """Check the config file, start workers on it, retire the old ones. Serialised and coalesced
@@ -361,7 +361,7 @@ class Supervisor:
             return
         for handle in handles:
             handle.stopping = True
-            handle.send({"op": "retire"})
+            handle.send(Retire())
         generation = min(h.generation for h in handles)
         self._retiring.append(OldWorkers(generation, set(handles), time.monotonic()))
         draining = [s for s in self._retiring if not s.capped]
@@ -370,7 +370,7 @@ class Supervisor:
             oldest.capped = True
             why = f"more than {MAX_DRAINING} generations draining"
             for handle in oldest.handles:
-                handle.send({"op": "drain", "grace": 0, "why": why})
+                handle.send(Drain(0, why))
 
     def _old_worker_gone(self, handle: WorkerHandle, code: int) -> None:
         """One line once every worker of a retired generation is gone: how their drain ended."""
@@ -381,10 +381,10 @@ class Supervisor:
             return
         old.handles.discard(handle)
         report = handle.drained
-        if report:
-            old.held += int(report.get("held", 0))
-            old.closed += int(report.get("closed", 0))
-            old.why = str(report.get("why", "")) if report.get("closed") else old.why
+        if report is not None:
+            old.held += report.held
+            old.closed += report.closed
+            old.why = report.why if report.closed else old.why
         elif code != 0:
             log.warning(
                 "worker %d (pid %d) exited with status %s while draining",
@@ -418,7 +418,7 @@ class Supervisor:
         grace = self.master.config.timeouts.grace if grace is None else grace
         for handle in self.workers:
             handle.stopping = True
-            handle.send({"op": "drain", "grace": grace})
+            handle.send(Drain(grace))
         self.master.listeners.close()  # refuse new connections at once (workers close their copies)
         waits = [h.process.wait() for h in list(self.workers)]
         try:
@@ -449,13 +449,13 @@ async def run_worker(
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=control_fd))
 
-    def send(message: dict[str, Any]) -> None:
+    def send(message: Message) -> None:
         if not writer.is_closing():
-            writer.write(json.dumps(message).encode() + b"\n")
+            writer.write(encode(message))
 
     async def report() -> None:
         while True:
-            send({"op": "stats", "counters": balancer.counters().to_json()})
+            send(Stats(balancer.counters()))
             await asyncio.sleep(STATS_INTERVAL)
 
     stopping: list[asyncio.Task[Drained | None]] = []
@@ -470,26 +470,31 @@ async def run_worker(
 
     async def commands() -> None:
         while line := await reader.readline():
-            message = json.loads(line)
-            op = message.get("op")
-            if op == "health" and message["checked"]:
-                balancer.apply_health(
-                    message["server"], message["service"], message["up"], message["code"], message["reason"]
-                )
-            elif op == "operator":
-                with contextlib.suppress(KeyError):
-                    balancer.set_operator(
-                        message["server"], message["service"], Operator(message["state"]), quiet=True
+            try:
+                message = decode(line)
+            except ValueError as exc:
+                log.warning("worker %d: unreadable message from the supervisor skipped: %s", number, exc)
+                continue
+            if isinstance(message, Health):
+                if message.checked:
+                    balancer.apply_health(
+                        message.server, message.service, message.up, message.code, message.reason
                     )
-            elif op == "serve" and balancer.current is not None:
-                await balancer.current.serve()
-            elif op == "retire":
+            elif isinstance(message, SetOperator):
+                with contextlib.suppress(KeyError, ValueError):  # ValueError: not an operator state
+                    balancer.set_operator(
+                        message.server, message.service, Operator(message.state), quiet=True
+                    )
+            elif isinstance(message, Serve):
+                if balancer.current is not None:
+                    await balancer.current.serve()
+            elif isinstance(message, Retire):
                 stop(config.timeouts.hard_stop_after, reload=True)
-            elif op == "drain":
-                stop(float(message["grace"]), why=message.get("why"))
+            elif isinstance(message, Drain):
+                stop(message.grace, why=message.why)
         stop(config.timeouts.grace)  # the supervisor is gone: finish like a stop
 
-    send({"op": "ready"})
+    send(Ready())
     reporter = loop.create_task(report())
     listening = loop.create_task(commands())
     try:
@@ -500,7 +505,7 @@ async def run_worker(
             stop(config.timeouts.grace)
         drained = await stopping[0]  # commands() keeps listening meanwhile: a stop may hurry it
         if drained is not None:
-            send({"op": "drained", **dataclasses.asdict(drained)})
+            send(drained)
             with contextlib.suppress(ConnectionError):  # the supervisor is gone: nobody to tell
                 await writer.drain()
     finally:
