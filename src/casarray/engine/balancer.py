@@ -37,6 +37,7 @@ from casarray.engine.accesslog import AccessLog
 from casarray.engine.control import Event, MemberView, Snapshot
 from casarray.engine.control import ServerView as ServerViewData
 from casarray.engine.counters import Counters, ServerCounters
+from casarray.engine.frontend import Frontend
 from casarray.engine.l4 import L4Frontend
 from casarray.engine.l7 import HttpRedirector, L7Frontend
 from casarray.engine.messages import Drained
@@ -50,7 +51,6 @@ from casarray.health.state import CheckResult, HealthState, Transition
 
 log = logging.getLogger("casarray")
 
-Frontend = L4Frontend | L7Frontend
 Serving = asyncio.Server | TlsServer  # what a generation starts, stops and waits for
 
 # Old generations left draining at once; a reload beyond it closes the oldest one's connections.
