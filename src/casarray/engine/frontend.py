@@ -24,7 +24,6 @@ __all__ = ["Frontend"]
 
 class Frontend(Protocol):
     access: AccessLog | None  # where each connection or request is logged (None: no access log)
-    announce: bool  # log pool changes (off in supervised workers: the supervisor logs health, once)
 
     @property
     def servers(self) -> Sequence[ServerState]:
@@ -50,7 +49,7 @@ class Frontend(Protocol):
         ...
 
     def refresh(self) -> None:
-        """Health or operator state changed: recompute who takes traffic (and log what changed)."""
+        """Health or operator state changed: recompute who takes traffic (engine/pools.py logs it)."""
         ...
 
     def counters(self) -> Counters:

@@ -1107,12 +1107,10 @@ class L7Frontend:
         self.lingering = [0]  # refused connections still open (engine/refusals.py Answered)
         self.accepted_total = 0
         self.tls_failures = 0  # client handshakes that failed or timed out
-        self.announce = True  # log pool changes (not in supervised workers: the supervisor logs health)
         self.access: AccessLog | None = None
         self.draining = False  # the generation was replaced or is stopping: close after each response
         # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
         self.statuses: dict[str, list[int]] = {}
-        self._available: dict[str, bool] = {}
         self.empty = asyncio.Event()  # set while no client connection is open
         self.empty.set()
 
@@ -1127,15 +1125,7 @@ class L7Frontend:
         self.sweeper.start(self.clients)
 
     def refresh(self) -> None:
-        """Health or operator state changed: log each service that loses or regains its last member."""
-        for name in self.config.services:
-            available = bool(self.router.candidates(name))
-            if available != self._available.get(name, True) and self.announce:
-                if available:
-                    log.info("%s is available again", name)
-                else:
-                    log.error("no server is available for %s: its requests get 503", name)
-            self._available[name] = available
+        """Nothing to recompute: the Router reads availability per request (engine/pools.py logs it)."""
 
     def count(self, service: str, status: int) -> None:
         counts = self.statuses.get(service)

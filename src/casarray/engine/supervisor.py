@@ -39,7 +39,14 @@ from typing import Any
 from casarray.balance.state import Member, Operator
 from casarray.config.load import load_config
 from casarray.config.model import Config
-from casarray.engine.balancer import MAX_DRAINING, Balancer, SerialReloads, read_config_file
+from casarray.engine.balancer import (
+    MAX_DRAINING,
+    SUPERVISOR,
+    WORKER,
+    Balancer,
+    SerialReloads,
+    read_config_file,
+)
 from casarray.engine.control import Event, Snapshot
 from casarray.engine.counters import Counters
 from casarray.engine.messages import (
@@ -111,7 +118,7 @@ class Supervisor:
 
     def __init__(self, config: Config, config_path: Path, workers: int) -> None:
         self.count = workers
-        self.master = Balancer(config, config_path, role="master")
+        self.master = Balancer(config, config_path, SUPERVISOR)
         self.master.on_change = self._on_change
         self.config_path = config_path
         self.workers: list[WorkerHandle] = []
@@ -442,7 +449,7 @@ async def run_worker(
     states from the supervisor, serve, report counters; retire or drain when told, and keep listening
     meanwhile (a stop during a retirement shortens it), then report how the drain ended."""
     config = load_config(config_path)  # the supervisor's private copy of the validated bytes
-    balancer = Balancer(config, config_path, role="worker")
+    balancer = Balancer(config, config_path, WORKER)
     for address, port, fd in listen:
         balancer.listeners.adopt(address, port, fd)
     await balancer.start()
