@@ -308,10 +308,6 @@ class Generation:
         self.capped = False  # closed early: too many generations draining
         self._hurried = asyncio.Event()
 
-    @property
-    def frontend(self) -> Frontend | None:
-        return self.frontends[0] if self.frontends else None
-
     def states(self) -> list[ServerState]:
         """Every server state of every pool (one per server and pool)."""
         return [s for pool in self.pools for s in pool]
@@ -564,10 +560,6 @@ class Balancer:
         """A reload's outcome, a drain's end: under a supervisor, it logs them once its workers are
         done (its own half serves nothing)."""
         return logging.INFO if self.parts.whole else logging.DEBUG
-
-    @property
-    def frontend(self) -> Frontend | None:
-        return self.current.frontend if self.current else None
 
     @property
     def servers(self) -> list[ServerState]:
@@ -838,65 +830,78 @@ class Balancer:
     def view(self, counters: Counters, workers: int = 1) -> Snapshot:
         """The admin side's picture: servers, members and their health from this process, traffic
         from `counters` (this process's own, or what a supervisor's workers counted)."""
-        current = self.current
-        first: dict[str, ServerState] = {}
-        members: dict[str, dict[str, MemberView]] = {}
-        services: list[str] = list(self.config.services)
-        for s in current.states() if current is not None else ():
-            first.setdefault(s.name, s)  # a server appears once per pool
-            requests = counters.servers.get(s.name, ServerCounters()).requests
-            views = members.setdefault(s.name, {})
-            for name, m in s.members.items():
-                last = m.health.last
-                views[name] = MemberView(
-                    s.name,
-                    name,
-                    m.health.name,
-                    last.code if last else "",
-                    last.reason if last else "",
-                    round(last.duration * 1000, 1) if last else 0.0,
-                    _epoch(m.health.last_change) if m.health.checked else 0.0,
-                    m.operator.value,
-                    m.available,
-                    requests.get(name, 0),
-                    tuple(m.health.durations),
-                    round(m.health.duration_sum, 6),
-                )
-                if name not in services:
-                    services.append(name)
-        servers: list[ServerViewData] = []
-        for name, s in first.items():
-            c = counters.servers.get(name, ServerCounters())
-            servers.append(
-                ServerViewData(
-                    name,
-                    s.address,
-                    s.port,
-                    s.operator.value,
-                    c.active,
-                    c.peak,
-                    c.total,
-                    c.bytes_in,
-                    c.bytes_out,
-                    c.connect_errors,
-                    members[name],
-                )
+        states = self.current.states() if self.current is not None else []
+        return snapshot_of(self.config, states, counters, self.reloads, workers, self.started)
+
+
+def snapshot_of(
+    config: Config,
+    states: Sequence[ServerState],
+    counters: Counters,
+    reloads: int,
+    workers: int,
+    started: float,
+) -> Snapshot:
+    """What the admin side sees (engine/control.py): one line per server whatever its pools, each
+    member's health and operator state, and the traffic `counters` say."""
+    first: dict[str, ServerState] = {}
+    members: dict[str, dict[str, MemberView]] = {}
+    services: list[str] = list(config.services)
+    for s in states:
+        first.setdefault(s.name, s)  # a server appears once per pool
+        requests = counters.servers.get(s.name, ServerCounters()).requests
+        views = members.setdefault(s.name, {})
+        for name, m in s.members.items():
+            last = m.health.last
+            views[name] = MemberView(
+                s.name,
+                name,
+                m.health.name,
+                last.code if last else "",
+                last.reason if last else "",
+                round(last.duration * 1000, 1) if last else 0.0,
+                _epoch(m.health.last_change) if m.health.checked else 0.0,
+                m.operator.value,
+                m.available,
+                requests.get(name, 0),
+                tuple(m.health.durations),
+                round(m.health.duration_sum, 6),
             )
-        return Snapshot(
-            self.config.mode,
-            self.config.namespace,
-            tuple(services),
-            tuple(servers),
-            counters.clients,
-            counters.clients_total,
-            counters.refused,
-            {service: dict(classes) for service, classes in counters.requests.items()},
-            counters.queue,
-            counters.tls_handshake_failures,
-            self.reloads,
-            workers,
-            self.started,
+            if name not in services:
+                services.append(name)
+    servers: list[ServerViewData] = []
+    for name, s in first.items():
+        c = counters.servers.get(name, ServerCounters())
+        servers.append(
+            ServerViewData(
+                name,
+                s.address,
+                s.port,
+                s.operator.value,
+                c.active,
+                c.peak,
+                c.total,
+                c.bytes_in,
+                c.bytes_out,
+                c.connect_errors,
+                members[name],
+            )
         )
+    return Snapshot(
+        config.mode,
+        config.namespace,
+        tuple(services),
+        tuple(servers),
+        counters.clients,
+        counters.clients_total,
+        counters.refused,
+        {service: dict(classes) for service, classes in counters.requests.items()},
+        counters.queue,
+        counters.tls_handshake_failures,
+        reloads,
+        workers,
+        started,
+    )
 
 
 def _epoch(loop_time: float) -> float:

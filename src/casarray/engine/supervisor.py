@@ -1,8 +1,10 @@
 """Several data-plane workers behind one supervisor (`workers: N`, N > 1).
 
-The supervisor binds every listening socket, runs the one health checker and the admin side, and
-starts N worker processes (`casarray worker`, hidden) that inherit the sockets and accept from them:
-the kernel spreads connections over the workers. A socketpair per worker carries the typed messages of engine/messages.py, one JSON line each:
+The supervisor binds every listening socket, runs the one health checker and the admin side (its own
+Balancer built with the SUPERVISOR parts: sockets, pools, checks, pool log; no frontend), and starts
+N worker processes (`casarray worker`, hidden; the WORKER parts) that inherit the sockets and accept
+from them: the kernel spreads connections over the workers. A socketpair per worker carries the typed
+messages of engine/messages.py, one JSON line each:
   supervisor -> worker: Health for every member change, SetOperator, Serve once the first states are
                         in, Retire (replaced by a reload), Drain (stop, or cut a retiring one short);
   worker -> supervisor: Ready when its listeners are built, Stats (its Counters) every second,
@@ -95,6 +97,39 @@ class WorkerHandle:
         self.exited = asyncio.Event()
         self.stopping = False
 
+    @classmethod
+    async def launch(
+        cls, number: int, generation: int, path: Path, fds: dict[tuple[str, int], int]
+    ) -> WorkerHandle:
+        """Start `casarray worker` on the config at `path`, with the listening sockets `fds` and one
+        end of a socketpair for the messages."""
+        ours, theirs = socket.socketpair()
+        args = [
+            sys.executable,
+            "-m",
+            "casarray",
+            "worker",
+            "--config",
+            str(path),
+            "--control-fd",
+            str(theirs.fileno()),
+            "--number",
+            str(number),
+        ]
+        for (address, port), fd in fds.items():
+            args += ["--listen", f"{address}:{port}={fd}"]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *args, pass_fds=[theirs.fileno(), *fds.values()], stdin=asyncio.subprocess.DEVNULL
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker has its copy
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        return cls(number, generation, process, reader, writer)
+
     def send(self, message: Message) -> None:
         if not self.writer.is_closing():
             self.writer.write(encode(message))
@@ -179,28 +214,8 @@ class Supervisor:
     async def _spawn(self, generation: int, path: Path) -> WorkerHandle:
         self._numbers += 1
         number = self._numbers
-        ours, theirs = socket.socketpair()
-        fds = self.master.listeners.fds()
-        args = [
-            sys.executable,
-            "-m",
-            "casarray",
-            "worker",
-            "--config",
-            str(path),
-            "--control-fd",
-            str(theirs.fileno()),
-            "--number",
-            str(number),
-        ]
-        for (address, port), fd in fds.items():
-            args += ["--listen", f"{address}:{port}={fd}"]
-        process = await asyncio.create_subprocess_exec(
-            *args, pass_fds=[theirs.fileno(), *fds.values()], stdin=asyncio.subprocess.DEVNULL
-        )
-        theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
-        handle = WorkerHandle(number, generation, process, reader, writer)
+        handle = await WorkerHandle.launch(number, generation, path, self.master.listeners.fds())
+        process = handle.process
         self.workers.append(handle)
         self._keep(self._read(handle))
         self._keep(self._watch(handle))
