@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from casarray.config.load import parse_config
+from casarray.engine.balancer import ONE_PROCESS, SUPERVISOR, WORKER, Generation, Listeners, Parts
 from tests.integration.conftest import Lab
 from tests.integration.test_reload import load
 from tests.support import https_request, wait_until
@@ -93,3 +99,44 @@ def test_sigterm_stops_every_worker(lab: Lab) -> None:
     assert proc.popen.wait(20) == 0
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+PARTS_CONFIG = """\
+mode: l4
+namespace: outlook.alwayshotcafe.com
+listen: {address: 127.0.0.1, https_port: 0}
+services: [owa, ews]
+servers: [{name: MB1, address: 127.0.0.1}, {name: MB2, address: 127.0.0.2}]
+health: {enabled: false}
+"""
+
+
+@pytest.mark.parametrize(
+    ("parts", "frontends", "announces"),
+    [(ONE_PROCESS, 1, True), (SUPERVISOR, 0, True), (WORKER, 1, False)],
+    ids=["one process", "supervisor", "worker"],
+)
+def test_each_process_builds_only_its_parts(
+    parts: Parts, frontends: int, announces: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The supervisor binds the sockets and logs the pools, but builds no frontend it would never
+    serve; a worker serves and leaves the pool log to its supervisor."""
+    caplog.set_level(logging.INFO)
+
+    async def build() -> tuple[int, int, bool]:
+        listeners = Listeners()
+        generation = Generation(parse_config(PARTS_CONFIG), 1)
+        try:
+            await generation.start(listeners, None, lambda member, transition: None, None, parts)
+            return len(generation.frontends), len(generation.asyncio_servers), bool(listeners.fds())
+        finally:
+            await generation.drain(0, "test over", True, logging.DEBUG)
+            listeners.close()
+
+    assert asyncio.run(build()) == (frontends, frontends, True)
+    joins = [r.getMessage() for r in caplog.records if "joins the l4 pool" in r.getMessage()]
+    assert joins == (
+        ["server MB1 joins the l4 pool (2 of 2 up)", "server MB2 joins the l4 pool (2 of 2 up)"]
+        if announces
+        else []
+    )

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,8 +39,12 @@ from casarray.engine import opstate
 from casarray.engine.accesslog import AccessLog
 from casarray.engine.control import Event, MemberView, Snapshot
 from casarray.engine.control import ServerView as ServerViewData
+from casarray.engine.counters import Counters, ServerCounters
+from casarray.engine.frontend import Frontend
 from casarray.engine.l4 import L4Frontend
 from casarray.engine.l7 import HttpRedirector, L7Frontend
+from casarray.engine.messages import Drained
+from casarray.engine.pools import ServerPoolLog, ServicePoolLog
 from casarray.engine.tls import server_context, upstream_context
 from casarray.engine.tlsfd import TlsServer
 from casarray.errors import CasarrayError, StartupError
@@ -50,7 +55,6 @@ from casarray.health.state import CheckResult, HealthState, Transition
 
 log = logging.getLogger("casarray")
 
-Frontend = L4Frontend | L7Frontend
 Serving = asyncio.Server | TlsServer  # what a generation starts, stops and waits for
 
 # Old generations left draining at once; a reload beyond it closes the oldest one's connections.
@@ -64,23 +68,6 @@ def read_config_file(path: Path) -> tuple[bytes, Config]:
     nothing read later can differ from what was checked."""
     data = read_config(path)
     return data, parse_config(data, str(path))
-
-
-@dataclass(frozen=True, slots=True)
-class Drained:
-    """How a generation's drain ended."""
-
-    number: int
-    seconds: float
-    held: int  # connections open when it stopped accepting
-    closed: int  # connections still open at its bound, closed then (0: every one ended by itself)
-    why: str  # what bound it had
-
-    def describe(self) -> str:
-        if not self.closed:
-            held = f"each of its {self.held} connection(s) has ended" if self.held else "nothing was open"
-            return f"generation {self.number}: finished after {self.seconds:.1f}s ({held})"
-        return f"generation {self.number}: {self.why}: closed {self.closed} connection(s) still open"
 
 
 class SerialReloads:
@@ -181,18 +168,148 @@ class Listeners:
         self._socks.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Which parts of the runtime a process builds. One process builds both halves; under a
+    supervisor (engine/supervisor.py) the supervisor builds the checking half and binds the sockets,
+    each worker the serving half on the sockets it inherits."""
+
+    serving: bool  # frontends on the listening sockets: the data plane
+    checking: bool  # the health checker and the log of pool changes: where health comes from
+
+    @property
+    def whole(self) -> bool:
+        """Both halves: no supervisor reports for it (reload outcomes, drains)."""
+        return self.serving and self.checking
+
+
+ONE_PROCESS = Parts(serving=True, checking=True)
+SUPERVISOR = Parts(serving=False, checking=True)
+WORKER = Parts(serving=True, checking=False)
+
+
+@dataclass(eq=False, slots=True)
+class MailPool:
+    """The pool of one mail port (an l4 listener of its own)."""
+
+    protocol: MailProtocolName
+    port: int
+    settings: MailProtocol
+    states: list[ServerState]
+
+    @property
+    def service(self) -> str:
+        return f"{self.protocol}:{self.port}"
+
+
+class PoolBuilder:
+    """Builds a generation's server states, carrying over from the previous generation what is known
+    of the same (server, address, port, service) — health, operator states — and listing each
+    member's check (`probes`) and those never checked yet (`fresh`, checked before serving)."""
+
+    def __init__(
+        self,
+        config: Config,
+        addresses: Sequence[str],
+        previous: Generation | None,
+        restore: Callable[[ServerState], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.addresses = addresses
+        self.restore = restore  # puts the operator states kept from the last run on each server
+        self.now = asyncio.get_running_loop().time()
+        self.carried = {
+            (m.server.name, m.server.address, m.server.port, m.service): m
+            for m in (previous.members() if previous else [])
+        }
+        self.old_operator = {s.name: s.operator for s in (previous.servers if previous else [])}
+        self.probes: list[tuple[Member, Probe]] = []
+        self.fresh: list[tuple[Member, Probe]] = []
+
+    def pool(
+        self,
+        port_of: Callable[[Server], int],
+        services: Sequence[str],
+        probe_for: Callable[[ServerState, str], Probe],
+    ) -> list[ServerState]:
+        config = self.config
+        states: list[ServerState] = []
+        for server_config, address in zip(config.servers, self.addresses, strict=True):
+            state = ServerState(server_config, address, port_of(server_config))
+            state.operator = self.old_operator.get(server_config.name, Operator.READY)
+            for name in services:
+                member = Member(state, name, HealthState(config.health.rise, config.health.fall))
+                old = self.carried.get((state.name, address, state.port, name))
+                if old is not None:  # same server, address, port and service: keep what is known
+                    member.operator = old.operator
+                    member.health = old.health
+                    member.health.rise, member.health.fall = config.health.rise, config.health.fall
+                if not config.health.enabled:
+                    member.health.force_up(self.now)
+                state.members[name] = member
+                probe = probe_for(state, name)
+                self.probes.append((member, probe))
+                if old is None or not old.health.checked:
+                    self.fresh.append((member, probe))
+            if self.restore is not None:
+                self.restore(state)
+            states.append(state)
+        return states
+
+
+def https_probe(config: Config, upstream_ssl: ssl.SSLContext) -> Callable[[ServerState, str], Probe]:
+    def probe(state: ServerState, service: str) -> Probe:
+        return partial(
+            probe_https,
+            HttpsProbe(
+                state.address,
+                state.port,
+                catalog.get(service).health_path,
+                config.check_server_name,
+                upstream_ssl,
+                config.health.timeout,
+            ),
+        )
+
+    return probe
+
+
+def mail_probe(
+    config: Config, upstream_ssl: ssl.SSLContext, mail: MailPool
+) -> Callable[[ServerState, str], Probe]:
+    def probe(state: ServerState, _: str) -> Probe:
+        return partial(
+            probe_mail,
+            MailProbe(
+                mail.protocol,
+                state.address,
+                state.port,
+                mail.port in catalog.IMPLICIT_TLS_PORTS,
+                config.check_server_name,
+                upstream_ssl,
+                config.health.timeout,
+                mail.settings.require_starttls,
+            ),
+        )
+
+    return probe
+
+
 class Generation:
     """Everything one config runs: server states, members, frontends, health checker, servers.
 
-    `frontends[0]` is the HTTPS listener (l4 or l7); mail listeners follow, one l4 pool per port.
+    `pools[0]` is the HTTPS pool (`servers`), mail pools follow, one per port; `frontends` are built
+    in the same order, in processes that serve (`frontends[0]` the HTTPS listener, l4 or l7).
     """
 
     def __init__(self, config: Config, number: int) -> None:
         self.config = config
         self.number = number
         self.servers: list[ServerState] = []  # the HTTPS pool
+        self.mail: list[MailPool] = []
         self.pools: list[list[ServerState]] = []  # the HTTPS pool, then one per mail port
         self.frontends: list[Frontend] = []
+        self.pool_logs: list[ServerPoolLog | ServicePoolLog] = []
         self.checker: HealthChecker[Member] | None = None
         self.asyncio_servers: list[Serving] = []
         self.listen_keys: set[tuple[str, int]] = set()
@@ -200,10 +317,6 @@ class Generation:
         self.why = ""  # what set the deadline (in the log line when it closes connections)
         self.capped = False  # closed early: too many generations draining
         self._hurried = asyncio.Event()
-
-    @property
-    def frontend(self) -> Frontend | None:
-        return self.frontends[0] if self.frontends else None
 
     def states(self) -> list[ServerState]:
         """Every server state of every pool (one per server and pool)."""
@@ -217,157 +330,133 @@ class Generation:
         listeners: Listeners,
         previous: Generation | None,
         on_transition: Callable[[Member, Transition], None],
-        access: AccessLog | None = None,
-        role: str = "all",
+        access: AccessLog | None,
+        parts: Parts,
         restore: Callable[[ServerState], None] | None = None,
     ) -> None:
-        """role "all": one process does everything; "master": pools and health checks, no listeners;
-        "worker": pools and listeners, health comes from the master (and serving starts on `serve`).
+        """Build what `parts` asks for, every step that can fail before any traffic is accepted (the
+        caller stops what was started if one raises). A worker serves when its supervisor says so.
         `restore`: puts the operator states kept from the last run on each server (before serving)."""
         config = self.config
-        serve = role != "master"
-        addresses = await resolve(config)
+        builder = PoolBuilder(config, await resolve(config), previous, restore)
         upstream_ssl = upstream_context(config)
-        server_ssl = server_context(config) if config.mode == "l7" else None
-        now = asyncio.get_running_loop().time()
-        carried = {
-            (m.server.name, m.server.address, m.server.port, m.service): m
-            for m in (previous.members() if previous else [])
-        }
-        old_operator = {s.name: s.operator for s in (previous.servers if previous else [])}
-        probes: list[tuple[Member, Probe]] = []
-        fresh: list[tuple[Member, Probe]] = []
+        server_ssl = server_context(config) if config.mode == "l7" else None  # checked in every process
+        self._bind(listeners)
+        self._build_pools(builder, upstream_ssl)
+        if parts.serving:
+            await self._build_frontends(listeners, upstream_ssl, server_ssl, access)
+        if parts.checking:
+            self._build_pool_logs()
+            await self._start_checks(builder, on_transition)
+        self.refresh()
+        if parts.checking:  # a worker has no health of its own yet: it waits for its supervisor's
+            await self.serve()
 
-        def pool(
-            port_of: Callable[[Server], int],
-            services: Sequence[str],
-            probe_for: Callable[[ServerState, str], Probe],
-        ) -> list[ServerState]:
-            states: list[ServerState] = []
-            for server_config, address in zip(config.servers, addresses, strict=True):
-                state = ServerState(server_config, address, port_of(server_config))
-                state.operator = old_operator.get(server_config.name, Operator.READY)
-                for name in services:
-                    member = Member(state, name, HealthState(config.health.rise, config.health.fall))
-                    old = carried.get((state.name, address, state.port, name))
-                    if old is not None:  # same server, address, port and service: keep what is known
-                        member.operator = old.operator
-                        member.health = old.health
-                        member.health.rise, member.health.fall = config.health.rise, config.health.fall
-                    if not config.health.enabled:
-                        member.health.force_up(now)
-                    state.members[name] = member
-                    probe = probe_for(state, name)
-                    probes.append((member, probe))
-                    if old is None or not old.health.checked:
-                        fresh.append((member, probe))
-                if restore is not None:
-                    restore(state)
-                states.append(state)
-            return states
+    def _bind(self, listeners: Listeners) -> None:
+        """Every listening socket this config names (kept by the balancer across generations: a
+        supervisor binds them for its workers)."""
+        listen = self.config.listen
+        ports = [listen.https_port]
+        if self.config.mode == "l7" and listen.http_port is not None:
+            ports.append(listen.http_port)
+        ports += [port for _, settings in _mail_protocols(self.config) for port in settings.ports]
+        for port in ports:
+            listeners.get(listen.address, port)
+            self.listen_keys.add((listen.address, port))
 
-        def https_probe(state: ServerState, service: str) -> Probe:
-            return partial(
-                probe_https,
-                HttpsProbe(
-                    state.address,
-                    state.port,
-                    catalog.get(service).health_path,
-                    config.check_server_name,
-                    upstream_ssl,
-                    config.health.timeout,
-                ),
-            )
-
-        self.servers = pool(lambda s: s.port, config.services, https_probe)
+    def _build_pools(self, builder: PoolBuilder, upstream_ssl: ssl.SSLContext) -> None:
+        """The HTTPS pool (a member per service), then one pool per mail port."""
+        config = self.config
+        self.servers = builder.pool(lambda s: s.port, config.services, https_probe(config, upstream_ssl))
         self.pools.append(self.servers)
-        # The supervisor ("master") builds the same frontends, without serving: they log the pool
-        # changes once and hold the states; its workers serve on the sockets it binds here.
-        listen = config.listen
-        frontend: Frontend
-        if config.mode == "l7":
-            frontend = L7Frontend(config, self.servers, upstream_ssl)
-        else:
-            frontend = L4Frontend(config, self.servers, Picker.of(config.balance, config.affinity))
-        self.frontends.append(frontend)
-        sock = listeners.get(listen.address, listen.https_port)
-        self.listen_keys.add((listen.address, listen.https_port))
-        if serve:
-            if isinstance(frontend, L7Frontend):
-                assert server_ssl is not None
-                # TLS on the socket itself (engine/tlsfd.py), not the loop's memory-BIO transport.
-                self.asyncio_servers.append(
-                    TlsServer(
-                        frontend.protocol_factory,
-                        sock.dup(),
-                        server_ssl,
-                        config.timeouts.request_header,
-                        frontend.handshake_failed,
-                    )
-                )
-            else:
-                self.asyncio_servers.append(await self._serve(frontend.protocol_factory, sock))
-        if config.mode == "l7" and listen.http_port is not None:
-            namespace = config.namespace.encode()
-            https_port = sock.getsockname()[1]
-            redirect_sock = listeners.get(listen.address, listen.http_port)
-            self.listen_keys.add((listen.address, listen.http_port))
-            if serve:
-                self.asyncio_servers.append(
-                    await self._serve(lambda: HttpRedirector(namespace, https_port), redirect_sock)
-                )
         for protocol, settings in _mail_protocols(config):
             for port in settings.ports:
-                service = f"{protocol}:{port}"
-
-                def mail_probe(
-                    state: ServerState,
-                    _: str,
-                    protocol: MailProtocolName = protocol,
-                    port: int = port,
-                    settings: MailProtocol = settings,
-                ) -> Probe:
-                    return partial(
-                        probe_mail,
-                        MailProbe(
-                            protocol,
-                            state.address,
-                            state.port,
-                            port in catalog.IMPLICIT_TLS_PORTS,
-                            config.check_server_name,
-                            upstream_ssl,
-                            config.health.timeout,
-                            settings.require_starttls,
-                        ),
-                    )
+                mail = MailPool(protocol, port, settings, [])
 
                 def mail_port(server: Server, port: int = port) -> int:
                     return server.mail_ports.get(port, port)
 
-                states = pool(mail_port, (service,), mail_probe)
-                self.pools.append(states)
-                # IMAP and POP3 sessions are long and uneven: least connections spreads them better.
-                balance = settings.balance or ("roundrobin" if protocol == "smtp" else "leastconn")
-                mail = L4Frontend(config, states, Picker(balance), required=(service,), name=service)
-                self.frontends.append(mail)
-                mail_sock = listeners.get(listen.address, port)
-                self.listen_keys.add((listen.address, port))
-                if serve:
-                    self.asyncio_servers.append(await self._serve(mail.protocol_factory, mail_sock))
+                mail.states = builder.pool(mail_port, (mail.service,), mail_probe(config, upstream_ssl, mail))
+                self.mail.append(mail)
+                self.pools.append(mail.states)
+
+    async def _build_frontends(
+        self,
+        listeners: Listeners,
+        upstream_ssl: ssl.SSLContext,
+        server_ssl: ssl.SSLContext | None,
+        access: AccessLog | None,
+    ) -> None:
+        """A frontend per pool and the (not yet serving) servers on dups of the kept sockets."""
+        config = self.config
+        listen = config.listen
+        sock = listeners.get(listen.address, listen.https_port)
+        if config.mode == "l7":
+            assert server_ssl is not None
+            l7 = L7Frontend(config, self.servers, upstream_ssl)
+            self.frontends.append(l7)
+            # TLS on the socket itself (engine/tlsfd.py), not the loop's memory-BIO transport.
+            self.asyncio_servers.append(
+                TlsServer(
+                    l7.protocol_factory,
+                    sock.dup(),
+                    server_ssl,
+                    config.timeouts.request_header,
+                    l7.handshake_failed,
+                )
+            )
+            if listen.http_port is not None:
+                namespace, https_port = config.namespace.encode(), sock.getsockname()[1]
+                redirect_sock = listeners.get(listen.address, listen.http_port)
+                self.asyncio_servers.append(
+                    await self._serve(lambda: HttpRedirector(namespace, https_port), redirect_sock)
+                )
+        else:
+            l4 = L4Frontend(config, self.servers, Picker.of(config.balance, config.affinity))
+            self.frontends.append(l4)
+            self.asyncio_servers.append(await self._serve(l4.protocol_factory, sock))
+        for mail in self.mail:
+            # IMAP and POP3 sessions are long and uneven: least connections spreads them better.
+            balance = mail.settings.balance or ("roundrobin" if mail.protocol == "smtp" else "leastconn")
+            frontend = L4Frontend(
+                config, mail.states, Picker(balance), required=(mail.service,), name=mail.service
+            )
+            self.frontends.append(frontend)
+            mail_sock = listeners.get(listen.address, mail.port)
+            self.asyncio_servers.append(await self._serve(frontend.protocol_factory, mail_sock))
         for fe in self.frontends:
             fe.access = access
-            fe.announce = role != "worker"  # under a supervisor, pool changes are logged by it, once
             fe.start()
-        if config.health.enabled and role != "worker":
-            self.checker = HealthChecker(probes, config.health.interval, config.health.jitter, on_transition)
-            await self.checker.first_round(fresh)
-            self.checker.start()
-        elif not config.health.enabled:
+
+    def _build_pool_logs(self) -> None:
+        """One log of pool changes per listener (engine/pools.py)."""
+        config = self.config
+        if config.mode == "l7":
+            self.pool_logs.append(ServicePoolLog(config.services, self.servers))
+        else:
+            self.pool_logs.append(ServerPoolLog("l4", self.servers, config.required_services))
+        for mail in self.mail:
+            self.pool_logs.append(ServerPoolLog(mail.service, mail.states, (mail.service,)))
+
+    async def _start_checks(
+        self, builder: PoolBuilder, on_transition: Callable[[Member, Transition], None]
+    ) -> None:
+        """Check what was never checked before serving (what a reload carried over is known), then
+        keep checking every member."""
+        health = self.config.health
+        if not health.enabled:
             log.warning("health checks are disabled (health.enabled: false): every server counts as up")
+            return
+        self.checker = HealthChecker(builder.probes, health.interval, health.jitter, on_transition)
+        await self.checker.first_round(builder.fresh)
+        self.checker.start()
+
+    def refresh(self) -> None:
+        """Health or operator states changed: every listener recomputes its pool."""
         for fe in self.frontends:
             fe.refresh()
-        if role != "worker":
-            await self.serve()
+        for pool_log in self.pool_logs:
+            pool_log.refresh()
 
     async def serve(self) -> None:
         for server in self.asyncio_servers:
@@ -455,9 +544,11 @@ def _mail_protocols(config: Config) -> list[tuple[MailProtocolName, MailProtocol
 class Balancer:
     """The running balancer; implements `casarray.engine.control.Control` for the admin side."""
 
-    def __init__(self, config: Config, config_path: str | Path | None = None, role: str = "all") -> None:
+    def __init__(
+        self, config: Config, config_path: str | Path | None = None, parts: Parts = ONE_PROCESS
+    ) -> None:
         self.config = config
-        self.role = role  # "all", or "master"/"worker" under the supervisor (engine/supervisor.py)
+        self.parts = parts  # what this process builds (SUPERVISOR and WORKER: engine/supervisor.py)
         self.on_change: Callable[[Member, Transition], None] | None = None  # the supervisor's hook
         self.config_path = Path(config_path) if config_path is not None else None
         self.listeners = Listeners()
@@ -470,12 +561,19 @@ class Balancer:
         self.access: AccessLog | None = None
         self._flusher: asyncio.TimerHandle | None = None
         # Operator states that last (engine/opstate.py): kept by the process that takes the decisions.
-        self.opstates = opstate.Book(self.config_path if role != "worker" else None)
+        self.opstates = opstate.Book(self.config_path if parts.checking else None)
 
     # --- life cycle ---------------------------------------------------------------------------------
     @property
-    def frontend(self) -> Frontend | None:
-        return self.current.frontend if self.current else None
+    def _life_level(self) -> int:
+        """Listening, stopped: a worker's are said once for all by its supervisor."""
+        return logging.INFO if self.parts.checking else logging.DEBUG
+
+    @property
+    def _outcome_level(self) -> int:
+        """A reload's outcome, a drain's end: under a supervisor, it logs them once its workers are
+        done (its own half serves nothing)."""
+        return logging.INFO if self.parts.whole else logging.DEBUG
 
     @property
     def servers(self) -> list[ServerState]:
@@ -521,7 +619,9 @@ class Balancer:
         generation = Generation(self.config, 1)
         restore = self.opstates.load()  # operator states kept from the last run
         try:
-            await generation.start(self.listeners, None, self._on_transition, self.access, self.role, restore)
+            await generation.start(
+                self.listeners, None, self._on_transition, self.access, self.parts, restore
+            )
         except BaseException:
             generation.stop_accepting()
             if generation.checker is not None:
@@ -532,7 +632,7 @@ class Balancer:
         self.opstates.restored(generation.states())
         listen = self.config.listen
         log.log(
-            logging.DEBUG if self.role == "worker" else logging.INFO,
+            self._life_level,
             "listening on %s:%d (mode %s, %d servers, %d services, balance %s)",
             listen.address,
             self.port,
@@ -568,7 +668,7 @@ class Balancer:
         generation = Generation(config, (old.number + 1) if old else 1)
         try:
             await generation.start(
-                self.listeners, old, self._on_transition, self._access_for(config), self.role
+                self.listeners, old, self._on_transition, self._access_for(config), self.parts
             )
         except CasarrayError as exc:
             generation.stop_accepting()
@@ -585,7 +685,7 @@ class Balancer:
         self._event("", "", "-", f"generation {generation.number}", "reload", str(self.config_path))
         outcome = f"reloaded {self.config_path}: generation {generation.number} serving"
         # Under a supervisor, it logs the outcome once its workers serve.
-        log.log(logging.INFO if self.role == "all" else logging.DEBUG, "%s", outcome)
+        log.log(self._outcome_level, "%s", outcome)
         return outcome
 
     def _retire(self, old: Generation) -> None:
@@ -604,7 +704,7 @@ class Balancer:
         self, generation: Generation, bound: float, why: str, close_idle: bool
     ) -> asyncio.Task[Drained]:
         async def drain() -> Drained:
-            level = logging.INFO if self.role == "all" else logging.DEBUG  # a supervisor logs its own
+            level = self._outcome_level
             drained = await generation.drain(bound, why, close_idle, level)
             log.log(max(level, logging.WARNING) if drained.closed else level, "%s", drained.describe())
             return drained
@@ -644,7 +744,7 @@ class Balancer:
             self._flusher.cancel()
         if self.access is not None:
             self.access.close()
-        log.log(logging.DEBUG if self.role == "worker" else logging.INFO, "stopped")
+        log.log(self._life_level, "stopped")
         return drained
 
     def close_all(self) -> None:
@@ -668,8 +768,7 @@ class Balancer:
                 member.health.checked = True
                 member.health.up = up
                 member.health.last = CheckResult(up, code, reason, 0.0)
-        for fe in current.frontends:
-            fe.refresh()
+        current.refresh()
         self._members_down(went_down)
 
     def _on_transition(self, member: Member, transition: Transition) -> None:
@@ -677,11 +776,8 @@ class Balancer:
         self._event(member.server.name, member.service, transition.old, transition.new, res.code, res.reason)
         if self.on_change is not None:
             self.on_change(member, transition)
-        current = self.current
-        if current is not None:
-            for fe in current.frontends:
-                if member.server in fe.servers:
-                    fe.refresh()
+        if self.current is not None:
+            self.current.refresh()
         if transition.new == "down":
             self._members_down([member])
 
@@ -742,90 +838,103 @@ class Balancer:
             change = self.opstates.record(name, label or None, old, state, reason, by)
             log.info("operator: %s%s %s", name, f"/{label}" if label else "", change)
             self._event(name, label, old.value, state.value, "operator", change)
-        for fe in current.frontends:
-            fe.refresh()
-            if state is Operator.MAINT:
-                for target in targets:
-                    if target in fe.servers:
-                        fe.close_server(target, label or None)
+        current.refresh()
+        for fe in current.frontends if state is Operator.MAINT else ():
+            for target in targets:
+                if target in fe.servers:
+                    fe.close_server(target, label or None)
+
+    def counters(self) -> Counters:
+        """What the current generation has counted: its listeners' counters and its servers' (a
+        server has a state in each pool; summed under its name)."""
+        current = self.current
+        if current is None:
+            return Counters()
+        return sum((fe.counters() for fe in current.frontends), Counters.of_servers(current.states()))
 
     def snapshot(self) -> Snapshot:
-        current = self.current
-        first: dict[str, ServerState] = {}
-        counts: dict[str, list[int]] = {}
-        members: dict[str, dict[str, MemberView]] = {}
-        clients = refused = total = queue = tls_failures = 0
-        requests: dict[str, dict[str, int]] = {}
-        services: list[str] = list(self.config.services)
-        if current is not None:
-            for s in current.states():  # a server appears once per pool: sum its counters
-                first.setdefault(s.name, s)
-                sums = counts.setdefault(s.name, [0] * 6)
-                for i, value in enumerate(
-                    (s.active, s.peak, s.total, s.bytes_in, s.bytes_out, s.connect_errors)
-                ):
-                    sums[i] += value
-                views = members.setdefault(s.name, {})
-                for name, m in s.members.items():
-                    last = m.health.last
-                    views[name] = MemberView(
-                        s.name,
-                        name,
-                        m.health.name,
-                        last.code if last else "",
-                        last.reason if last else "",
-                        round(last.duration * 1000, 1) if last else 0.0,
-                        _epoch(m.health.last_change) if m.health.checked else 0.0,
-                        m.operator.value,
-                        m.available,
-                        m.requests,
-                        tuple(m.health.durations),
-                        round(m.health.duration_sum, 6),
-                        *self.opstates.why(s.name, name, m.operator),
-                    )
-                    if name not in services:
-                        services.append(name)
-            for fe in current.frontends:
-                clients += len(fe.clients)
-                refused += fe.refused
-                total += fe.accepted_total
-                if isinstance(fe, L4Frontend):
-                    queue += len(fe.queue)
-                else:
-                    requests = fe.status_counts()
-                    tls_failures += fe.tls_failures
-        servers = tuple(
+        return self.view(self.counters())
+
+    def view(self, counters: Counters, workers: int = 1) -> Snapshot:
+        """The admin side's picture: servers, members and their health from this process, traffic
+        from `counters` (this process's own, or what a supervisor's workers counted)."""
+        states = self.current.states() if self.current is not None else []
+        return snapshot_of(
+            self.config, states, counters, self.reloads, workers, self.started, self.opstates.why
+        )
+
+
+def snapshot_of(
+    config: Config,
+    states: Sequence[ServerState],
+    counters: Counters,
+    reloads: int,
+    workers: int,
+    started: float,
+    why: Callable[[str, str | None, Operator], tuple[str, str, float]] | None = None,
+) -> Snapshot:
+    """What the admin side sees (engine/control.py): one line per server whatever its pools, each
+    member's health and operator state, and the traffic `counters` say."""
+    first: dict[str, ServerState] = {}
+    members: dict[str, dict[str, MemberView]] = {}
+    services: list[str] = list(config.services)
+    for s in states:
+        first.setdefault(s.name, s)  # a server appears once per pool
+        requests = counters.servers.get(s.name, ServerCounters()).requests
+        views = members.setdefault(s.name, {})
+        for name, m in s.members.items():
+            last = m.health.last
+            views[name] = MemberView(
+                s.name,
+                name,
+                m.health.name,
+                last.code if last else "",
+                last.reason if last else "",
+                round(last.duration * 1000, 1) if last else 0.0,
+                _epoch(m.health.last_change) if m.health.checked else 0.0,
+                m.operator.value,
+                m.available,
+                requests.get(name, 0),
+                tuple(m.health.durations),
+                round(m.health.duration_sum, 6),
+                *(why(s.name, name, m.operator) if why else ()),
+            )
+            if name not in services:
+                services.append(name)
+    servers: list[ServerViewData] = []
+    for name, s in first.items():
+        c = counters.servers.get(name, ServerCounters())
+        servers.append(
             ServerViewData(
                 name,
                 s.address,
                 s.port,
                 s.operator.value,
-                counts[name][0],
-                counts[name][1],
-                counts[name][2],
-                counts[name][3],
-                counts[name][4],
-                counts[name][5],
+                c.active,
+                c.peak,
+                c.total,
+                c.bytes_in,
+                c.bytes_out,
+                c.connect_errors,
                 members[name],
-                *self.opstates.why(name, None, s.operator),
+                *(why(name, None, s.operator) if why else ()),
             )
-            for name, s in first.items()
         )
-        return Snapshot(
-            self.config.mode,
-            self.config.namespace,
-            tuple(services),
-            servers,
-            clients,
-            total,
-            refused,
-            requests,
-            queue,
-            tls_failures,
-            self.reloads,
-            1,
-            self.started,
-        )
+    return Snapshot(
+        config.mode,
+        config.namespace,
+        tuple(services),
+        tuple(servers),
+        counters.clients,
+        counters.clients_total,
+        counters.refused,
+        {service: dict(classes) for service, classes in counters.requests.items()},
+        counters.queue,
+        counters.tls_handshake_failures,
+        reloads,
+        workers,
+        started,
+    )
 
 
 def _epoch(loop_time: float) -> float:

@@ -21,6 +21,7 @@ from casarray.balance.queue import WaitQueue
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
+from casarray.engine.counters import Counters
 from casarray.engine.refusals import RefusalLog
 from casarray.engine.sweep import Sweeper
 
@@ -244,7 +245,6 @@ class L4Frontend:
         self._connecting: set[L4Client] = set()
         self.serving = 0  # clients connecting or relaying (counted against limits.maxconn)
         self.accepted_total = 0
-        self.announce = True  # log pool changes (not in supervised workers: the supervisor logs health)
         self.access: AccessLog | None = None
         self.refused = 0  # connections closed by the balancer (no server, queue full or timed out)
         self.queue: WaitQueue[L4Client] = WaitQueue(config.limits.queue)
@@ -273,30 +273,8 @@ class L4Frontend:
         self.sweeper.start(self.clients)
 
     def refresh(self) -> None:
-        """Recompute which servers take connections; log each server that joins or leaves."""
-        before = set(self.eligible)
+        """Recompute which servers take connections (engine/pools.py logs who joins or leaves)."""
         self.eligible = [s for s in self.servers if s.serves_all(self.required)]
-        after = set(self.eligible)
-        for server in self.servers if self.announce else ():
-            if server in after and server not in before:
-                log.info(
-                    "server %s joins the %s pool (%d of %d up)",
-                    server.name,
-                    self.name,
-                    len(after),
-                    len(self.servers),
-                )
-            elif server in before and server not in after:
-                log.warning(
-                    "server %s leaves the %s pool: %s (%d of %d up)",
-                    server.name,
-                    self.name,
-                    server.why_out(self.required),
-                    len(after),
-                    len(self.servers),
-                )
-        if not self.eligible and before and self.announce:
-            log.error("no server is up: new connections will be closed at once")
         self._serve_queue()
 
     # connection lifecycle
@@ -437,6 +415,10 @@ class L4Frontend:
             waiting = self.queue.pop()
             if waiting is not None and not waiting.closed:
                 self._dispatch(waiting)
+
+    def counters(self) -> Counters:
+        """This listener's counters (its pool's servers are counted by the generation)."""
+        return Counters(len(self.clients), self.accepted_total, self.refused, len(self.queue))
 
     def close_all(self) -> int:
         """Close every connection now; returns how many there were."""

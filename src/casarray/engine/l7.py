@@ -29,6 +29,7 @@ from typing import Final, cast
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
+from casarray.engine.counters import Counters
 from casarray.engine.refusals import Answered, RefusalLog
 from casarray.engine.sweep import Sweeper
 from casarray.engine.tlsfd import open_tls_connection
@@ -293,12 +294,10 @@ class L7Frontend:
         self.lingering = [0]  # refused connections still open (engine/refusals.py Answered)
         self.accepted_total = 0
         self.tls_failures = 0  # client handshakes that failed or timed out
-        self.announce = True  # log pool changes (not in supervised workers: the supervisor logs health)
         self.access: AccessLog | None = None
         self.draining = False  # the generation was replaced or is stopping: close after each response
         # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
         self.statuses: dict[str, list[int]] = {}
-        self._available: dict[str, bool] = {}
         self.empty = asyncio.Event()  # set while no client connection is open
         self.empty.set()
 
@@ -313,15 +312,7 @@ class L7Frontend:
         self.sweeper.start(self.clients)
 
     def refresh(self) -> None:
-        """Health or operator state changed: log each service that loses or regains its last member."""
-        for name in self.config.services:
-            available = bool(self.router.candidates(name))
-            if available != self._available.get(name, True) and self.announce:
-                if available:
-                    log.info("%s is available again", name)
-                else:
-                    log.error("no server is available for %s: its requests get 503", name)
-            self._available[name] = available
+        """Nothing to recompute: the Router reads availability per request (engine/pools.py logs it)."""
 
     def count(self, service: str, status: int) -> None:
         counts = self.statuses.get(service)
@@ -331,6 +322,16 @@ class L7Frontend:
 
     def status_counts(self) -> dict[str, dict[str, int]]:
         return {svc: {f"{i}xx": n for i, n in enumerate(c) if i and n} for svc, c in self.statuses.items()}
+
+    def counters(self) -> Counters:
+        """This listener's counters (its pool's servers are counted by the generation)."""
+        return Counters(
+            clients=len(self.clients),
+            clients_total=self.accepted_total,
+            refused=self.refused,
+            tls_handshake_failures=self.tls_failures,
+            requests=self.status_counts(),
+        )
 
     def close_server(self, server: ServerState, service: str | None) -> None:
         """Maintenance: close now the connections pinned to `server` (for `service`, when given)."""

@@ -1,13 +1,14 @@
 """Several data-plane workers behind one supervisor (`workers: N`, N > 1).
 
-The supervisor binds every listening socket, runs the one health checker and the admin side, and
-starts N worker processes (`casarray worker`, hidden) that inherit the sockets and accept from them:
-the kernel spreads connections over the workers. A socketpair per worker carries JSON lines:
-  supervisor -> worker: {"op": "health", ...} for every member change, {"op": "operator", ...},
-                        {"op": "serve"} once the first states are in, {"op": "retire"} (replaced by a
-                        reload), {"op": "drain", "grace": s, "why": ...} (stop, or cut a retiring one);
-  worker -> supervisor: {"op": "ready"} when its listeners are built, {"op": "stats", ...} every second,
-                        {"op": "drained", ...} (how its drain ended) before it exits.
+The supervisor binds every listening socket, runs the one health checker and the admin side (its own
+Balancer built with the SUPERVISOR parts: sockets, pools, checks, pool log; no frontend), and starts
+N worker processes (`casarray worker`, hidden; the WORKER parts) that inherit the sockets and accept
+from them: the kernel spreads connections over the workers. A socketpair per worker carries the typed
+messages of engine/messages.py, one JSON line each:
+  supervisor -> worker: Health for every member change, SetOperator, Serve once the first states are
+                        in, Retire (replaced by a reload), Drain (stop, or cut a retiring one short);
+  worker -> supervisor: Ready when its listeners are built, Stats (its Counters) every second,
+                        Drained (how its drain ended) before it exits.
 
 Workers run exactly the config that was checked: the supervisor reads the file once, validates those
 bytes and writes those same bytes to a private file (its own temporary directory, read-only) that the
@@ -27,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import signal
 import socket
@@ -41,8 +41,29 @@ from typing import Any
 from casarray.balance.state import Member, Operator
 from casarray.config.load import load_config
 from casarray.config.model import Config
-from casarray.engine.balancer import MAX_DRAINING, Balancer, Drained, SerialReloads, read_config_file
-from casarray.engine.control import Event, ServerView, Snapshot
+from casarray.engine.balancer import (
+    MAX_DRAINING,
+    SUPERVISOR,
+    WORKER,
+    Balancer,
+    SerialReloads,
+    read_config_file,
+)
+from casarray.engine.control import Event, Snapshot
+from casarray.engine.counters import Counters
+from casarray.engine.messages import (
+    Drain,
+    Drained,
+    Health,
+    Message,
+    Ready,
+    Retire,
+    Serve,
+    SetOperator,
+    Stats,
+    decode,
+    encode,
+)
 from casarray.errors import CasarrayError
 from casarray.health.state import Transition
 
@@ -70,15 +91,48 @@ class WorkerHandle:
         self.reader = reader
         self.writer = writer
         self.started = time.monotonic()
-        self.stats: dict[str, Any] = {}
-        self.drained: dict[str, Any] = {}  # the worker's report of how its drain ended
+        self.counters: Counters | None = None  # the last the worker reported
+        self.drained: Drained | None = None  # the worker's report of how its drain ended
         self.ready = asyncio.Event()
         self.exited = asyncio.Event()
         self.stopping = False
 
-    def send(self, message: dict[str, Any]) -> None:
+    @classmethod
+    async def launch(
+        cls, number: int, generation: int, path: Path, fds: dict[tuple[str, int], int]
+    ) -> WorkerHandle:
+        """Start `casarray worker` on the config at `path`, with the listening sockets `fds` and one
+        end of a socketpair for the messages."""
+        ours, theirs = socket.socketpair()
+        args = [
+            sys.executable,
+            "-m",
+            "casarray",
+            "worker",
+            "--config",
+            str(path),
+            "--control-fd",
+            str(theirs.fileno()),
+            "--number",
+            str(number),
+        ]
+        for (address, port), fd in fds.items():
+            args += ["--listen", f"{address}:{port}={fd}"]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *args, pass_fds=[theirs.fileno(), *fds.values()], stdin=asyncio.subprocess.DEVNULL
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker has its copy
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        return cls(number, generation, process, reader, writer)
+
+    def send(self, message: Message) -> None:
         if not self.writer.is_closing():
-            self.writer.write(json.dumps(message).encode() + b"\n")
+            self.writer.write(encode(message))
 
 
 @dataclasses.dataclass(eq=False)
@@ -99,7 +153,7 @@ class Supervisor:
 
     def __init__(self, config: Config, config_path: Path, workers: int) -> None:
         self.count = workers
-        self.master = Balancer(config, config_path, role="master")
+        self.master = Balancer(config, config_path, SUPERVISOR)
         self.master.on_change = self._on_change
         self.config_path = config_path
         self.workers: list[WorkerHandle] = []
@@ -108,7 +162,7 @@ class Supervisor:
         self._stopping = False
         self._numbers = 0
         self._crashes = 0  # worker failures in a row (the back-off)
-        self._retired: list[dict[str, Any]] = []  # last stats of workers that are gone
+        self._retired = Counters()  # what the workers that are gone had counted (engine/counters.py)
         self._retiring: list[OldWorkers] = []  # oldest first
         self._reloads = SerialReloads(self._reload_once)
         self._dir = Path(tempfile.mkdtemp(prefix="casarray-"))
@@ -153,35 +207,15 @@ class Supervisor:
             if isinstance(failure, BaseException):
                 for handle in handles:
                     handle.stopping = True
-                    handle.send({"op": "drain", "grace": 0})
+                    handle.send(Drain(0))
                 raise failure
         return handles
 
     async def _spawn(self, generation: int, path: Path) -> WorkerHandle:
         self._numbers += 1
         number = self._numbers
-        ours, theirs = socket.socketpair()
-        fds = self.master.listeners.fds()
-        args = [
-            sys.executable,
-            "-m",
-            "casarray",
-            "worker",
-            "--config",
-            str(path),
-            "--control-fd",
-            str(theirs.fileno()),
-            "--number",
-            str(number),
-        ]
-        for (address, port), fd in fds.items():
-            args += ["--listen", f"{address}:{port}={fd}"]
-        process = await asyncio.create_subprocess_exec(
-            *args, pass_fds=[theirs.fileno(), *fds.values()], stdin=asyncio.subprocess.DEVNULL
-        )
-        theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
-        handle = WorkerHandle(number, generation, process, reader, writer)
+        handle = await WorkerHandle.launch(number, generation, path, self.master.listeners.fds())
+        process = handle.process
         self.workers.append(handle)
         self._keep(self._read(handle))
         self._keep(self._watch(handle))
@@ -200,7 +234,7 @@ class Supervisor:
             raise CasarrayError(f"worker {number} (pid {process.pid}) {what}", "workers")
         for message in self._state_messages():
             handle.send(message)
-        handle.send({"op": "serve"})
+        handle.send(Serve())
         log.info("worker %d (pid %d) serving generation %d", number, process.pid, generation)
         return handle
 
@@ -209,41 +243,31 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _state_messages(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def _state_messages(self) -> list[Message]:
+        out: list[Message] = []
         current = self.master.current
         if current is None:
             return out
         for state in current.states():
-            out.append(
-                {"op": "operator", "server": state.name, "service": None, "state": state.operator.value}
-            )
+            out.append(SetOperator(state.name, None, state.operator.value))
             for member in state.members.values():
                 out.append(self._health_message(member))
-                out.append(
-                    {
-                        "op": "operator",
-                        "server": state.name,
-                        "service": member.service,
-                        "state": member.operator.value,
-                    }
-                )
+                out.append(SetOperator(state.name, member.service, member.operator.value))
         return out
 
     @staticmethod
-    def _health_message(member: Member) -> dict[str, Any]:
+    def _health_message(member: Member) -> Health:
         last = member.health.last
-        return {
-            "op": "health",
-            "server": member.server.name,
-            "service": member.service,
-            "up": member.health.up,
-            "checked": member.health.checked,
-            "code": last.code if last else "",
-            "reason": last.reason if last else "",
-        }
+        return Health(
+            member.server.name,
+            member.service,
+            member.health.up,
+            member.health.checked,
+            last.code if last else "",
+            last.reason if last else "",
+        )
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
+    def _broadcast(self, message: Message) -> None:
         # Draining workers too: a `maint` must also close the connections they still hold.
         for handle in self.workers:
             handle.send(message)
@@ -258,15 +282,15 @@ class Supervisor:
     async def _read_lines(self, handle: WorkerHandle) -> None:
         while line := await handle.reader.readline():
             try:
-                message = json.loads(line)
-            except ValueError:
+                message = decode(line)
+            except ValueError as exc:
+                log.warning("worker %d: unreadable message skipped: %s", handle.number, exc)
                 continue
-            op = message.get("op")
-            if op == "ready":
+            if isinstance(message, Ready):
                 handle.ready.set()
-            elif op == "stats":
-                handle.stats = message
-            elif op == "drained":
+            elif isinstance(message, Stats):
+                handle.counters = message.counters
+            elif isinstance(message, Drained):
                 handle.drained = message
 
     async def _watch(self, handle: WorkerHandle) -> None:
@@ -275,7 +299,8 @@ class Supervisor:
         handle.writer.close()
         if handle in self.workers:
             self.workers.remove(handle)
-        self._retire(handle.stats)
+        if handle.counters is not None:
+            self._retired += handle.counters.ended()
         self._old_worker_gone(handle, code)
         if handle.stopping or self._stopping or not handle.ready.is_set():
             return  # expected; or it never got ready, which _spawn reports
@@ -317,17 +342,7 @@ class Supervisor:
             return
         if generation != self.generation:  # a reload finished while it started: it is already old
             handle.stopping = True
-            handle.send({"op": "drain", "grace": 0})
-
-    def _retire(self, stats: dict[str, Any]) -> None:
-        """Keep the totals of a worker that is gone, so counters never go down (Prometheus would read
-        a reset). Gauges (open connections, peaks, queue) are not kept."""
-        if not stats:
-            return
-        stats = dict(stats)
-        stats["clients"] = stats["queue"] = 0
-        stats["servers"] = [{**server, "active": 0, "peak": 0} for server in stats.get("servers", [])]
-        self._retired.append(stats)
+            handle.send(Drain(0))
 
     # --- Control ------------------------------------------------------------------------------------
     def events(self, since: float = 0.0) -> Sequence[Event]:
@@ -337,7 +352,7 @@ class Supervisor:
         self, server: str, service: str | None, state: Operator, *, reason: str = "", by: str = ""
     ) -> None:
         self.master.set_operator(server, service, state, reason=reason, by=by)
-        self._broadcast({"op": "operator", "server": server, "service": service, "state": state.value})
+        self._broadcast(SetOperator(server, service, state.value))
 
     async def reload(self) -> str:
         """Check the config file, start workers on it, retire the old ones. Serialised and coalesced
@@ -370,7 +385,7 @@ class Supervisor:
             return
         for handle in handles:
             handle.stopping = True
-            handle.send({"op": "retire"})
+            handle.send(Retire())
         generation = min(h.generation for h in handles)
         self._retiring.append(OldWorkers(generation, set(handles), time.monotonic()))
         draining = [s for s in self._retiring if not s.capped]
@@ -379,7 +394,7 @@ class Supervisor:
             oldest.capped = True
             why = f"more than {MAX_DRAINING} generations draining"
             for handle in oldest.handles:
-                handle.send({"op": "drain", "grace": 0, "why": why})
+                handle.send(Drain(0, why))
 
     def _old_worker_gone(self, handle: WorkerHandle, code: int) -> None:
         """One line once every worker of a retired generation is gone: how their drain ended."""
@@ -390,10 +405,10 @@ class Supervisor:
             return
         old.handles.discard(handle)
         report = handle.drained
-        if report:
-            old.held += int(report.get("held", 0))
-            old.closed += int(report.get("closed", 0))
-            old.why = str(report.get("why", "")) if report.get("closed") else old.why
+        if report is not None:
+            old.held += report.held
+            old.closed += report.closed
+            old.why = report.why if report.closed else old.why
         elif code != 0:
             log.warning(
                 "worker %d (pid %d) exited with status %s while draining",
@@ -408,53 +423,8 @@ class Supervisor:
         log.log(logging.WARNING if old.closed else logging.INFO, "%s", drained.describe())
 
     def snapshot(self) -> Snapshot:
-        base = self.master.snapshot()
-        stats = [h.stats for h in self.workers if h.stats] + self._retired
-        servers: list[ServerView] = []
-        for view in base.servers:
-            sums = [0] * 6
-            requests: dict[str, int] = {}
-            for stat in stats:
-                for s in stat.get("servers", []):
-                    if s["name"] == view.name:
-                        for i, key in enumerate(
-                            ("active", "peak", "total", "bytes_in", "bytes_out", "connect_errors")
-                        ):
-                            sums[i] += int(s[key])
-                        for name, member in s["members"].items():
-                            requests[name] = requests.get(name, 0) + int(member["requests"])
-            members = {
-                name: dataclasses.replace(m, requests=requests.get(name, 0))
-                for name, m in view.members.items()
-            }
-            servers.append(
-                dataclasses.replace(
-                    view,
-                    active=sums[0],
-                    peak=sums[1],
-                    total=sums[2],
-                    bytes_in=sums[3],
-                    bytes_out=sums[4],
-                    connect_errors=sums[5],
-                    members=members,
-                )
-            )
-        counts: dict[str, dict[str, int]] = {}
-        for stat in stats:
-            for service, classes in stat.get("requests", {}).items():
-                for cls, n in classes.items():
-                    counts.setdefault(service, {})[cls] = counts.get(service, {}).get(cls, 0) + int(n)
-        return dataclasses.replace(
-            base,
-            servers=tuple(servers),
-            clients=sum(int(s.get("clients", 0)) for s in stats),
-            clients_total=sum(int(s.get("clients_total", 0)) for s in stats),
-            refused=sum(int(s.get("refused", 0)) for s in stats),
-            requests=counts,
-            queue=sum(int(s.get("queue", 0)) for s in stats),
-            tls_handshake_failures=sum(int(s.get("tls_handshake_failures", 0)) for s in stats),
-            workers=len(self.workers),
-        )
+        counted = sum((h.counters for h in self.workers if h.counters is not None), self._retired)
+        return self.master.view(counted, workers=len(self.workers))
 
     def reopen_logs(self) -> None:
         """SIGUSR1: every worker reopens its access log."""
@@ -472,7 +442,7 @@ class Supervisor:
         grace = self.master.config.timeouts.grace if grace is None else grace
         for handle in self.workers:
             handle.stopping = True
-            handle.send({"op": "drain", "grace": grace})
+            handle.send(Drain(grace))
         self.master.listeners.close()  # refuse new connections at once (workers close their copies)
         waits = [h.process.wait() for h in list(self.workers)]
         try:
@@ -496,21 +466,20 @@ async def run_worker(
     states from the supervisor, serve, report counters; retire or drain when told, and keep listening
     meanwhile (a stop during a retirement shortens it), then report how the drain ended."""
     config = load_config(config_path)  # the supervisor's private copy of the validated bytes
-    balancer = Balancer(config, config_path, role="worker")
+    balancer = Balancer(config, config_path, WORKER)
     for address, port, fd in listen:
         balancer.listeners.adopt(address, port, fd)
     await balancer.start()
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=control_fd))
 
-    def send(message: dict[str, Any]) -> None:
+    def send(message: Message) -> None:
         if not writer.is_closing():
-            writer.write(json.dumps(message).encode() + b"\n")
+            writer.write(encode(message))
 
     async def report() -> None:
         while True:
-            snapshot = balancer.snapshot()
-            send({"op": "stats", **dataclasses.asdict(snapshot)})
+            send(Stats(balancer.counters()))
             await asyncio.sleep(STATS_INTERVAL)
 
     stopping: list[asyncio.Task[Drained | None]] = []
@@ -525,26 +494,31 @@ async def run_worker(
 
     async def commands() -> None:
         while line := await reader.readline():
-            message = json.loads(line)
-            op = message.get("op")
-            if op == "health" and message["checked"]:
-                balancer.apply_health(
-                    message["server"], message["service"], message["up"], message["code"], message["reason"]
-                )
-            elif op == "operator":
-                with contextlib.suppress(KeyError):
-                    balancer.set_operator(
-                        message["server"], message["service"], Operator(message["state"]), quiet=True
+            try:
+                message = decode(line)
+            except ValueError as exc:
+                log.warning("worker %d: unreadable message from the supervisor skipped: %s", number, exc)
+                continue
+            if isinstance(message, Health):
+                if message.checked:
+                    balancer.apply_health(
+                        message.server, message.service, message.up, message.code, message.reason
                     )
-            elif op == "serve" and balancer.current is not None:
-                await balancer.current.serve()
-            elif op == "retire":
+            elif isinstance(message, SetOperator):
+                with contextlib.suppress(KeyError, ValueError):  # ValueError: not an operator state
+                    balancer.set_operator(
+                        message.server, message.service, Operator(message.state), quiet=True
+                    )
+            elif isinstance(message, Serve):
+                if balancer.current is not None:
+                    await balancer.current.serve()
+            elif isinstance(message, Retire):
                 stop(config.timeouts.hard_stop_after, reload=True)
-            elif op == "drain":
-                stop(float(message["grace"]), why=message.get("why"))
+            elif isinstance(message, Drain):
+                stop(message.grace, why=message.why)
         stop(config.timeouts.grace)  # the supervisor is gone: finish like a stop
 
-    send({"op": "ready"})
+    send(Ready())
     reporter = loop.create_task(report())
     listening = loop.create_task(commands())
     try:
@@ -555,7 +529,7 @@ async def run_worker(
             stop(config.timeouts.grace)
         drained = await stopping[0]  # commands() keeps listening meanwhile: a stop may hurry it
         if drained is not None:
-            send({"op": "drained", **dataclasses.asdict(drained)})
+            send(drained)
             with contextlib.suppress(ConnectionError):  # the supervisor is gone: nobody to tell
                 await writer.drain()
     finally:
