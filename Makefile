@@ -1,18 +1,25 @@
 # casarray — the two quick-start commands do all set-up themselves:
-#   make lab    venv + install + run the lab (3 simulated Exchange servers behind the balancer)
-#   make test   venv + install + system packages + lint + types + tests
+#   make lab    venv + install casarray (runtime only) + run the lab (3 simulated Exchange servers
+#               behind the balancer); it prints commands as .venv/bin/casarray, which works as printed
+#   make test   venv + install with the development tools + system packages + lint + types + tests
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+RUNTIME := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 # Debian packages the tests and benchmarks drive as real peers.
 SYSTEM_PACKAGES := curl haproxy nginx-light wrk chromium chromium-driver dovecot-imapd dovecot-pop3d postfix keepalived netcat-openbsd
 
 .PHONY: lab test lint types unit integration bench soak fuzz system-deps clean
 
-$(STAMP): pyproject.toml
+# The lab needs only the package and its runtime dependencies; tests, lint and types add the dev tools.
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -25,7 +32,7 @@ system-deps:
 	  else echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; fi; \
 	fi
 
-lab: $(STAMP)
+lab: $(RUNTIME)
 	$(VENV)/bin/casarray lab
 
 lint: $(STAMP)

@@ -298,7 +298,7 @@ def test_check_verb_exit_codes(lab: Lab) -> None:
     ok = Proc(casarray("check", "-c", str(good)), lab.dir / "check-good.log")
     lab.procs.append(ok)
     assert ok.popen.wait(20) == 0
-    assert "valid (mode l4, 1 servers" in ok.log
+    assert "valid (mode l4, 1 server," in ok.log
     ko = Proc(casarray("check", "-c", str(bad)), lab.dir / "check-bad.log")
     lab.procs.append(ko)
     assert ko.popen.wait(20) == 1

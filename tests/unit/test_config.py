@@ -46,7 +46,7 @@ def test_misspelt_key_is_an_error_on_its_line() -> None:
         GOOD.replace("{name: MB2, address: 10.0.1.12}", "{name: MB2, address: 10.0.1.12, wieght: 2}")
     )
     assert problems == [
-        "casarray.yaml:9: servers[1].wieght: unknown key 'wieght'; "
+        "casarray.yaml:9: servers[1].wieght: unknown key 'wieght' (did you mean 'weight'?); "
         "expected one of: name, address, port, weight, maxconn, mail_ports"
     ]
 
@@ -62,16 +62,12 @@ def test_each_problem_names_line_key_found_and_expected() -> None:
           interval: 5x
         balance: random
         """)
-    assert (
-        "casarray.yaml:5: servers[0].port: Input should be less than or equal to 65535; found 99999"
-        in problems
+    assert "casarray.yaml:5: servers[0].port: found 99999; expected at most 65535" in problems
+    assert any(
+        p.startswith("casarray.yaml:7: health.interval: found '5x'; expected a duration") for p in problems
     )
     assert any(
-        p.startswith("casarray.yaml:7: health.interval: expected a duration") and "found '5x'" in p
-        for p in problems
-    )
-    assert any(
-        p.startswith("casarray.yaml:8: balance: ") and "'roundrobin'" in p and "found 'random'" in p
+        p.startswith("casarray.yaml:8: balance: found 'random'; expected ") and "'roundrobin'" in p
         for p in problems
     )
 
@@ -88,8 +84,10 @@ def test_bad_namespace_and_listen_address() -> None:
         listen: {address: outlook}
         servers: [{name: MB1, address: 10.0.1.11}]
         """)
-    assert any(p.startswith("casarray.yaml:1: namespace: expected a DNS name") for p in problems)
-    assert any(p.startswith("casarray.yaml:2: listen.address: expected an IP address") for p in problems)
+    assert problems == [
+        "casarray.yaml:1: namespace: found 'not_a_name'; expected a DNS name such as outlook.example.com",
+        "casarray.yaml:2: listen.address: found 'outlook'; expected an IP address such as 10.0.1.250",
+    ]
 
 
 def test_unknown_service_and_l4_require_outside_services() -> None:
@@ -99,7 +97,7 @@ def test_unknown_service_and_l4_require_outside_services() -> None:
         services: [owa, ews]
         l4_require: [owa, mapi]
         """)
-    assert problems == ["casarray.yaml:4: l4_require[1]: 'mapi' is not in services ['owa', 'ews']"]
+    assert problems == ["casarray.yaml:4: l4_require[1]: 'mapi' is not in services (owa, ews)"]
 
 
 def test_cross_field_rules_name_their_line() -> None:

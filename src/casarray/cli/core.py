@@ -17,7 +17,43 @@ import typer
 from casarray.config import Config, ConfigErrors, load_config
 from casarray.errors import CasarrayError
 
-ConfigOption = Annotated[Path, typer.Option("-c", "--config", help="The casarray YAML config file.")]
+# Where every verb that reads the balancer's config (run, check, doctor, export, ctl) looks for it when
+# -c is not given: the working directory, then the packaged path.
+DEFAULT_CONFIGS = (Path("casarray.yaml"), Path("/etc/casarray/casarray.yaml"))
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="The casarray YAML config file (default: ./casarray.yaml, else /etc/casarray/casarray.yaml).",
+        show_default=False,
+    ),
+]
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """'1 server', '3 servers' ('1 entry', '2 entries' with many='entries')."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
+def default_config() -> Path | None:
+    """The first of DEFAULT_CONFIGS that exists, or None."""
+    return next((path for path in DEFAULT_CONFIGS if path.is_file()), None)
+
+
+def config_path(given: Path | None) -> Path:
+    """The config file a verb reads: -c when given, else the first of DEFAULT_CONFIGS that exists.
+    None found is a usage error (exit 2), as a missing required option would be."""
+    if given is not None:
+        return given
+    found = default_config()
+    if found is None:
+        where = " nor ".join(str(path) if path.is_absolute() else f"./{path}" for path in DEFAULT_CONFIGS)
+        typer.echo(f"error: no config file: -c FILE was not given, and neither {where} exists", err=True)
+        raise typer.Exit(2)
+    return found
 
 
 def fail(message: str) -> typer.Exit:
@@ -39,9 +75,9 @@ def errors_to_exit() -> Iterator[None]:
         raise fail(f"{where}{exc.strerror or exc}") from None
 
 
-def load_or_exit(path: Path) -> Config:
+def load_or_exit(path: Path, *, check_files: bool = False) -> Config:
     try:
-        return load_config(path)
+        return load_config(path, check_files=check_files)
     except ConfigErrors as exc:
         raise fail(str(exc)) from None
 
@@ -64,40 +100,37 @@ def use_uvloop() -> str:
     return "uvloop"
 
 
-def check(config: ConfigOption) -> None:
-    """Validate a config file: every problem is printed with its file, line and key; exit 1 if any."""
-    cfg = load_or_exit(config)
-    problems = [
-        f"{config}: {key}: cannot read {path!r}" for key, path in _files(cfg) if not Path(path).is_file()
-    ]
-    if not problems:  # the certificate itself, once its files are there (the same check as init's)
-        from casarray.doctor.checks import listener_problems
+def check(config: ConfigOption = None) -> None:
+    """Validate a config file: every problem (values, rules, missing certificate and key files, a
+    certificate that does not fit) is printed with its file and line; exit 1 if any.
 
-        found = listener_problems(cfg, datetime.now(UTC))
-        problems = [f"{config}: {'.'.join(map(str, loc))}: {message}" for loc, message in found]
-    if problems:
-        raise fail("\n".join(problems))
+    Example: casarray check -c /etc/casarray/casarray.yaml
+    """
+    path = config_path(config)
+    cfg = load_or_exit(path, check_files=True)
+    # The certificate itself, once its files are there: the same check `init` makes.
+    from casarray.doctor.checks import listener_problems
+
+    found = listener_problems(cfg, datetime.now(UTC))
+    if found:
+        raise fail("\n".join(f"{path}: {'.'.join(map(str, loc))}: {message}" for loc, message in found))
     typer.echo(
-        f"{config}: valid (mode {cfg.mode}, {len(cfg.servers)} servers, services {', '.join(cfg.services)})"
+        f"{path}: valid (mode {cfg.mode}, {plural(len(cfg.servers), 'server')}, "
+        f"{'service' if len(cfg.services) == 1 else 'services'} {', '.join(cfg.services)})"
     )
 
 
-def _files(cfg: Config) -> list[tuple[str, str]]:
-    files: list[tuple[str, str]] = []
-    if cfg.tls is not None:
-        files += [("tls.certificate", cfg.tls.certificate), ("tls.key", cfg.tls.key)]
-    if cfg.upstream_tls.ca is not None:
-        files.append(("upstream_tls.ca", cfg.upstream_tls.ca))
-    return files
-
-
 def run(
-    config: ConfigOption,
+    config: ConfigOption = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning or error (default: log.level).")
     ] = None,
 ) -> None:
-    """Run the balancer until SIGTERM or SIGINT (then drain for timeouts.grace and stop)."""
+    """Run the balancer until SIGTERM or SIGINT (then drain for timeouts.grace and stop).
+
+    Example: casarray run -c /etc/casarray/casarray.yaml
+    """
+    config = config_path(config)
     cfg = load_or_exit(config)
     setup_logging(log_level or cfg.log.level)
     loop_name = use_uvloop()
@@ -189,6 +222,7 @@ def worker(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run)
-    app.command("check")(check)
+    # Short help: one line each in `casarray --help` however narrow the terminal.
+    app.command("run", short_help="Run the balancer.")(run)
+    app.command("check", short_help="Validate a config file: every problem, with its line.")(check)
     app.command("worker", hidden=True)(worker)

@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from casarray.admin.auth import split_listen
-from casarray.cli.core import fail
+from casarray.cli.core import default_config, fail
 from casarray.config import ConfigErrors, load_config
 from casarray.config.load import read_section
 from casarray.config.model import Admin
@@ -33,10 +33,9 @@ from casarray.config.units import format_duration, parse_duration
 app = typer.Typer(
     help="Control a running balancer through its admin API: status, drain, ready, maint, reload, events.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: no <bool> type column on flags
 )
 
-# Where `ctl` looks for the config when -c is not given: the working directory, then the packaged path.
-DEFAULT_CONFIGS = (Path("casarray.yaml"), Path("/etc/casarray/casarray.yaml"))
 DEFAULT_ADMIN = "http://127.0.0.1:9090"
 
 _STATE_STYLE = {
@@ -53,6 +52,7 @@ ConfigOpt = Annotated[
     typer.Option(
         "-c",
         "--config",
+        metavar="FILE",
         help="The balancer's config: admin.listen and admin.token_file are read from it "
         "(default: ./casarray.yaml, else /etc/casarray/casarray.yaml).",
         show_default=False,
@@ -107,7 +107,7 @@ def _target(ctx: typer.Context, config: Path | None, admin: str | None, token_fi
     admin = admin or given.admin
     token_file = token_file or given.token_file
     if config is None:
-        config = next((path for path in DEFAULT_CONFIGS if path.is_file()), None)
+        config = default_config()  # as run, check and doctor find it
     url, configured_token = admin, None
     if config is not None:
         section = _admin_section(config)
@@ -229,7 +229,7 @@ def _size(n: int) -> str:
     return f"{value:.1f} TiB"
 
 
-@app.command()
+@app.command(short_help="Servers × services by state, and counters.")
 def status(
     ctx: typer.Context,
     config: ConfigOpt = None,
@@ -237,7 +237,10 @@ def status(
     token_file: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Servers × services coloured by state (up green, drain amber, maint grey, down red), and counters."""
+    """Servers × services coloured by state (up green, drain amber, maint grey, down red), and counters.
+
+    Example: casarray ctl status
+    """
     snap = _call(_target(ctx, config, admin, token_file), "GET", "/api/status")
     if as_json:
         typer.echo(json.dumps(snap, indent=2))
@@ -417,7 +420,7 @@ ReasonOpt = Annotated[
 @app.command()
 def drain(
     ctx: typer.Context,
-    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
+    server: Annotated[str, typer.Argument(metavar="SERVER", help="Server name as in the config, e.g. MB1.")],
     service: ServiceOpt = None,
     reason: ReasonOpt = "",
     wait: Annotated[
@@ -450,7 +453,7 @@ def drain(
 @app.command()
 def ready(
     ctx: typer.Context,
-    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
+    server: Annotated[str, typer.Argument(metavar="SERVER", help="Server name as in the config, e.g. MB1.")],
     service: ServiceOpt = None,
     reason: ReasonOpt = "",
     config: ConfigOpt = None,
@@ -467,7 +470,7 @@ def ready(
 @app.command()
 def maint(
     ctx: typer.Context,
-    server: Annotated[str, typer.Argument(help="Server name as in the config, e.g. MB1.")],
+    server: Annotated[str, typer.Argument(metavar="SERVER", help="Server name as in the config, e.g. MB1.")],
     service: ServiceOpt = None,
     reason: ReasonOpt = "",
     config: ConfigOpt = None,
@@ -481,20 +484,23 @@ def maint(
     _set(ctx, "maint", server, service, reason, Options(config, admin, token_file))
 
 
-@app.command()
+@app.command(short_help="Re-read the config (a refused one changes nothing).")
 def reload(
     ctx: typer.Context,
     config: ConfigOpt = None,
     admin: AdminOpt = None,
     token_file: TokenOpt = None,
 ) -> None:
-    """Re-read the balancer's config file (a refused one leaves the running config serving)."""
+    """Re-read the balancer's config file (a refused one leaves the running config serving).
+
+    Example: casarray ctl reload   (after casarray check says the file is valid)
+    """
     # Long timeout: the new generation runs its first round of health checks before it serves.
     result = _call(_target(ctx, config, admin, token_file), "POST", "/api/reload", timeout=60.0)
     typer.echo(result["outcome"])
 
 
-@app.command()
+@app.command(short_help="Recent state changes, oldest first.")
 def events(
     ctx: typer.Context,
     since: Annotated[float, typer.Option(help="Only events after this time (epoch seconds).")] = 0.0,
@@ -503,7 +509,10 @@ def events(
     token_file: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recent state changes: health transitions, operator actions, reloads (oldest first)."""
+    """Recent state changes: health transitions, operator actions, reloads (oldest first).
+
+    Example: casarray ctl events --json
+    """
     data = _call(_target(ctx, config, admin, token_file), "GET", f"/api/events?since={since}")
     if as_json:
         typer.echo(json.dumps(data, indent=2))
@@ -520,4 +529,4 @@ def events(
 
 
 def register(root: typer.Typer) -> None:
-    root.add_typer(app, name="ctl")
+    root.add_typer(app, name="ctl", short_help="Status, drain, ready, maint, reload: a running balancer.")

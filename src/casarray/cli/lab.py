@@ -83,6 +83,8 @@ def sim_cas(
     Controls (direct only): /_sim/state, /_sim/server/down|up, /_sim/service/NAME/down|up,
     /_sim/mail/[imap|pop3|smtp/]up|down|broken, /_sim/latency?ms=N, /_sim/requests, /_sim/reset.
     See docs/lab.md.
+
+    Example: casarray sim-cas --name MB1 --cert mb1.pem --key mb1.key --listen 127.0.0.2:8443
     """
     try:
         host, port = parse_listen(listen)
@@ -160,6 +162,8 @@ def lab(
     """Start a lab: a CA, 3 simulated Exchange servers on 127.0.0.2-4, a config and the balancer.
 
     Prints what to try; Ctrl-C stops everything.
+
+    Example: casarray lab --mode l4 --mail
     """
     try:
         plan = lab_runner.plan(
@@ -188,5 +192,5 @@ def lab(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sim-cas")(sim_cas)
-    app.command("lab")(lab)
+    app.command("sim-cas", short_help="Run one simulated Exchange server.")(sim_cas)
+    app.command("lab", short_help="Start a lab: 3 simulated servers behind the balancer.")(lab)

@@ -27,6 +27,7 @@ from casarray.exchange.namespace.verify import Check, Verification, verify
 app = typer.Typer(
     help="Plan, script and verify the unified namespace of the Exchange virtual directories.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: no <bool> type column on flags, text as written
 )
 
 InventoryOption = Annotated[
@@ -88,13 +89,16 @@ ServiceOption = Annotated[
 ]
 
 
-@app.command()
+@app.command(short_help="Print the PowerShell that writes the inventory.")
 def collector(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the script here instead of stdout.")
     ] = None,
 ) -> None:
-    """Print the read-only PowerShell that writes the inventory file (for the Exchange Management Shell)."""
+    """Print the read-only PowerShell that writes the inventory file (for the Exchange Management Shell).
+
+    Example: casarray namespace collector -o collector.ps1
+    """
     text = collector_script()
     if output is None:
         typer.echo(text, nl=False)
@@ -104,7 +108,7 @@ def collector(
     typer.echo(f"Wrote {output}. In the Exchange Management Shell: .\\{output.name} -Path inventory.json")
 
 
-@app.command()
+@app.command(short_help="Show the current and target value of each setting.")
 def plan(
     inventory: InventoryOption,
     namespace: NamespaceOption = None,
@@ -135,7 +139,7 @@ def plan(
     _print_partial(loaded)
 
 
-@app.command()
+@app.command(short_help="Write the apply (and rollback) PowerShell script.")
 def script(
     inventory: InventoryOption,
     namespace: NamespaceOption = None,
@@ -187,7 +191,7 @@ def script(
         typer.echo(f"Wrote {rollback} (restores the inventory's values).", err=output is None)
 
 
-@app.command(name="verify")
+@app.command(name="verify", short_help="Check that every setting is on the namespace.")
 def verify_command(
     inventory: InventoryOption,
     namespace: NamespaceOption = None,
@@ -220,7 +224,7 @@ def verify_command(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Print the DNS records for the VIP.")
 def dns(
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="The unified client-access name.")],
     vip: Annotated[str, typer.Option(help="The balancer's virtual IP address (IPv4 or IPv6).")],
@@ -241,7 +245,10 @@ def dns(
     ] = False,
     ttl: Annotated[int, typer.Option(help="Record TTL in seconds.")] = DEFAULT_TTL_S,
 ) -> None:
-    """Print the DNS records for the VIP: zone-file lines and Windows DNS Server cmdlets."""
+    """Print the DNS records for the VIP: zone-file lines and Windows DNS Server cmdlets.
+
+    Example: casarray namespace dns -n outlook.contoso.com --vip 10.0.1.250
+    """
     with errors_to_exit():
         records = dns_plan(
             namespace,

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from casarray.cli.core import ConfigOption, errors_to_exit, load_or_exit
+from casarray.cli.core import ConfigOption, config_path, errors_to_exit, load_or_exit, plural
 from casarray.doctor import failed, per_server, per_service, run_doctor, summary
 from casarray.doctor.resolution import parse_nameserver
 from casarray.errors import CasarrayError
@@ -35,7 +35,9 @@ from casarray.export.haproxy import GeneratedFile, export_haproxy
 from casarray.export.keepalived import DEFAULT_PRIORITY, KeepalivedOptions, export_keepalived
 
 export_app = typer.Typer(
-    help="Write an equivalent configuration for another load balancer.", no_args_is_help=True
+    help="Write an equivalent configuration for another load balancer.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: no <bool> type column on flags
 )
 
 _STATUS_STYLE = {"ok": "green", "warn": "bold yellow", "fail": "bold red"}
@@ -52,7 +54,7 @@ class VrrpState(enum.StrEnum):
 
 
 def doctor(
-    config: ConfigOption,
+    config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as a JSON array.")] = False,
     nameserver: Annotated[
         list[str] | None,
@@ -65,8 +67,11 @@ def doctor(
 ) -> None:
     """Check a deployment from the balancer's side: DNS, certificates, each server's health, the VIP.
 
-    Exit 1 when any check fails; warnings alone exit 0."""
-    cfg = load_or_exit(config)
+    Exit 1 when any check fails; warnings alone exit 0.
+
+    Example: casarray doctor -c /etc/casarray/casarray.yaml --nameserver 10.0.1.5
+    """
+    cfg = load_or_exit(config_path(config))
     try:
         servers = [parse_nameserver(text) for text in nameserver or []]
     except ValueError as exc:
@@ -137,7 +142,10 @@ def init(
         ),
     ] = None,
 ) -> None:
-    """Write the balancer's config from the inventory: servers, services, commented defaults."""
+    """Write the balancer's config from the inventory: servers, services, commented defaults.
+
+    Example: casarray init -i inventory.json -n outlook.contoso.com --vip 10.0.1.250
+    """
     if mode is Mode.l7 and (cert is None or key is None):
         raise typer.BadParameter(
             "mode l7 needs the certificate and key the Exchange servers use", param_hint="'--cert' / '--key'"
@@ -162,7 +170,7 @@ def init(
         token = write_token(options.token_file)
         _write(output, draft.text.encode("utf-8"), force=force)
     typer.echo(
-        f"Wrote {output}: mode {draft.config.mode}, {len(draft.servers)} servers, "
+        f"Wrote {output}: mode {draft.config.mode}, {plural(len(draft.servers), 'server')}, "
         f"services {', '.join(draft.services)}."
     )
     # The token itself is never printed: terminals are logged and shared.
@@ -180,7 +188,7 @@ def init(
 
 @export_app.command("haproxy")
 def export_haproxy_command(
-    config: ConfigOption,
+    config: ConfigOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write haproxy.cfg here instead of stdout.")
     ] = None,
@@ -194,7 +202,11 @@ def export_haproxy_command(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
-    """Write an equivalent haproxy.cfg (HAProxy 2.6): l4 as mode tcp, l7 as mode http with SSL bridging."""
+    """Write an equivalent haproxy.cfg (HAProxy 2.6): l4 as mode tcp, l7 as mode http with SSL bridging.
+
+    Example: casarray export haproxy -c casarray.yaml -o /etc/haproxy/haproxy.cfg
+    """
+    config = config_path(config)
     cfg = load_or_exit(config)
     directory = bundle_dir or (output.parent if output is not None else Path.cwd())
     with errors_to_exit():
@@ -213,7 +225,7 @@ def export_haproxy_command(
 
 @export_app.command("keepalived")
 def export_keepalived_command(
-    config: ConfigOption,
+    config: ConfigOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write keepalived.conf here instead of stdout.")
     ] = None,
@@ -253,7 +265,11 @@ def export_keepalived_command(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Write a keepalived.conf (keepalived 2.2) that holds listen.address, the VIP, on a pair of hosts."""
+    """Write a keepalived.conf (keepalived 2.2) that holds listen.address, the VIP, on a pair of hosts.
+
+    Example: casarray export keepalived -c casarray.yaml --state BACKUP --peer 10.0.1.21
+    """
+    config = config_path(config)
     cfg = load_or_exit(config)
     options = KeepalivedOptions(
         interface=interface,
@@ -301,6 +317,6 @@ def _console() -> Console:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("doctor")(doctor)
-    app.command("init")(init)
-    app.add_typer(export_app, name="export")
+    app.command("doctor", short_help="Check DNS, certificates, servers and the VIP.")(doctor)
+    app.command("init", short_help="Write a config from the namespace inventory.")(init)
+    app.add_typer(export_app, name="export", short_help="Write haproxy.cfg or keepalived.conf.")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import codecs
+import difflib
+import functools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer, MaxDepthExceededError
-from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
+from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, ScalarNode
@@ -91,16 +93,21 @@ def read_config(path: str | Path) -> bytes:
     return raw
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file. Raises ConfigErrors listing every problem with its line."""
-    return parse_config(read_config(path), str(path))
+def load_config(path: str | Path, *, check_files: bool = False) -> Config:
+    """Read and validate a config file. Raises ConfigErrors listing every problem with its line.
+
+    check_files: also report, with their lines, the files the config names (certificates, keys, the
+    CA, the admin token) that do not exist — what `casarray check` wants; a client such as `ctl`,
+    which only reads the admin section, does not."""
+    return parse_config(read_config(path), str(path), check_files=check_files)
 
 
-def parse_config(document: str | bytes, filename: str = "<config>") -> Config:
+def parse_config(document: str | bytes, filename: str = "<config>", *, check_files: bool = False) -> Config:
     """Validate a config given as text or as the file's bytes. Raises ConfigErrors, and nothing else:
-    whatever the input, an admin gets lines of `file:line: key: found …; expected …`."""
+    whatever the input, an admin gets lines of `file:line: key: found …; expected …`, every problem
+    of the file at once (a misspelt key does not hide a missing certificate)."""
     try:
-        return _parse(_text(document, filename), filename)
+        return _parse(_text(document, filename), filename, check_files)
     except ConfigErrors:
         raise
     except Exception as exc:  # the one boundary: a bug here still gives one line, not a traceback
@@ -340,6 +347,18 @@ def _load_yaml(text: str, filename: str) -> Any:
         ) from None
     except _ValueProblem as exc:
         raise ConfigErrors([f"{filename}:{exc.problem_mark.line + 1}: {exc.problem}"]) from None
+    except DuplicateKeyError as exc:
+        # ruamel's text quotes both values as Python shows them ("None", "[{'name': …}]"): the key is
+        # what the admin needs.
+        key = re.match(r'found duplicate key "(.*?)" with value', str(exc.problem))
+        shown = _clip(repr(key.group(1)), 80) if key else "a key"
+        where = f":{exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
+        raise ConfigErrors(
+            [
+                f"{filename}{where}: invalid YAML: duplicate key {shown} in one mapping; "
+                "expected each key once (delete or merge one of them)"
+            ]
+        ) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -356,7 +375,7 @@ def _load_yaml(text: str, filename: str) -> Any:
         raise ConfigErrors([f"{filename}: invalid YAML: {_clip(exc)}"]) from None
 
 
-def _parse(text: str, filename: str) -> Config:
+def _parse(text: str, filename: str, check_files: bool) -> Config:
     data = _load_yaml(text, filename)
     if data is None:
         raise ConfigErrors([f"{filename}: the file is empty; {_EXPECTED_TOP}"])
@@ -364,40 +383,198 @@ def _parse(text: str, filename: str) -> Config:
         line = data.lc.line + 1 if isinstance(data, CommentedSeq) and data.lc.line is not None else 1
         found = "a list" if isinstance(data, list) else _short(data)
         raise ConfigErrors([f"{filename}:{line}: found {found}; {_EXPECTED_TOP}"])
+    # Every phase runs whatever the one before found, so one run lists every problem of the file:
+    # values, then the rules across settings (judged on what is valid), then the files named.
+    # Each problem is (line, how to say it): only the first MAX_PROBLEMS, in file order, are worded.
+    problems: list[tuple[int, Callable[[], str]]] = []
+    config: Config | None = None
     try:
         config = Config.model_validate(data)
+        invalid: frozenset[str] = frozenset()
     except ValidationError as exc:
         errors = exc.errors()
-        problems = [_describe(filename, data, err) for err in errors[:MAX_PROBLEMS]]
-        if len(errors) > MAX_PROBLEMS:
-            problems.append(f"{filename}: … and {len(errors) - MAX_PROBLEMS} more problems")
-        raise ConfigErrors(problems) from None
-    problems = [
-        f"{filename}:{_line(data, loc)}: {_dotted(loc)}: {msg}" for loc, msg in semantic_errors(config)
-    ]
+        problems += [_describe(filename, data, err) for err in errors]
+        invalid = frozenset(str(err["loc"][0]) for err in errors if err["loc"])
+        partial = _valid_part(data, invalid)
+    else:
+        partial = config
+    if partial is not None:
+        for loc, msg in semantic_errors(partial, invalid):
+            line = _line(data, loc)
+            problems.append((line, functools.partial(str, f"{filename}:{line}: {_dotted(loc)}: {msg}")))
+    if check_files:
+        problems += _missing_files(filename, data)
     if problems:
-        raise ConfigErrors(problems)
+        problems.sort(key=lambda problem: problem[0])  # stable: in file order, as the admin reads it
+        lines = [say() for _, say in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            lines.append(f"{filename}: … and {_count(len(problems) - MAX_PROBLEMS, 'more problem')}")
+        raise ConfigErrors(lines)
+    assert config is not None  # no problem means the whole file validated
     return config
 
 
-def _describe(filename: str, data: Any, err: Any) -> str:
+# Placeholders for required settings that were invalid, so the rest of the file can still be judged;
+# semantic_errors skips every rule that reads an invalid setting, so no placeholder is ever reported.
+_PLACEHOLDERS: dict[str, Any] = {
+    "namespace": "placeholder.invalid",
+    "servers": [{"name": "placeholder", "address": "placeholder.invalid"}],
+}
+
+
+def _valid_part(data: Any, invalid: frozenset[str]) -> Config | None:
+    """The config with each invalid top-level setting replaced by its default (or a placeholder)."""
+    kept = {key: value for key, value in data.items() if isinstance(key, str) and key not in invalid}
+    for key, value in _PLACEHOLDERS.items():
+        kept.setdefault(key, value)
+    try:
+        return Config.model_validate(kept)
+    except ValidationError:
+        return None
+
+
+# Files the balancer opens at start (tls, upstream_tls.ca, the admin token): `check` says which are
+# missing, at their lines, with the other problems. Paths are taken from the YAML as written, so a
+# file is checked even when a sibling setting is invalid.
+_FILE_SETTINGS: tuple[Loc, ...] = (
+    ("tls", "certificate"),
+    ("tls", "key"),
+    ("upstream_tls", "ca"),
+    ("admin", "token_file"),
+)
+
+
+def _missing_files(filename: str, data: Any) -> list[tuple[int, Callable[[], str]]]:
+    locations = list(_FILE_SETTINGS)
+    tls = data.get("tls")
+    extra = tls.get("extra") if isinstance(tls, dict) else None
+    if isinstance(extra, list):
+        for i in range(len(extra)):
+            locations += [("tls", "extra", i, "certificate"), ("tls", "extra", i, "key")]
+    problems: list[tuple[int, Callable[[], str]]] = []
+    for loc in locations:
+        value = _value_at(data, loc)
+        if not isinstance(value, str) or not value:
+            continue  # absent, or not a path: the value's own problem says so
+        why = _unusable(Path(value))
+        if why is not None:
+            line = _line(data, loc)
+            text = f"{filename}:{line}: {_dotted(loc)}: found {_clip(repr(value))}, {why}"
+            problems.append((line, functools.partial(str, text)))
+    return problems
+
+
+def _unusable(path: Path) -> str | None:
+    try:
+        if path.is_file():
+            return None
+        if path.is_dir():
+            return "which is a directory; expected a file"
+        if path.exists():
+            return "which is not a regular file; expected a file"
+    except OSError as exc:
+        return f"which cannot be checked ({exc.strerror or exc}); expected a readable file"
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    return f"which does not exist{where}; expected an existing file"
+
+
+def _value_at(data: Any, loc: Loc) -> Any:
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            if not isinstance(node, list) or not 0 <= part < len(node):
+                return None
+        elif not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _describe(filename: str, data: Any, err: Any) -> tuple[int, Callable[[], str]]:
     loc: Loc = tuple(err["loc"])
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = ", ".join(_fields_at(loc[:-1]))
-        msg = f"unknown key {loc[-1]!r}; expected one of: {allowed}"
-    elif kind == "missing":
-        msg = "required key is missing"
-    elif kind == "invalid_key":  # `? [a, b]`, `~:` or `1:` where a setting's name belongs
+    if err["type"] == "invalid_key":  # `? [a, b]`, `~:` or `1:` where a setting's name belongs
         parent, key, line = _key_at(data, loc)
         allowed = ", ".join(_fields_at(parent)) or "a name"
-        return f"{filename}:{line}: {_dotted(parent)}: found the key {key}; expected a key name: {allowed}"
+        text = f"{filename}:{line}: {_dotted(parent)}: found {key} as a key; expected a key name: {allowed}"
+        return line, functools.partial(str, text)
+    line = _line(data, loc)
+    return line, lambda: f"{filename}:{line}: {_dotted(loc)}: {_explain(err, loc)}"
+
+
+# pydantic's error types, said as `found …; expected …` in an admin's words (its own messages name
+# Python types: "a valid dictionary or instance of Listen", "a valid string").
+_EXPECTED = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list ([a, b] or one `- item` a line)",
+    "dict_type": "a mapping (key: value lines)",
+    "model_type": "a mapping of settings (key: value lines)",
+    "model_attributes_type": "a mapping of settings (key: value lines)",
+}
+_BOUNDS = {
+    "less_than_equal": ("le", "at most"),
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "more than"),
+    "less_than": ("lt", "less than"),
+}
+
+
+def _explain(err: Any, loc: Loc) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    found = _short(value)
+    if kind == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        return f"unknown key {_short(loc[-1])}{_did_you_mean(loc[-1], allowed)}; expected one of: {', '.join(allowed)}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"found {found}; expected {ctx.get('expected')}{_did_you_mean(value, choices)}"
+    if kind in _EXPECTED:
+        expected = _EXPECTED[kind]
+    elif kind in _BOUNDS:
+        name, words = _BOUNDS[kind]
+        expected = f"{words} {ctx.get(name)}"
+    elif kind == "too_short":
+        expected = f"at least {_count(int(ctx.get('min_length', 1)), 'entry').replace('entrys', 'entries')}"
+    elif kind == "too_long":
+        expected = f"at most {_count(int(ctx.get('max_length', 0)), 'entry').replace('entrys', 'entries')}"
+    elif kind == "string_too_short":
+        found = "empty text" if value == "" else found
+        expected = f"at least {_count(int(ctx.get('min_length', 1)), 'character')}"
+    elif kind == "string_too_long":
+        expected = f"at most {_count(int(ctx.get('max_length', 0)), 'character')}"
     else:
-        text = str(err["msg"]).removeprefix("Value error, ")
-        found = _short(err.get("input"))
-        # Validators that already quote what they got ("…, got 'x'") need it only once.
-        msg = text if f"got {found}" in text else f"{text}; found {found}"
-    return f"{filename}:{_line(data, loc)}: {_dotted(loc)}: {msg}"
+        # Our validators say "expected …" (units, names, addresses); anything else keeps pydantic's text.
+        text = str(err["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")
+        text = re.sub(r", got .*$", "", text)
+        if text.startswith("expected "):
+            return f"found {found}; {text}"
+        return f"{text}; found {found}"
+    if loc and loc[-1] == "[key]":
+        return f"found the key {found}; expected {expected} as the key"
+    return f"found {found}; expected {expected}"
+
+
+def _did_you_mean(value: object, choices: list[str]) -> str:
+    """` (did you mean 'balance'?)` for a near miss: a typo, or a case the choices do not take."""
+    if not isinstance(value, str) or not choices:
+        return ""
+    folded = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(value.lower(), list(folded), n=1, cutoff=0.75)
+    return f" (did you mean {folded[close[0]]!r}?)" if close else ""
 
 
 def _key_at(data: Any, loc: Loc) -> tuple[Loc, str, int]:
@@ -413,7 +590,7 @@ def _key_at(data: Any, loc: Loc) -> tuple[Loc, str, int]:
     if isinstance(node, CommentedMap):
         for key in node:
             if key == loc[-1] or str(key) == str(loc[-1]):
-                shown = "null" if key is None else _short(tuple(key) if isinstance(key, tuple) else key)
+                shown = "null (~)" if key is None else _short(tuple(key) if isinstance(key, tuple) else key)
                 return parent, shown, _key_line(node, key)
     return parent, str(loc[-1]), _line(data, parent)
 
@@ -421,16 +598,25 @@ def _key_at(data: Any, loc: Loc) -> tuple[Loc, str, int]:
 def _dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's mark for a mapping's key: the key itself is the part before
+            continue
         name = _clip(part, 60)
         out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out or "(top level)"
 
 
 def _short(value: Any) -> str:
+    """A value as the admin wrote it in YAML, never as Python names it (None, True, CommentedSeq)."""
     if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
+        return "an empty mapping" if not value else "a mapping"
+    if isinstance(value, list | tuple):
+        return "an empty list" if not value else "a list"
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, str | int | float):
+        return "a value of another kind"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from casarray.config.units import parse_duration, parse_size
 
@@ -32,6 +32,40 @@ def check_dns_name(value: str) -> str:
 
 
 DnsName = Annotated[str, BeforeValidator(lambda v: check_dns_name(v) if isinstance(v, str) else v)]
+
+
+def _casefold(value: object) -> object:
+    """`mode: L7`, `balance: RoundRobin`: every choice of the settings that use this is lower-case and
+    no two differ only by case, so the case an admin typed cannot change the meaning."""
+    return value.lower() if isinstance(value, str) else value
+
+
+AnyCase = BeforeValidator(_casefold)
+
+
+def _tls_version(value: object) -> object:
+    """`min_version: 1.2` is read by YAML as a number; the two numbers mean the two versions."""
+    if isinstance(value, float) and value in (1.2, 1.3):
+        return str(value)
+    return value
+
+
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError("expected a network such as 10.0.0.0/8 or an address") from None
+    return value
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _cookie_name(value: str) -> str:
+    # RFC 6265 §4.1.1: a cookie-name is an RFC 7230 token.
+    if not _TOKEN.match(value):
+        raise ValueError("expected a cookie name: letters, digits and !#$%&'*+.^_`|~- (RFC 6265 §4.1.1)")
+    return value
 
 
 class _Model(BaseModel):
@@ -69,7 +103,9 @@ class Tls(_Model):
     extra: list[CertificatePair] = Field(
         default_factory=list, description="More certificates, chosen by SNI for the names they cover."
     )
-    min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version clients may use.")
+    min_version: Annotated[Literal["1.2", "1.3"], BeforeValidator(_tls_version)] = Field(
+        "1.2", description="Oldest TLS version clients may use."
+    )
     hsts: Duration | None = Field(
         None,
         description="Strict-Transport-Security max-age sent with the balancer's own https "
@@ -206,11 +242,11 @@ class Limits(_Model):
 
 
 class Log(_Model):
-    level: Literal["debug", "info", "warning", "error"] = Field(
+    level: Annotated[Literal["debug", "info", "warning", "error"], AnyCase] = Field(
         "info", description="Level of the event log (state changes, refusals, errors) on stderr."
     )
     access: bool = Field(False, description="One access-log line per l4 connection / l7 request.")
-    format: Literal["text", "json"] = Field("text", description="Access-log line format.")
+    format: Annotated[Literal["text", "json"], AnyCase] = Field("text", description="Access-log line format.")
     file: str | None = Field(
         None, description="Access-log file (reopened on SIGUSR1 for logrotate); default: stderr."
     )
@@ -233,7 +269,7 @@ class MailProtocol(_Model):
         description="Ports listened on the VIP for this protocol; each is an l4 "
         "listener with its own pool and health check."
     )
-    balance: Literal["roundrobin", "leastconn", "source"] | None = Field(
+    balance: Annotated[Literal["roundrobin", "leastconn", "source"], AnyCase] | None = Field(
         None,
         description="How a server is chosen; default leastconn for imap and pop3 (long sessions), "
         "roundrobin for smtp.",
@@ -255,12 +291,13 @@ ServiceName = Literal["owa", "ecp", "ews", "mapi", "rpc", "oab", "eas", "autodis
 # The service catalog (exchange/catalog.py) names the same services; config/ does not import exchange/
 # (whose namespace toolkit imports config/): tests/unit/test_catalog.py checks the two lists agree.
 _ALL_SERVICES: tuple[ServiceName, ...] = get_args(ServiceName)
+Service = Annotated[ServiceName, AnyCase]
 
 
 class Config(_Model):
     namespace: DnsName = Field(description="The unified client-access name, e.g. outlook.alwayshotcafe.com.")
     autodiscover: DnsName | None = Field(None, description="Second name served on the same VIP.")
-    mode: Literal["l4", "l7"] = Field(
+    mode: Annotated[Literal["l4", "l7"], AnyCase] = Field(
         "l4", description="l4: TCP pass-through; l7: TLS termination and per-service routing."
     )
     listen: Listen = Field(default_factory=lambda: Listen(), description="Where clients connect.")
@@ -269,30 +306,29 @@ class Config(_Model):
         default_factory=lambda: UpstreamTls(), description="TLS to the Exchange servers."
     )
     servers: list[Server] = Field(min_length=1, description="The Exchange servers of the array.")
-    services: list[ServiceName] = Field(
+    services: list[Service] = Field(
         default_factory=lambda: list(_ALL_SERVICES),
         description="Services balanced and health-checked.",
     )
-    l4_require: list[ServiceName] | None = Field(
+    l4_require: list[Service] | None = Field(
         None,
         description="l4: services that must all be up for a server to take connections; "
         "default: every configured service (l4 cannot tell which service a connection is for).",
     )
-    balance: Literal["roundrobin", "leastconn", "source"] = Field(
+    balance: Annotated[Literal["roundrobin", "leastconn", "source"], AnyCase] = Field(
         "roundrobin",
         description="How a server is chosen: roundrobin, leastconn or source "
         "(rendezvous hash of the client address).",
     )
-    affinity: Literal["none", "source", "cookie"] = Field(
+    affinity: Annotated[Literal["none", "source", "cookie"], AnyCase] = Field(
         "none", description="Stickiness: none (Microsoft's recommendation), source, cookie (l7)."
     )
     retries: int = Field(2, ge=0, le=10, description="Further servers tried when a connect fails.")
-    affinity_cookie: str = Field(
+    affinity_cookie: Annotated[str, AfterValidator(_cookie_name)] = Field(
         "CASARRAY",
-        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
         description="Name of the cookie that pins a browser to a server (affinity: cookie).",
     )
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = Field(
         default_factory=list,
         description="l7: networks (CIDR) whose X-Forwarded-For is kept and appended "
         "to; from anyone else it is replaced by the client address.",
@@ -313,16 +349,6 @@ class Config(_Model):
         "runs the health checks and the admin API; default: one per CPU. 1 runs everything in one process.",
     )
     mail: Mail | None = Field(None, description="POP3, IMAP and SMTP listeners (l4).")
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"expected a network such as 10.0.0.0/8, got {item!r}") from None
-        return value
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -345,27 +371,46 @@ class Config(_Model):
         return tuple(self.l4_require if self.l4_require is not None else self.services)
 
 
-def semantic_errors(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
-    """Cross-field rules, as (location, message) pairs so the loader can name the line."""
+def semantic_errors(
+    config: Config, unchecked: frozenset[str] = frozenset()
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-field rules, as (location, message) pairs so the loader can name the line.
+
+    `unchecked`: top-level keys whose values were invalid (the loader reports those and passes a config
+    holding defaults in their place): a rule reading one of them is skipped rather than judging a
+    default the admin never wrote."""
     errors: list[tuple[tuple[str | int, ...], str]] = []
-    seen: dict[str, int] = {}
-    for i, server in enumerate(config.servers):
-        key = server.name.lower()
-        if key in seen:
-            errors.append(
-                (("servers", i, "name"), f"duplicate server name {server.name!r} (also servers[{seen[key]}])")
-            )
-        seen[key] = i
-    if len(set(config.services)) != len(config.services):
-        errors.append((("services",), "a service is listed twice"))
-    if config.l4_require is not None:
+
+    def judged(*keys: str) -> bool:
+        return unchecked.isdisjoint(keys)
+
+    if judged("servers"):
+        seen: dict[str, int] = {}
+        for i, server in enumerate(config.servers):
+            key = server.name.lower()
+            if key in seen:
+                errors.append(
+                    (
+                        ("servers", i, "name"),
+                        f"duplicate server name {server.name!r} (also servers[{seen[key]}])",
+                    )
+                )
+            seen[key] = i
+        if all(s.weight == 0 for s in config.servers):
+            errors.append((("servers",), "every server has weight 0: none would take traffic"))
+    if judged("services"):
+        seen_services: set[str] = set()
+        for i, name in enumerate(config.services):
+            if name in seen_services:
+                errors.append((("services", i), f"{name!r} is listed twice"))
+            seen_services.add(name)
+    if config.l4_require is not None and judged("services", "l4_require"):
         for i, name in enumerate(config.l4_require):
             if name not in config.services:
-                errors.append((("l4_require", i), f"{name!r} is not in services {list(config.services)}"))
-    if config.affinity == "cookie" and config.mode != "l7":
+                listed = ", ".join(config.services)
+                errors.append((("l4_require", i), f"{name!r} is not in services ({listed})"))
+    if config.affinity == "cookie" and config.mode != "l7" and judged("affinity", "mode"):
         errors.append((("affinity",), "cookie affinity needs mode: l7 (l4 cannot see cookies)"))
-    if config.mode == "l7" and config.tls is None:
+    if config.mode == "l7" and config.tls is None and judged("mode", "tls"):
         errors.append((("mode",), "mode: l7 needs a tls: section (certificate and key clients see)"))
-    if all(s.weight == 0 for s in config.servers):
-        errors.append((("servers",), "every server has weight 0: none would take traffic"))
     return errors

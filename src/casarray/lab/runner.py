@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import ssl
 import sys
@@ -290,12 +291,27 @@ def try_lines(p: LabPlan) -> list[str]:
     if p.mail:
         lines += mail_try_lines(p)
     if p.admin_port:
+        command = casarray_command(p.python)
         lines += [
             f"Dashboard: http://{p.listen_address}:{p.admin_port}/   (metrics: /metrics; API: /api/status)",
-            f"  casarray ctl -c {p.config} status        casarray ctl -c {p.config} drain {second.name}",
+            f"  {command} ctl -c {p.config} status        {command} ctl -c {p.config} drain {second.name}",
         ]
     lines += ["Ctrl-C stops everything."]
     return lines
+
+
+def casarray_command(python: str) -> str:
+    """`casarray` as the admin's shell can run it: `casarray` when the one on the PATH is this one, else
+    the path of this one (after `make lab`, `.venv/bin/casarray`: the venv is not on the PATH)."""
+    here = Path(python).parent / "casarray"  # the venv's bin/, not resolved: a venv's python is a link
+    found = shutil.which("casarray")
+    if found is not None and here.is_file() and os.path.samefile(found, here):
+        return "casarray"
+    if not here.is_file():
+        return f"{shlex.quote(python)} -m casarray"
+    with contextlib.suppress(ValueError):  # under the working directory: the short path
+        return shlex.quote(str(here.absolute().relative_to(Path.cwd())))
+    return shlex.quote(str(here))
 
 
 def mail_try_lines(p: LabPlan) -> list[str]:

@@ -1,0 +1,134 @@
+"""The command line as a new admin meets it: --version, --help with an example on every verb, the
+config found the same way by every verb that reads it, every problem of a config at once."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from casarray import __version__
+from casarray.cli import app
+from casarray.cli.core import DEFAULT_CONFIGS, plural
+
+VALID = "namespace: outlook.alwayshotcafe.com\nservers:\n  - {name: MB1, address: 127.0.0.2}\n"
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _verbs(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every visible verb of the command tree (typer's own click: groups have .commands)."""
+    commands = getattr(command, "commands", None)
+    if commands is not None:
+        found: list[tuple[str, ...]] = []
+        for name, sub in commands.items():
+            if not sub.hidden:
+                found += _verbs(sub, (*path, name))
+        return found
+    return [path]
+
+
+VERBS = _verbs(typer.main.get_command(app))
+
+
+def test_version() -> None:
+    assert invoke("--version") == (0, f"casarray {__version__}\n", "")
+
+
+def test_every_verb_is_found() -> None:
+    names = {" ".join(verb) for verb in VERBS}
+    assert {"run", "check", "doctor", "init", "lab", "ctl drain", "namespace plan", "export haproxy"} <= names
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=[" ".join(verb) for verb in VERBS])
+def test_help_has_an_example_and_no_bool_type(verb: tuple[str, ...]) -> None:
+    code, out, _ = invoke(*verb, "--help")
+    assert code == 0
+    assert f"Example: casarray {' '.join(verb)}" in " ".join(out.split()), out
+    assert "<bool>" not in out
+
+
+def test_top_level_help_lists_each_verb_on_one_line() -> None:
+    code, out, _ = invoke("--help")
+    assert code == 0
+    assert "<bool>" not in out
+    assert "..." not in out.partition("Commands:")[2]  # no summary cut short
+
+
+def test_plural() -> None:
+    assert [plural(1, "server"), plural(3, "server"), plural(2, "entry", "entries")] == [
+        "1 server",
+        "3 servers",
+        "2 entries",
+    ]
+
+
+def test_check_says_one_server(tmp_path: Path) -> None:
+    path = tmp_path / "casarray.yaml"
+    path.write_text(VALID + "services: [owa]\n")
+    code, out, _ = invoke("check", "-c", str(path))
+    assert (code, out) == (0, f"{path}: valid (mode l4, 1 server, service owa)\n")
+
+
+def test_check_reports_every_problem_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "casarray.yaml"
+    path.write_text(
+        "namespace: outlook.alwayshotcafe.com\nmode: L7\ntls: {certificate: /nonexistent/c.pem, key: /nonexistent/k.pem}\n"
+        "servers:\n  - {name: MB1, address: 127.0.0.2}\nbalanse: leastconn\n"
+    )
+    code, out, err = invoke("check", "-c", str(path))
+    assert code == 1
+    assert out == ""
+    lines = err.splitlines()
+    assert lines[0].startswith(
+        f"error: {path}:3: tls.certificate: found '/nonexistent/c.pem', which does not exist"
+    )
+    assert lines[1].startswith(f"error: {path}:3: tls.key: found '/nonexistent/k.pem', which does not exist")
+    assert lines[2].startswith(f"error: {path}:6: balanse: unknown key 'balanse' (did you mean 'balance'?)")
+    assert len(lines) == 3  # mode: L7 is l7
+
+
+@pytest.fixture
+def no_system_config() -> None:
+    if DEFAULT_CONFIGS[1].exists():
+        pytest.skip(f"{DEFAULT_CONFIGS[1]} exists on this machine")
+
+
+@pytest.mark.usefixtures("no_system_config")
+@pytest.mark.parametrize(
+    "verb", [("check",), ("run",), ("doctor",), ("export", "haproxy"), ("export", "keepalived")]
+)
+def test_without_c_every_verb_reads_casarray_yaml_in_the_working_directory(
+    verb: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke(*verb)
+    assert code == 2
+    assert err == (
+        "error: no config file: -c FILE was not given, and neither ./casarray.yaml nor "
+        "/etc/casarray/casarray.yaml exists\n"
+    )
+    # An invalid one, so no verb goes further than reading it: its error shows which file was read.
+    (tmp_path / "casarray.yaml").write_text(VALID + "balance: fastest\n")
+    code, _, err = invoke(*verb)
+    assert code == 1
+    assert err.startswith("error: casarray.yaml:4: balance: found 'fastest'"), err
+
+
+@pytest.mark.usefixtures("no_system_config")
+def test_ctl_finds_it_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "casarray.yaml").write_text(VALID + f"admin: {{listen: 127.0.0.1:{port}}}\n")
+    code, _, err = invoke("ctl", "status")
+    assert code == 1
+    assert f"cannot reach the admin API at http://127.0.0.1:{port}" in err
