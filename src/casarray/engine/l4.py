@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from typing import cast
 
+from casarray.balance.admission import Admission, Verdict
 from casarray.balance.algorithm import Picker
 from casarray.balance.queue import WaitQueue
 from casarray.balance.state import ServerState
@@ -240,14 +241,15 @@ class L4Frontend:
         self.servers = list(servers)
         self.required = required if required is not None else config.required_services
         self.picker = picker
-        self.eligible: list[ServerState] = []
+        # Slots, the wait queue and the eligible servers: the decisions, without I/O (balance/admission.py).
+        self.admission: Admission[L4Client] = Admission(
+            config.limits.maxconn, config.limits.queue, config.timeouts.queue, config.retries
+        )
         self.clients: set[L4Client] = set()
         self._connecting: set[L4Client] = set()
-        self.serving = 0  # clients connecting or relaying (counted against limits.maxconn)
         self.accepted_total = 0
         self.access: AccessLog | None = None
         self.refused = 0  # connections closed by the balancer (no server, queue full or timed out)
-        self.queue: WaitQueue[L4Client] = WaitQueue(config.limits.queue)
         # At maxconn clients wait in the FIFO queue; what it cannot hold, or holds too long, is refused:
         # each refusal is logged, at most one line a second per reason (engine/refusals.py).
         self.queue_full = RefusalLog(
@@ -272,9 +274,17 @@ class L4Frontend:
         """Start the idle sweep (call once the loop runs)."""
         self.sweeper.start(self.clients)
 
+    @property
+    def eligible(self) -> list[ServerState]:
+        return self.admission.eligible
+
+    @property
+    def queue(self) -> WaitQueue[L4Client]:
+        return self.admission.queue
+
     def refresh(self) -> None:
         """Recompute which servers take connections (engine/pools.py logs who joins or leaves)."""
-        self.eligible = [s for s in self.servers if s.serves_all(self.required)]
+        self.admission.eligible = [s for s in self.servers if s.serves_all(self.required)]
         self._serve_queue()
 
     # connection lifecycle
@@ -282,33 +292,41 @@ class L4Frontend:
         self.accepted_total += 1
         self.clients.add(client)
         self.empty.clear()
-        if not self.eligible:
+        verdict = self.admission.admit(client, asyncio.get_running_loop().time())
+        if verdict is Verdict.SERVE:
+            self._dispatch(client)
+        elif verdict is Verdict.QUEUE:
+            if self._queue_timer is None:
+                self._arm_queue_timer()
+        elif verdict is Verdict.NO_SERVER:
             log.warning("refused %s: no server is up", client.peer)
             self.refused += 1
             client.term = "SC"
             client.close()
-            return
-        if self.serving >= self.config.limits.maxconn or all(s.full for s in self.eligible):
-            self._enqueue(client)
-            return
-        self._dispatch(client)
+        else:
+            self.queue_full.refused(
+                "refused %s: maxconn reached and the queue is full (%d waiting)", client.peer, len(self.queue)
+            )
+            client.term = "PQ"
+            self.refused += 1
+            client.close()
 
     def finished(self, client: L4Client) -> None:
         self.clients.discard(client)
         if client.server is not None:
             client.server.closed(client.bytes_in, client.bytes_out)
             client.server = None
-            self.serving -= 1
+            self.admission.release()
         elif client in self._connecting:
             pass  # the connect task notices client.closed and releases its slot
         else:
-            self.queue.remove(client)
+            self.admission.forget(client)
         if not self.clients:
             self.empty.set()
         self._serve_queue()
 
     def _dispatch(self, client: L4Client) -> None:
-        self.serving += 1
+        """A client that holds a slot: connect it (a task; its slot is released when it ends unserved)."""
         self._connecting.add(client)
         task = asyncio.get_running_loop().create_task(self._connect(client))
         self._tasks.add(task)
@@ -322,11 +340,10 @@ class L4Frontend:
         peername = client.transport.get_extra_info("peername")
         address = str(peername[0]) if peername else ""
         try:
-            for _ in range(self.config.retries + 1):
-                candidates = [s for s in self.eligible if not s.full and s not in tried]
-                if not candidates or client.closed:
+            while not client.closed:
+                server = self.admission.next_server(self.picker, address, tried)
+                if server is None:
                     break
-                server = self.picker.pick(candidates, address)
                 tried.append(server)
                 server.opened()
                 try:
@@ -365,30 +382,17 @@ class L4Frontend:
         finally:
             self._connecting.discard(client)
             if client.server is None:
-                self.serving -= 1
+                self.admission.release()
                 self._serve_queue()
 
-    def _enqueue(self, client: L4Client) -> None:
-        loop = asyncio.get_running_loop()
-        if not self.queue.push(client, loop.time() + self.config.timeouts.queue):
-            self.queue_full.refused(
-                "refused %s: maxconn reached and the queue is full (%d waiting)", client.peer, len(self.queue)
-            )
-            client.term = "PQ"
-            self.refused += 1
-            client.close()
-            return
-        if self._queue_timer is None:
-            self._arm_queue_timer()
-
     def _arm_queue_timer(self) -> None:
-        deadline = self.queue.next_deadline()
+        deadline = self.admission.next_deadline()
         self._queue_timer = None
         if deadline is not None:
             self._queue_timer = asyncio.get_running_loop().call_at(deadline, self._queue_expired)
 
     def _queue_expired(self) -> None:
-        for client in self.queue.expired(asyncio.get_running_loop().time()):
+        for client in self.admission.expired(asyncio.get_running_loop().time()):
             self._refuse_expired(client)
         self._arm_queue_timer()
 
@@ -404,16 +408,12 @@ class L4Frontend:
         if not self.queue:
             return
         now = asyncio.get_running_loop().time()
-        for client in self.queue.expired(now):  # due, its timer not run yet: refused all the same
+        for client in self.admission.expired(now):  # due, its timer not run yet: refused all the same
             self._refuse_expired(client)
-        while (
-            self.queue
-            and self.serving < self.config.limits.maxconn
-            and self.eligible
-            and not all(s.full for s in self.eligible)
-        ):
-            waiting = self.queue.pop()
-            if waiting is not None and not waiting.closed:
+        while (waiting := self.admission.next_waiting()) is not None:
+            if waiting.closed:
+                self.admission.release()
+            else:
                 self._dispatch(waiting)
 
     def counters(self) -> Counters:
