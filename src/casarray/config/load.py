@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import difflib
 import functools
 import os
@@ -23,6 +22,8 @@ from ruamel.yaml.reader import ReaderError
 
 from casarray.config.model import Config, semantic_errors
 from casarray.errors import ConfigError
+from casarray.textfile import NotText, decode_text
+from casarray.textfile import line_column as _line_column
 
 Loc = tuple[str | int, ...]
 
@@ -53,13 +54,6 @@ _EXPECTED_TOP = "expected a mapping of settings (namespace:, servers:, …)"
 _NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # YAML 1.2 §5.2: a stream is UTF-8, UTF-16 or UTF-32, told by its byte-order mark. UTF-32 first: its
 # little-endian mark begins with UTF-16's.
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"),
-    (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
-    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),
-    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"),
-)
 
 
 class ConfigErrors(ConfigError):
@@ -170,32 +164,16 @@ def _text(document: str | bytes, filename: str) -> str:
 
 
 def _decode(raw: bytes, filename: str) -> str:
-    codec, name = "utf-8", "UTF-8"
-    body = raw
-    for bom, bom_codec, bom_name in _BOMS:
-        if raw.startswith(bom):
-            codec, name, body = bom_codec, bom_name, raw[len(bom) :]
-            break
     try:
-        return body.decode(codec)
-    except UnicodeDecodeError as exc:
-        before = body[: exc.start].decode(codec, errors="replace")
-        line, column = _line_column(before, len(before))
-        found = f"byte 0x{body[exc.start]:02x}" if name == "UTF-8" else exc.reason
-        hint = (
-            "save the file as UTF-8" if name == "UTF-8" else "the byte-order mark says so; save it as UTF-8"
-        )
+        return decode_text(raw)
+    except NotText as exc:
+        hint = "the byte-order mark says so; save it as UTF-8" if exc.by_bom else "save the file as UTF-8"
         raise ConfigErrors(
             [
-                f"{filename}:{line}: not valid {name}: found {found} at column {column}; expected {name} text ({hint})"
+                f"{filename}:{exc.line}: not valid {exc.encoding}: found {exc.found} at column {exc.column}; "
+                f"expected {exc.encoding} text ({hint})"
             ]
         ) from None
-
-
-def _line_column(text: str, index: int) -> tuple[int, int]:
-    """1-based line and column of text[index]."""
-    line_start = text.rfind("\n", 0, index) + 1
-    return text.count("\n", 0, index) + 1, index - line_start + 1
 
 
 class _ValueProblem(ConstructorError):

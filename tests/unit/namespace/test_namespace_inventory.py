@@ -170,5 +170,13 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "latin1.json"
     path.write_bytes('{"VirtualDirectories": [], "x": "Müller"}'.encode("latin-1"))
-    with pytest.raises(InventoryError, match="not UTF-8"):
+    with pytest.raises(InventoryError, match="not valid UTF-8: found byte 0xfc at line 1, column 35"):
         load_inventory(path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-32"])
+def test_an_inventory_is_read_like_the_config(tmp_path: Path, encoding: str) -> None:
+    """One reader (casarray/textfile.py) for the config and the inventory: a byte-order mark says how."""
+    path = tmp_path / "inventory.json"
+    path.write_bytes('{"Servers": [], "VirtualDirectories": []}'.encode(encoding))
+    assert load_inventory(path).virtual_directories == ()

@@ -23,7 +23,6 @@ write by default) is accepted too. Anything else is an InventoryError naming the
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from typing import Any
 
 from casarray.errors import InventoryError
 from casarray.exchange.catalog import BY_INVENTORY_TYPE, BY_PREFIX, Service
+from casarray.textfile import NotText, decode_text
 
 # The inventory's top-level lists. Outlook Anywhere and the Autodiscover SCP are not virtual
 # directories with URLs, so they have lists of their own; their names double as the plan's `kind`.
@@ -266,15 +266,11 @@ def _service_of(entry: _Fields, name: str) -> Service | None:
 
 
 def _decode(data: bytes, where: str) -> str:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16")
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
+        return decode_text(data)  # the config's reader too: UTF-8, or UTF-16/32 by their byte-order mark
+    except NotText as exc:
         raise InventoryError(
-            f"not UTF-8 (byte {exc.start})",
-            where=where,
-            hint="write the file with the collector, which saves UTF-8",
+            str(exc), where=where, hint="write the file with the collector, which saves UTF-8"
         ) from None
 
 
