@@ -149,7 +149,11 @@ class L7Lab:
         health: str = "{interval: 200ms, timeout: 1s, rise: 1, fall: 1}",
         http_port: int | None = None,
         tls: str | None = None,
+        mode: str = "l7",
+        ca: Path | None = None,
     ) -> tuple[Proc, int]:
+        """`casarray run` in front of the sims: l7 (TLS terminated and re-encrypted) or l4 (TLS passes
+        through). The config file is the process's last argument (`proc.args[-1]`)."""
         port = free_port()
         http = f", http_port: {http_port}" if http_port else ""
         servers = (
@@ -159,26 +163,21 @@ class L7Lab:
                 f"  - {{name: {s.name}, address: {s.host}, port: {s.port}}}" for s in self.sims.values()
             )
         )
+        listener_tls = tls or f"{{certificate: {self.pki.certificate}, key: {self.pki.key}}}"
         text = (
-            textwrap.dedent(f"""\
-            namespace: {NAMESPACE}
-            autodiscover: autodiscover.alwayshotcafe.com
-            mode: l7
-            listen: {{address: 127.0.0.1, https_port: {port}{http}}}
-            tls: {tls or f"{{certificate: {self.pki.certificate}, key: {self.pki.key}}}"}
-            upstream_tls: {{ca: {self.pki.ca}}}
-            health: {health}
-            servers:
-            """)
+            f"namespace: {NAMESPACE}\nautodiscover: autodiscover.alwayshotcafe.com\nmode: {mode}\n"
+            f"listen: {{address: 127.0.0.1, https_port: {port}{http}}}\n"
+            + (f"tls: {listener_tls}\n" if mode == "l7" else "")
+            + f"upstream_tls: {{ca: {ca or self.pki.ca}}}\nhealth: {health}\nservers:\n"
             + servers
             + "\n"
             + textwrap.dedent(extra)
         )
         if "workers:" not in extra:
             text += "workers: 1\n"
-        path = self.dir / f"l7-{port}.yaml"
+        path = self.dir / f"{mode}-{port}.yaml"
         path.write_text(text)
-        proc = Proc(casarray("run", "-c", str(path)), self.dir / f"l7-{port}.log")
+        proc = Proc(casarray("run", "-c", str(path)), self.dir / f"{mode}-{port}.log")
         self.procs.append(proc)
         proc.wait_log("listening on")
         return proc, port

@@ -6,43 +6,21 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.integration.conftest import L7Lab
-from tests.support import NAMESPACE, Proc, casarray, free_port, https_request, tls_context
+from tests.support import NAMESPACE, Proc, https_request, tls_context
 
 LOAD_BOUND_S = 50.0  # every load thread stops by itself after this long, whatever the test does
 
 
-def start_balancer(
-    lab: L7Lab, mode: str, extra: str = "", name: str = "", ca: Path | None = None
-) -> tuple[Proc, int, Path]:
+def start_balancer(lab: L7Lab, mode: str, extra: str = "", ca: Path | None = None) -> tuple[Proc, int, Path]:
     """`casarray run` in `mode` (l4: TLS passes through to the sims; l7: terminated and re-encrypted)."""
-    port = free_port()
-    servers = "\n".join(
-        f"  - {{name: {s.name}, address: {s.host}, port: {s.port}}}" for s in lab.sims.values()
-    )
-    tls = f"tls: {{certificate: {lab.pki.certificate}, key: {lab.pki.key}}}\n" if mode == "l7" else ""
-    text = (
-        f"namespace: {NAMESPACE}\nmode: {mode}\nlisten: {{address: 127.0.0.1, https_port: {port}}}\n"
-        + tls
-        + f"upstream_tls: {{ca: {ca or lab.pki.ca}}}\n"
-        + "health: {interval: 200ms, timeout: 1s, rise: 1, fall: 1}\n"
-        + f"servers:\n{servers}\n"
-        + textwrap.dedent(extra)
-    )
-    if "workers:" not in extra:
-        text += "workers: 1\n"
-    path = lab.dir / f"{mode}-{name or port}.yaml"
-    path.write_text(text)
-    proc = Proc(casarray("run", "-c", str(path)), lab.dir / f"{mode}-{name or port}.log")
-    lab.procs.append(proc)
-    proc.wait_log("listening on")
-    return proc, port, path
+    proc, port = lab.balancer(extra, mode=mode, ca=ca)
+    return proc, port, Path(proc.args[-1])
 
 
 class Connection(http.client.HTTPSConnection):

@@ -75,12 +75,22 @@ def test_the_printed_ctl_command_runs_as_printed(tmp_path: Path, monkeypatch: py
 
 def test_make_lab_installs_only_the_runtime_package() -> None:
     dry = subprocess.run(
-        ["make", "-n", "-B", "lab"], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+        ["make", "--no-print-directory", "-n", "-B", "lab"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
     assert "pip install --quiet -e .\n" in dry
     assert "[dev]" not in dry
     assert dry.rstrip().endswith(".venv/bin/casarray lab")
     test = subprocess.run(
-        ["make", "-n", "-B", "unit"], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+        ["make", "--no-print-directory", "-n", "-B", "unit"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
     assert "-e '.[dev]'" in test  # the development tools are still there for tests
