@@ -140,3 +140,16 @@ def test_each_process_builds_only_its_parts(
         if announces
         else []
     )
+
+
+def test_a_second_signal_stops_at_once_and_restarts_no_worker(lab: Lab) -> None:
+    lab.sims3()
+    proc, _ = lab.balancer("workers: 2\n")
+    proc.wait_log("2 workers serving")
+    # Two different signals (the kernel merges a pending one with its twin), as a terminal's Ctrl-C and
+    # a service manager's SIGTERM arrive together: the second kills the workers, and none is replaced.
+    proc.signal(signal.SIGTERM)
+    proc.signal(signal.SIGINT)
+    wait_until(lambda: proc.popen.poll() is not None, timeout=20, what="the supervisor to exit")
+    assert "second signal: closing every connection now" in proc.log
+    assert "starting a new one" not in proc.log

@@ -433,7 +433,10 @@ class Supervisor:
 
     # --- stop ---------------------------------------------------------------------------------------
     def close_all(self) -> None:
+        """Stop now (a second signal, or a stop past its bound): kill the workers; none is restarted."""
+        self._stopping = True
         for handle in self.workers:
+            handle.stopping = True
             if handle.process.returncode is None:
                 handle.process.kill()
 
