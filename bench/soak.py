@@ -88,7 +88,13 @@ POST_PATHS = ("/ews/Exchange.asmx", "/mapi/emsmdb/")
 
 
 def warmup_seconds(duration_s: float) -> float:
-    """When the warm-up sample is taken: 10 % of the run, at least 10 s, at most 30 s."""
+    """When the warm-up sample is taken: 10 % of the run, at least 10 s, at most 30 s; in a run of
+    10 minutes or more, at 5 minutes. Memory is judged from when bounded caches are full: the l7
+    listener's TLS session cache (OpenSSL's 20 480 sessions, ~22 MiB per worker, docs/l7.md) fills in
+    the first minutes of a new-connection load — a 10-minute run measured 80.8 MiB at 30 s, 100.0 MiB
+    at 4 minutes, and 100.0-102.1 MiB from then to the end."""
+    if duration_s >= 600:
+        return 300.0
     return min(30.0, max(10.0, duration_s / 10))
 
 
