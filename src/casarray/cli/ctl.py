@@ -411,6 +411,9 @@ def _duration(text: str) -> float:
         raise typer.BadParameter(str(exc)) from None
 
 
+ServerArg = Annotated[str, typer.Argument(metavar="SERVER", help="Server name as in the config, e.g. MB1.")]
+
+
 ReasonOpt = Annotated[
     str,
     typer.Option("--reason", "-r", help='Why, recorded with the state and shown by status (e.g. "CU14").'),
@@ -420,7 +423,7 @@ ReasonOpt = Annotated[
 @app.command()
 def drain(
     ctx: typer.Context,
-    server: Annotated[str, typer.Argument(metavar="SERVER", help="Server name as in the config, e.g. MB1.")],
+    server: ServerArg,
     service: ServiceOpt = None,
     reason: ReasonOpt = "",
     wait: Annotated[
@@ -450,38 +453,39 @@ def drain(
         _wait_drained(target, server, seconds)
 
 
-@app.command()
-def ready(
-    ctx: typer.Context,
-    server: Annotated[str, typer.Argument(metavar="SERVER", help="Server name as in the config, e.g. MB1.")],
-    service: ServiceOpt = None,
-    reason: ReasonOpt = "",
-    config: ConfigOpt = None,
-    admin: AdminOpt = None,
-    token_file: TokenOpt = None,
-) -> None:
+def _state_command(state: str, doc: str) -> None:
+    """`casarray ctl ready|maint SERVER [--service S] [--reason R]`: one command per operator state
+    (drain has its own, for --wait)."""
+
+    def command(
+        ctx: typer.Context,
+        server: ServerArg,
+        service: ServiceOpt = None,
+        reason: ReasonOpt = "",
+        config: ConfigOpt = None,
+        admin: AdminOpt = None,
+        token_file: TokenOpt = None,
+    ) -> None:
+        _set(ctx, state, server, service, reason, Options(config, admin, token_file))
+
+    command.__doc__ = doc
+    app.command(name=state)(command)
+
+
+_state_command(
+    "ready",
     """SERVER takes new traffic again (when its health checks pass).
 
     Example: casarray ctl ready MB2 --reason "CU14 done"
-    """
-    _set(ctx, "ready", server, service, reason, Options(config, admin, token_file))
-
-
-@app.command()
-def maint(
-    ctx: typer.Context,
-    server: Annotated[str, typer.Argument(metavar="SERVER", help="Server name as in the config, e.g. MB1.")],
-    service: ServiceOpt = None,
-    reason: ReasonOpt = "",
-    config: ConfigOpt = None,
-    admin: AdminOpt = None,
-    token_file: TokenOpt = None,
-) -> None:
+    """,
+)
+_state_command(
+    "maint",
     """Take SERVER out now: its open connections are closed.
 
     Example: casarray ctl maint MB2 --reason "disk replacement"
-    """
-    _set(ctx, "maint", server, service, reason, Options(config, admin, token_file))
+    """,
+)
 
 
 @app.command(short_help="Re-read the config (a refused one changes nothing).")
