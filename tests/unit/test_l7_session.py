@@ -17,11 +17,10 @@ import pytest
 from casarray.balance.state import Member, ServerState
 from casarray.config.load import parse_config
 from casarray.config.model import Config
-from casarray.engine.accesslog import AccessLog
 from casarray.health.state import HealthState
-from casarray.http.h1 import Limits, ResponseReader
+from casarray.http.h1 import ResponseReader
 from casarray.proxy.router import Router
-from casarray.proxy.session import CLOSING, L7Session
+from casarray.proxy.session import CLOSING, L7Session, SiteSettings
 
 NAMESPACE = b"outlook.alwayshotcafe.com"
 
@@ -115,22 +114,12 @@ class RecordingShell:
         self.ended = True
 
 
-class FakeSite:
+class FakeSite(SiteSettings):
     """The listener's shared state with the configured timeouts."""
 
     def __init__(self, config: Config, servers: list[ServerState]) -> None:
-        self.config = config
+        super().__init__(config)
         self.router = Router(config, servers)
-        self.limits = Limits()
-        t = config.timeouts
-        self.request_header_timeout = t.request_header
-        self.keepalive_timeout = t.keepalive
-        self.server_timeout = t.server
-        self.body_idle = t.body_idle
-        self.min_upload_rate = config.limits.min_upload_rate
-        self.access: AccessLog | None = None
-        self.draining = False
-        self.refused = 0
         self.counts: list[tuple[str, int]] = []
 
     def count(self, service: str, status: int) -> None:

@@ -28,17 +28,16 @@ from typing import Final, cast
 
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
-from casarray.engine.accesslog import AccessLog
 from casarray.engine.counters import Counters
 from casarray.engine.refusals import Answered, RefusalLog
 from casarray.engine.sweep import Sweeper
 from casarray.engine.tlsfd import open_tls_connection
 from casarray.http.errors import ProtocolError
-from casarray.http.h1 import Limits, RequestHead, RequestReader, ResponseReader
+from casarray.http.h1 import RequestHead, RequestReader, ResponseReader
 from casarray.proxy.answers import error_response, https_redirect_target, moved_permanently
 from casarray.proxy.forwarding import HOP_BY_HOP, SKIP_REQUEST
 from casarray.proxy.router import REDIRECT, Router
-from casarray.proxy.session import CLOSING, IDLE, L7Session
+from casarray.proxy.session import CLOSING, IDLE, L7Session, SiteSettings
 
 __all__ = [
     "CLOSING",
@@ -260,28 +259,21 @@ class L7Client(asyncio.Protocol):
         self.session.upstream_connected(cast(L7Upstream, protocol), head, self.clock())
 
 
-class L7Frontend:
+class L7Frontend(SiteSettings):
     """The HTTPS listener of mode l7: accepts client connections and owns the shared routing state."""
 
     def __init__(self, config: Config, servers: Sequence[ServerState], upstream_ssl: ssl.SSLContext) -> None:
-        self.config = config
+        super().__init__(config)
         self.servers = list(servers)
         self.router = Router(config, servers)
         self.upstream_ssl = upstream_ssl
         self.server_name = config.check_server_name
-        self.limits = Limits()
         t = config.timeouts
-        self.request_header_timeout = t.request_header
-        self.keepalive_timeout = t.keepalive
-        self.server_timeout = t.server
-        self.body_idle = t.body_idle
-        self.min_upload_rate = config.limits.min_upload_rate
         tick = max(
             0.02, min(t.request_header, t.keepalive, t.body_idle, t.server, t.client_idle, t.server_idle) / 4
         )
         self.sweeper = Sweeper(min(tick, 1.0))
         self.clients: set[L7Client] = set()
-        self.refused = 0
         self.maxconn_refusals = RefusalLog(
             log, logging.WARNING, f"limits.maxconn ({config.limits.maxconn}) reached"
         )
@@ -294,8 +286,6 @@ class L7Frontend:
         self.lingering = [0]  # refused connections still open (engine/refusals.py Answered)
         self.accepted_total = 0
         self.tls_failures = 0  # client handshakes that failed or timed out
-        self.access: AccessLog | None = None
-        self.draining = False  # the generation was replaced or is stopping: close after each response
         # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
         self.statuses: dict[str, list[int]] = {}
         self.empty = asyncio.Event()  # set while no client connection is open

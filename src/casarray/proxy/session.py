@@ -130,6 +130,25 @@ class Site(Protocol):
     def count(self, service: str, status: int) -> None: ...
 
 
+class SiteSettings:
+    """What a session reads of its listener's configuration, derived once per listener (not per
+    request): engine/l7.py's L7Frontend and the unit tests' site both start from it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.router: Router
+        self.limits = Limits()
+        t = config.timeouts
+        self.request_header_timeout = t.request_header
+        self.keepalive_timeout = t.keepalive
+        self.server_timeout = t.server
+        self.body_idle = t.body_idle
+        self.min_upload_rate = config.limits.min_upload_rate
+        self.access: AccessLog | None = None
+        self.draining = False  # the generation was replaced or is stopping: close after each response
+        self.refused = 0  # requests the balancer answered itself
+
+
 class L7Session:
     """One client connection: reads requests, routes each, relays the response."""
 
