@@ -73,24 +73,21 @@ def test_the_printed_ctl_command_runs_as_printed(tmp_path: Path, monkeypatch: py
     assert f"cannot reach the admin API at http://127.0.0.1:{port}" in done.stderr
 
 
-def test_make_lab_installs_only_the_runtime_package() -> None:
-    dry = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-B", "lab"],
+def make_dry_run(target: str) -> str:
+    """What `make -n -B TARGET` would run (no directory lines, as under `make test` itself)."""
+    return subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", target],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
     ).stdout
+
+
+def test_make_lab_installs_only_the_runtime_package() -> None:
+    dry = make_dry_run("lab")
     assert "pip install --quiet -e .\n" in dry
     assert "[dev]" not in dry
     assert dry.rstrip().endswith(".venv/bin/casarray lab")
-    test = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-B", "unit"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    assert "-e '.[dev]'" in test  # the development tools are still there for tests
+    assert "-e '.[dev]'" in make_dry_run("unit")  # the development tools are still there for tests
