@@ -148,6 +148,8 @@ def test_a_second_signal_stops_at_once_and_restarts_no_worker(lab: Lab) -> None:
     proc.wait_log("2 workers serving")
     # Two different signals (the kernel merges a pending one with its twin), as a terminal's Ctrl-C and
     # a service manager's SIGTERM arrive together: the second kills the workers, and none is replaced.
+    # Here the stop usually marks the workers before they die; `close_all` marks them itself, for the
+    # ordering where it does not (seen once under `make lab`), which this test cannot force.
     proc.signal(signal.SIGTERM)
     proc.signal(signal.SIGINT)
     wait_until(lambda: proc.popen.poll() is not None, timeout=20, what="the supervisor to exit")
