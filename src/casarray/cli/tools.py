@@ -19,9 +19,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from casarray.cli.core import ConfigOption, config_path, errors_to_exit, load_or_exit, plural
+from casarray.cli.core import ConfigOption, config_path, errors_to_exit, fail, load_or_exit, plural
 from casarray.doctor import failed, per_server, per_service, run_doctor, summary
+from casarray.doctor.client import ClientOptions, ClientReport, run_client_check
+from casarray.doctor.discovery import MAX_REDIRECTS
 from casarray.doctor.resolution import parse_nameserver
+from casarray.doctor.wire import Credentials
 from casarray.errors import CasarrayError
 from casarray.exchange.namespace.init import (
     DEFAULT_ADMIN_LISTEN,
@@ -55,7 +58,7 @@ class VrrpState(enum.StrEnum):
 
 def doctor(
     config: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as a JSON array.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     nameserver: Annotated[
         list[str] | None,
         typer.Option(
@@ -64,18 +67,107 @@ def doctor(
             "internal servers of a split-brain zone.",
         ),
     ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            metavar="ADDRESS",
+            help="Check from the client's side instead: find Autodiscover for this e-mail address as "
+            "Outlook and a phone do, and judge every URL it tells them.",
+        ),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            metavar="FILE",
+            help="--user: log on with the password on this file's first line (NTLM, Negotiate or Basic, "
+            "as the server offers).",
+        ),
+    ] = None,
+    login: Annotated[
+        str | None,
+        typer.Option(
+            "--login",
+            metavar="NAME",
+            help="--user: the name to log on with, DOMAIN\\user or user@domain (default: the address).",
+        ),
+    ] = None,
+    scp: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scp",
+            metavar="URL",
+            help="--user: an Autodiscover SCP URL a domain-joined client reads from Active Directory "
+            "(repeatable, in the order the client tries them).",
+        ),
+    ] = None,
+    inventory: Annotated[
+        Path | None,
+        typer.Option(
+            "--inventory",
+            metavar="FILE",
+            help="--user: take the SCP URLs from this inventory ('casarray namespace collector').",
+        ),
+    ] = None,
+    allow_redirect: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-redirect",
+            metavar="NAME",
+            help="--user: a name Autodiscover may redirect to besides the namespace and the Autodiscover "
+            "name (repeatable).",
+        ),
+    ] = None,
+    max_redirects: Annotated[
+        int,
+        typer.Option(
+            "--max-redirects", metavar="N", min=0, max=50, help="--user: follow at most N redirects."
+        ),
+    ] = MAX_REDIRECTS,
 ) -> None:
     """Check a deployment from the balancer's side: DNS, certificates, each server's health, the VIP.
+    With --user, from a client's side: Autodiscover as Outlook and a phone find it, and every URL it
+    tells them (on the namespace, resolving to the VIP, answering through it).
 
     Exit 1 when any check fails; warnings alone exit 0.
 
     Example: casarray doctor -c /etc/casarray/casarray.yaml --nameserver 10.0.1.5
+
+    Example: casarray doctor -c casarray.yaml --user alice@contoso.com --password-file alice.txt
     """
+    user_only = {
+        "--password-file": password_file,
+        "--login": login,
+        "--scp": scp,
+        "--inventory": inventory,
+        "--allow-redirect": allow_redirect,
+    }
+    given = [name for name, value in user_only.items() if value]
+    if user is None and given:
+        raise typer.BadParameter("only with --user", param_hint=f"'{given[0]}'")
     cfg = load_or_exit(config_path(config))
     try:
         servers = [parse_nameserver(text) for text in nameserver or []]
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--nameserver'") from None
+    if user is not None:
+        options = ClientOptions(
+            address=user,
+            credentials=_credentials(user, password_file, login),
+            scp=tuple(scp or ()) + _inventory_scp(inventory),
+            allow=tuple(allow_redirect or ()),
+            max_redirects=max_redirects,
+            nameservers=servers,
+        )
+        report = asyncio.run(run_client_check(cfg, options))
+        if as_json:
+            typer.echo(json.dumps(report.as_json(), indent=2))
+        else:
+            _print_client(report)
+        if report.failed:
+            raise typer.Exit(1)
+        return
     rows = asyncio.run(run_doctor(cfg, nameservers=servers))
     if as_json:
         typer.echo(json.dumps([row.as_json() for row in rows], indent=2))
@@ -95,6 +187,59 @@ def doctor(
         console.print(Text(summary(rows), style="bold red" if failed(rows) else "bold green"))
     if failed(rows):
         raise typer.Exit(1)
+
+
+def _credentials(address: str, password_file: Path | None, login: str | None) -> Credentials | None:
+    """The log-on of `doctor --user`: the first line of the password file (never printed)."""
+    if password_file is None:
+        return None
+    with errors_to_exit():
+        text = password_file.read_text(encoding="utf-8-sig")
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise fail(f"{password_file}: the first line is empty; it must hold the password")
+    return Credentials(login or address, password)
+
+
+def _inventory_scp(path: Path | None) -> tuple[str, ...]:
+    """The SCP URLs of an inventory, in file order (what Active Directory would list)."""
+    if path is None:
+        return ()
+    with errors_to_exit():
+        found = load_inventory(path)
+    return tuple(
+        c.autodiscover_internal_uri for c in found.client_access_services if c.autodiscover_internal_uri
+    )
+
+
+def _print_client(report: ClientReport) -> None:
+    console = _console()
+    steps = Table("Step", "URL", "Status", "Detail", title="Finding Autodiscover", title_justify="left")
+    for row in report.steps:
+        steps.add_row(row.check, row.target, Text(row.status, style=_STATUS_STYLE[row.status]), row.detail)
+    console.print(steps)
+    urls = Table(
+        "Protocol",
+        "URL told",
+        "On namespace",
+        "Via VIP",
+        "Answered by",
+        "Verdict",
+        title=f"What {report.address}'s clients are told",
+        title_justify="left",
+    )
+    for url in report.urls:
+        verdict = Text(url.status, style=_STATUS_STYLE[url.status])
+        verdict.append(f" {url.detail}" if url.detail else "", style="")
+        urls.add_row(
+            f"{url.protocol}\n(told by {url.told_by})", url.url, url.on_namespace, url.via_vip,
+            url.answered_by or "—", verdict,
+        )  # fmt: skip
+    console.print(urls)
+    console.print("\n".join(report.autoconfiguration), markup=False)
+    fails = sum(r.status == "fail" for r in report.steps) + sum(r.status == "fail" for r in report.urls)
+    end = f"{plural(len(report.urls), 'URL')} told, {plural(fails, 'failure')}"
+    console.print(Text(end, style="bold red" if report.failed else "bold green"))
 
 
 def init(

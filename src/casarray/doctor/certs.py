@@ -82,6 +82,18 @@ def fingerprint(der: bytes) -> str:
     return ":".join(f"{byte:02X}" for byte in digest.finalize())
 
 
+def tls_server_end_point(der: bytes) -> bytes:
+    """Channel-binding data for Extended Protection (NTLM/Negotiate bound to the TLS channel): RFC 5929
+    §4.1 hashes the server certificate with its signature's hash, SHA-256 when that is MD5 or SHA-1."""
+    certificate = x509.load_der_x509_certificate(der)
+    algorithm = certificate.signature_hash_algorithm
+    if algorithm is None or isinstance(algorithm, hashes.MD5 | hashes.SHA1):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(der)
+    return b"tls-server-end-point:" + digest.finalize()
+
+
 def short_fingerprint(value: str) -> str:
     """The first 8 bytes of a fingerprint, enough to tell certificates apart in a table."""
     return ":".join(value.split(":")[:8]) + "…"

@@ -26,6 +26,7 @@ from casarray.doctor.rows import Row, Status
 from casarray.netaddr import split_host_port
 
 SYSTEM = "system resolver"
+NO_RESOLV_CONF = "no DNS server configured in /etc/resolv.conf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +62,9 @@ async def resolve(
     """A and AAAA of `name` from DNS; the system resolver when no DNS server answers (or when DNS says
     the name does not exist, to tell a hosts-file-only name apart). With explicit `nameservers` there is
     no fallback: the question is what those servers answer."""
-    try:
-        resolver = dns.asyncresolver.Resolver(configure=not nameservers)
-    except dns.resolver.NoResolverConfiguration:
-        return await _system(name, timeout, "no DNS server configured in /etc/resolv.conf")
-    if nameservers:
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
-    resolver.lifetime = timeout
+    resolver = _resolver(nameservers, timeout)
+    if resolver is None:
+        return await _system(name, timeout, NO_RESOLV_CONF)
     servers = ", ".join(_nameserver_text(ns) for ns in resolver.nameservers) or "none"
     source = f"DNS {servers}"
     qname = dns.name.from_text(name)
@@ -111,6 +108,58 @@ async def resolve(
             return Resolution(name, (), source, error=reason)
         return await _system(name, timeout, f"no DNS server answered: {reason}")
     return Resolution(name, (), source, error=f"no A or AAAA record ({source})")
+
+
+@dataclass(frozen=True, slots=True)
+class SrvRecord:
+    """One SRV record's target (RFC 2782)."""
+
+    priority: int
+    weight: int
+    port: int
+    target: str
+
+
+async def resolve_srv(
+    name: str,
+    *,
+    nameservers: Sequence[tuple[str, int]] = (),
+    timeout: float,  # noqa: ASYNC109 - dnspython's lifetime
+) -> tuple[list[SrvRecord], str | None]:
+    """The SRV records of `name`, lowest priority first and, within one, heaviest weight first (RFC 2782
+    picks by weight at random; a check wants one stable order), and the reason when there are none.
+    There is no system-resolver fallback: getaddrinfo has no SRV."""
+    resolver = _resolver(nameservers, timeout)
+    if resolver is None:
+        return [], NO_RESOLV_CONF
+    try:
+        answer = await resolver.resolve(dns.name.from_text(name), "SRV", search=False)
+    except dns.resolver.NXDOMAIN:
+        return [], "no such name (NXDOMAIN)"
+    except dns.resolver.NoAnswer:
+        return [], "no SRV record"
+    except dns.resolver.LifetimeTimeout:
+        return [], f"no answer within {timeout:g}s"
+    except dns.exception.DNSException as exc:
+        return [], str(exc) or type(exc).__name__
+    records = [
+        SrvRecord(rdata.priority, rdata.weight, rdata.port, rdata.target.to_text(omit_final_dot=True))
+        for rdata in answer
+    ]
+    records.sort(key=lambda r: (r.priority, -r.weight, r.target))
+    return records, None
+
+
+def _resolver(nameservers: Sequence[tuple[str, int]], timeout: float) -> dns.asyncresolver.Resolver | None:
+    """A resolver asking `nameservers` (else /etc/resolv.conf's), None when there are none."""
+    try:
+        resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+    except dns.resolver.NoResolverConfiguration:
+        return None
+    if nameservers:
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
+    resolver.lifetime = timeout
+    return resolver
 
 
 async def _system(

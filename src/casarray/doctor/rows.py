@@ -39,6 +39,34 @@ def summary(rows: Iterable[Row]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class UrlRow:
+    """One URL a client is told, as `doctor --user` reports it: which protocol setting told it and who
+    said so, whether it is on the namespace, whether it leads through the VIP, which server answered it
+    there, and the verdict with its evidence."""
+
+    protocol: str  # the setting that told it: "EXCH EwsUrl", "mapiHttp MailStore InternalUrl", "SCP", …
+    url: str
+    told_by: str  # the servers whose Autodiscover answers held it (X-FEServer), or where it came from
+    on_namespace: str  # "yes", or why not
+    via_vip: str  # "yes (127.0.0.1)", or why not
+    answered_by: str  # X-FEServer of the answer through the VIP, "" when none
+    status: Status
+    detail: str
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "protocol": self.protocol,
+            "url": self.url,
+            "told_by": self.told_by,
+            "on_namespace": self.on_namespace,
+            "via_vip": self.via_vip,
+            "answered_by": self.answered_by,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Tally:
     """The verdict on one server or one service, from the rows that concern it (the report's end)."""
 

@@ -182,6 +182,23 @@ BY_INVENTORY_TYPE: Mapping[str, Service] = {
     s.inventory_type: s for s in _SERVICES if s.inventory_type is not None
 }
 
+# How the clients of each vdir log on (HTTP authentication schemes, RFC 9110 §11), after Microsoft's
+# "Default settings for Exchange virtual directories": Outlook's protocols (Autodiscover, EWS, MAPI/HTTP,
+# Outlook Anywhere, OAB) take Integrated Windows authentication (Negotiate, NTLM), and Basic where Exchange
+# offers it; OWA and ECP are for browsers (forms-based logon "Fba", or any HTTP scheme); ActiveSync phones
+# log on with Basic, Exchange's only default there; remote PowerShell uses Kerberos (Negotiate).
+CLIENT_AUTH: Mapping[str, frozenset[str]] = {
+    "owa": frozenset({"Fba", "Basic", "NTLM", "Negotiate"}),
+    "ecp": frozenset({"Fba", "Basic", "NTLM", "Negotiate"}),
+    "ews": frozenset({"NTLM", "Negotiate", "Basic"}),
+    "mapi": frozenset({"NTLM", "Negotiate"}),
+    "rpc": frozenset({"NTLM", "Negotiate", "Basic"}),
+    "oab": frozenset({"NTLM", "Negotiate"}),
+    "eas": frozenset({"Basic"}),
+    "autodiscover": frozenset({"NTLM", "Negotiate", "Basic"}),
+    "powershell": frozenset({"Negotiate"}),
+}
+
 # Mail ports where TLS comes first (IMAPS, POP3S, SMTPS); the others may upgrade with STARTTLS.
 IMPLICIT_TLS_PORTS: frozenset[int] = frozenset({993, 995, 465})
 

@@ -1,0 +1,571 @@
+"""`doctor --user`: the deployment as a user's Outlook and phone see it, through the VIP.
+
+1. Find Autodiscover as Outlook does (discovery.py: the SCP URLs when given, then the address's domain,
+   autodiscover.<domain>, the HTTP redirect method, the SRV record), and as a phone does (the same
+   without the SCP); POST the POX request (outlook, then mobilesync schema) and follow redirects within
+   the policy; log on with the user's credentials when challenged.
+2. Ask again until every server of the config has answered (X-FEServer) or twice as many times as there
+   are servers: through the VIP each new connection may reach another server, and a client told
+   server-specific URLs by one server fails only when it lands there.
+3. Ask Autodiscover v2 (EWS, ActiveSync) at the name where the phone found Autodiscover.
+4. Judge every URL those answers told (told.py): on the namespace, resolves to the VIP, answers through
+   the VIP like its vdir, and by whom.
+
+Every request goes to the VIP (listen.address), with SNI and Host the URL's name and its port: the check
+never contacts a server directly, and never a name that does not resolve to the VIP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from casarray.config.model import Config
+from casarray.doctor.autodiscover import (
+    POX_PATH,
+    V2_PROTOCOLS,
+    Answer,
+    AutodiscoverParseError,
+    ErrorAnswer,
+    RedirectAddr,
+    RedirectUrl,
+    Schema,
+    Settings,
+    parse_pox,
+    parse_v2,
+    pox_request,
+    v2_path,
+)
+from casarray.doctor.checks import CONCURRENCY, connect_address, worst
+from casarray.doctor.discovery import (
+    MAX_REDIRECTS,
+    Candidate,
+    RedirectPolicy,
+    dns_candidates,
+    domain_of,
+    http_redirect_url,
+    https_url,
+    scp_candidates,
+    srv_candidate,
+    srv_name,
+    url_host_port,
+)
+from casarray.doctor.resolution import is_local_address, judge, resolve, resolve_srv
+from casarray.doctor.rows import Row, Status, UrlRow
+from casarray.doctor.told import autoconfiguration, judge_reply, on_namespace, service_of
+from casarray.doctor.wire import Credentials, Fetched, Reply, fetch, offered_schemes
+from casarray.engine.tls import upstream_context
+from casarray.errors import CasarrayError
+from casarray.exchange.namespace.plan import split_url
+
+_XML: Final = (("Content-Type", "text/xml; charset=utf-8"),)
+# Outlook asks for the MAPI/HTTP settings with this header ([MS-OXDSCLI] 2.2.2.1); X-AnchorMailbox routes
+# the request to the mailbox's server, as Outlook sends it.
+_OUTLOOK_HEADERS: Final = (("X-MapiHttpCapability", "1"),)
+_JSON: Final = (("Accept", "application/json"),)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    address: str  # the user's e-mail address
+    credentials: Credentials | None = None
+    scp: tuple[str, ...] = ()  # the SCP URLs a domain-joined client would read from Active Directory
+    allow: tuple[str, ...] = ()  # names redirects may lead to, besides the namespace and Autodiscover name
+    max_redirects: int = MAX_REDIRECTS
+    nameservers: Sequence[tuple[str, int]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReport:
+    address: str
+    steps: tuple[Row, ...]  # how Autodiscover was found and what it answered
+    urls: tuple[UrlRow, ...]  # every URL the client was told, judged
+    autoconfiguration: tuple[str, ...]  # what Outlook's Test E-mail AutoConfiguration would show
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status == "fail" for r in self.steps) or any(r.status == "fail" for r in self.urls)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "user": self.address,
+            "ok": not self.failed,
+            "steps": [row.as_json() for row in self.steps],
+            "urls": [row.as_json() for row in self.urls],
+            "autoconfiguration": list(self.autoconfiguration),
+        }
+
+
+@dataclass(slots=True)
+class _Found:
+    """Where a client found Autodiscover and the settings it got there."""
+
+    url: str
+    address: str
+    settings: Settings
+    fe_server: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Redirect:
+    """An answer that sends the client elsewhere: another URL, or another address (a new search)."""
+
+    value: str
+    address: bool = False
+
+
+_STOP: Final = "stop"  # the client gives up: a failed log-on, an Autodiscover error
+_Outcome = _Found | _Redirect | Literal["stop"] | None
+
+
+@dataclass(slots=True)
+class _Told:
+    protocol: str
+    url: str
+    told_by: list[str] = field(default_factory=list)
+
+
+async def run_client_check(
+    config: Config, options: ClientOptions, *, is_local: Callable[[str], bool] = is_local_address
+) -> ClientReport:
+    """Everything `doctor --user` reports; each network exchange is bounded by health.timeout."""
+    return await _Client(config, options, is_local).run()
+
+
+class _Client:
+    def __init__(self, config: Config, options: ClientOptions, is_local: Callable[[str], bool]) -> None:
+        self.config = config
+        self.options = options
+        self.is_local = is_local
+        self.timeout = config.health.timeout
+        self.vip = connect_address(config.listen.address)
+        self.policy = RedirectPolicy.build([*config.names, *options.allow], options.max_redirects)
+        self.steps: list[Row] = []
+        self.log: list[str] = []
+        self.told: dict[tuple[str, str], _Told] = {}
+        self.resolutions: dict[str, Row] = {}
+        self.context: ssl.SSLContext | None = None
+        self.urls: list[UrlRow] = []
+        self.logon_failed = False  # once the log-on fails, every later request would fail the same way
+
+    async def run(self) -> ClientReport:
+        address = self.options.address
+        try:
+            domain = domain_of(address)
+        except ValueError as exc:
+            self.step("user", address, "fail", str(exc))
+            return self.report(None, None)
+        try:
+            self.context = upstream_context(self.config)
+        except CasarrayError as exc:
+            self.step("TLS", exc.where or "upstream_tls", "fail", str(exc))
+            return self.report(None, None)
+        for url in self.options.scp:
+            self.tell("SCP", url, "Active Directory (SCP)")
+
+        # Outlook: SCP first (domain-joined), then DNS.
+        outlook = await self.discover("outlook", address, domain, scp_candidates(self.options.scp))
+        first_outlook = outlook.settings if outlook else None
+        if outlook is not None:
+            await self.cover("outlook", outlook)
+        # A phone: no Active Directory.
+        phone = None if self.logon_failed else await self.discover("mobilesync", address, domain, [])
+        if phone is not None:
+            await self.cover("mobilesync", phone)
+        # Autodiscover v2 where the phone (else Outlook) found Autodiscover.
+        where = phone or outlook
+        if where is not None and not self.logon_failed:
+            for protocol in V2_PROTOCOLS:
+                await self.ask_v2(where, protocol)
+        await self.judge_told()
+        return self.report(first_outlook, outlook.fe_server if outlook else None)
+
+    # -- the report ------------------------------------------------------------------------------
+
+    def step(self, check: str, target: str, status: Status, detail: str) -> None:
+        self.steps.append(Row(check, target, status, detail))
+
+    def tell(self, protocol: str, url: str, by: str) -> None:
+        entry = self.told.setdefault((protocol, url), _Told(protocol, url))
+        if by not in entry.told_by:
+            entry.told_by.append(by)
+
+    def report(self, settings: Settings | None, fe_server: str | None) -> ClientReport:
+        lines = autoconfiguration(self.options.address, settings, self.log, fe_server)
+        return ClientReport(self.options.address, tuple(self.steps), tuple(self.urls), tuple(lines))
+
+    # -- Autodiscover ----------------------------------------------------------------------------
+
+    async def discover(
+        self, schema: Schema, address: str, domain: str, first: list[Candidate]
+    ) -> _Found | None:
+        """The client's search (discovery.py's order) for `schema`; None when it finds nothing."""
+        who = "Outlook" if schema == "outlook" else "a phone (ActiveSync)"
+        check = f"Autodiscover for {who}"
+        port = self.config.listen.https_port
+        queue = [*first, *dns_candidates(domain, port)]
+        followed = 0
+        fallbacks_done = False
+        while True:
+            if not queue:
+                if fallbacks_done:
+                    break
+                fallbacks_done = True
+                queue = await self.fallbacks(check, domain, followed)
+                if not queue:
+                    break
+            candidate = queue.pop(0)
+            self.log.append(f"Attempting URL {candidate.url} found through {candidate.method}")
+            outcome = await self.try_candidate(check, schema, address, candidate)
+            if isinstance(outcome, _Found):
+                self.log.append(f"Autodiscover to {candidate.url} succeeded")
+                return outcome
+            if outcome is None:
+                self.log.append(f"Autodiscover to {candidate.url} failed")
+                continue
+            if not isinstance(outcome, _Redirect):
+                self.log.append(f"Autodiscover to {candidate.url} failed: the client stops here")
+                return None
+            # A redirect: to another URL, or (an address) to a new search for that address's domain.
+            value = outcome.value
+            refusal = (
+                self.policy.address_refusal(value, followed)
+                if outcome.address
+                else self.policy.refusal(value, followed)
+            )
+            if refusal is not None:
+                self.step(check, value, "fail", f"redirect from {candidate.url} {refusal}")
+                self.log.append(f"Redirect to {value} refused")
+                continue
+            followed += 1
+            if outcome.address:
+                address, domain = value, domain_of(value)
+                queue = dns_candidates(domain, port)
+                fallbacks_done = False
+                self.log.append(f"Redirected to the address {address}")
+            else:
+                queue.insert(0, Candidate("redirect", value))
+                self.log.append(f"Redirected to {value}")
+        self.step(
+            check,
+            self.options.address,
+            "fail",
+            f"no Autodiscover answer with settings: {who} cannot set up the account",
+        )
+        return None
+
+    async def fallbacks(self, check: str, domain: str, followed: int) -> list[Candidate]:
+        """Steps 4 and 5, tried when the https URLs gave nothing: the http redirect, the SRV record."""
+        found: list[Candidate] = []
+        http_port = self.config.listen.http_port
+        url = http_redirect_url(domain, http_port or 80)
+        if http_port is None:
+            self.step(check, url, "ok", "not tried: the balancer has no http listener (listen.http_port)")
+        else:
+            host = f"autodiscover.{domain}"
+            where = await self.resolution(host)
+            if where.status == "fail":
+                self.step(check, url, "ok", f"HTTP redirect method: {host} {where.detail}")
+            else:
+                self.log.append(f"Attempting the HTTP redirect method at {url}")
+                fetched = await fetch(self.vip, http_port, host, "GET", POX_PATH, None, self.timeout)
+                reply = fetched.reply
+                location = reply.header("Location") if reply is not None else None
+                if reply is None or reply.status not in (301, 302, 303, 307, 308) or not location:
+                    shown = fetched.reason if reply is None else f"HTTP {reply.status}, no redirect"
+                    self.step(check, url, "ok", f"HTTP redirect method: {shown}")
+                else:
+                    refusal = self.policy.refusal(location, followed)
+                    status: Status = "ok" if refusal is None else "warn"
+                    self.step(check, url, status, f"HTTP redirect method: 302 to {location} {refusal or ''}")
+                    if refusal is None:
+                        found.append(Candidate("HTTP redirect", location))
+                        self.tell("HTTP redirect", location, reply.fe_server or "?")
+        records, why = await resolve_srv(
+            srv_name(domain), nameservers=self.options.nameservers, timeout=self.timeout
+        )
+        if not records:
+            self.step(check, srv_name(domain), "ok", f"SRV record: {why}")
+        for record in records:
+            candidate = srv_candidate(record.target, record.port)
+            refusal = self.policy.refusal(candidate.url, followed)
+            self.tell("SRV record", candidate.url, "DNS")
+            if refusal is None:
+                found.append(candidate)
+            else:
+                self.step(check, srv_name(domain), "warn", f"SRV record → {candidate.url} {refusal}")
+        return found
+
+    async def try_candidate(self, check: str, schema: Schema, address: str, candidate: Candidate) -> _Outcome:
+        """_Found; a _Redirect; _STOP when the client gives up (a failed log-on, an Autodiscover
+        error); None to go on with the next candidate."""
+        url = candidate.url
+        method = candidate.method
+        place = url_host_port(url)
+        if place is None:
+            self.step(check, url, "fail", f"{method}: not an absolute URL")
+            return None
+        host, port = place
+        where = await self.resolution(host)
+        if where.status == "fail":
+            # A root domain without an address is the usual case: the client moves on.
+            status: Status = "ok" if method == "root domain" else "fail"
+            if method == "autodiscover domain":
+                status = "warn"
+            self.step(check, url, status, f"{method}: {where.detail}; not tried")
+            return None
+        if not self.on_vip(where):
+            self.step(
+                check,
+                url,
+                "warn" if method == "root domain" else "fail",
+                f"{method}: {where.detail}: a client would ask there, outside the balancer (not asked)",
+            )
+            return None
+        fetched = await self.post(url, host, port, schema, address)
+        return self.read_pox(check, candidate, fetched)
+
+    def read_pox(self, check: str, candidate: Candidate, fetched: Fetched) -> _Outcome:
+        url, method = candidate.url, candidate.method
+        reply = fetched.reply
+        if reply is None:
+            self.step(check, url, "fail", f"{method}: {fetched.code} {fetched.reason}")
+            return None
+        by = _by(reply)
+        if fetched.refused:
+            self.step(check, url, "fail", self.refused_text(fetched, reply))
+            self.logon_failed = True
+            return _STOP
+        if reply.status == 401:
+            self.logon_failed = True
+            offered = ", ".join(offered_schemes(reply.all("WWW-Authenticate"))) or "no scheme"
+            if self.options.credentials is None:
+                self.step(
+                    check,
+                    url,
+                    "fail",
+                    f"{method}: asks for credentials ({offered}){by}; give --password-file to see "
+                    "what it tells the user",
+                )
+            else:
+                self.step(check, url, "fail", f"{method}: 401 offering {offered}{by}: cannot log on")
+            return _STOP
+        if reply.status in (301, 302, 303, 307, 308):
+            location = reply.header("Location") or ""
+            self.step(check, url, "ok", f"{method}: {reply.status} to {location}{by}")
+            self.tell("HTTP redirect", location, reply.fe_server or "?")
+            return _Redirect(location)
+        if reply.status != 200:
+            self.step(check, url, "fail", f"{method}: HTTP {reply.status} {reply.reason}{by}")
+            return None
+        try:
+            answer = parse_pox(reply.body)
+        except AutodiscoverParseError as exc:
+            self.step(check, url, "fail", f"{method}: 200 but not an Autodiscover answer: {exc}{by}")
+            return None
+        return self.take(check, candidate, answer, reply)
+
+    def take(self, check: str, candidate: Candidate, answer: Answer, reply: Reply) -> _Outcome:
+        url, method, by = candidate.url, candidate.method, _by(reply)
+        if isinstance(answer, ErrorAnswer):
+            self.step(check, url, "fail", f"{method}: Autodiscover {answer.describe()}{by}")
+            return _STOP
+        if isinstance(answer, RedirectUrl):
+            self.step(check, url, "ok", f"{method}: redirectUrl {answer.url}{by}")
+            self.tell("redirectUrl", answer.url, reply.fe_server or "?")
+            return _Redirect(answer.url)
+        if isinstance(answer, RedirectAddr):
+            self.step(check, url, "ok", f"{method}: redirectAddr {answer.address}{by}")
+            return _Redirect(answer.address, address=True)
+        self.step(check, url, "ok", f"{method}: settings, {len(answer.urls)} URLs{by}")
+        return _Found(url, self.options.address, answer, reply.fe_server)
+
+    def refused_text(self, fetched: Fetched, reply: Reply) -> str:
+        login = self.options.credentials.login if self.options.credentials else "?"
+        return (
+            f"authentication failed: {reply.fe_server or 'the server'} refused the credentials of {login} "
+            f"({fetched.auth}, then 401 again): wrong password, or not this user's login"
+        )
+
+    async def post(self, url: str, host: str, port: int, schema: Schema, address: str) -> Fetched:
+        parts = split_url(url)
+        assert parts is not None
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = [*_XML, ("X-AnchorMailbox", address)]
+        if schema == "outlook":
+            headers += _OUTLOOK_HEADERS
+        return await fetch(
+            self.vip,
+            port,
+            host,
+            "POST",
+            target,
+            self.context,
+            self.timeout,
+            headers=headers,
+            body=pox_request(address, schema),
+            credentials=self.options.credentials,
+        )
+
+    async def cover(self, schema: Schema, found: _Found) -> None:
+        """Ask the URL that answered again until every server has answered; record what each told."""
+        check = f"Autodiscover for {'Outlook' if schema == 'outlook' else 'a phone (ActiveSync)'}"
+        self.record(found.settings, found.fe_server)
+        host_port = url_host_port(found.url)
+        assert host_port is not None
+        host, port = host_port
+        candidate = Candidate("redirect", found.url)
+
+        async def once() -> str | None:
+            fetched = await self.post(found.url, host, port, schema, found.address)
+            if fetched.reply is None:
+                self.step(check, found.url, "fail", f"asked again: {fetched.code} {fetched.reason}")
+                return None
+            outcome = self.read_pox(check, candidate, fetched)
+            if isinstance(outcome, _Found):
+                self.record(outcome.settings, outcome.fe_server)
+            return fetched.reply.fe_server
+
+        await self.round_robin(found.fe_server, once)
+
+    async def round_robin(self, first: str | None, once: Callable[[], Awaitable[str | None]]) -> None:
+        servers = {s.name.lower() for s in self.config.servers}
+        seen = {first.lower()} if first else set()
+        for _ in range(2 * len(servers) - 1):
+            if servers <= seen:
+                return
+            answered = await once()
+            if answered:
+                seen.add(answered.lower())
+
+    def record(self, settings: Settings, fe_server: str | None) -> None:
+        for told in settings.urls:
+            self.tell(told.label, told.url, fe_server or "?")
+
+    async def ask_v2(self, where: _Found, protocol: str) -> None:
+        """Autodiscover v2 at the host where Autodiscover was found."""
+        check = f"Autodiscover v2 {protocol}"
+        host_port = url_host_port(where.url)
+        assert host_port is not None
+        host, port = host_port
+        url = https_url(host, port, v2_path(where.address, protocol))
+
+        async def once() -> str | None:
+            fetched = await fetch(
+                self.vip,
+                port,
+                host,
+                "GET",
+                v2_path(where.address, protocol),
+                self.context,
+                self.timeout,
+                headers=_JSON,
+                credentials=self.options.credentials,
+            )
+            reply = fetched.reply
+            if reply is None:
+                self.step(check, url, "fail", f"{fetched.code} {fetched.reason}")
+                return None
+            by = _by(reply)
+            if fetched.refused:
+                self.step(check, url, "fail", self.refused_text(fetched, reply))
+                self.logon_failed = True
+            elif reply.status in (301, 302, 303, 307, 308):
+                location = reply.header("Location") or ""
+                refusal = self.policy.refusal(location, 0)
+                self.tell(f"v2 {protocol} redirect", location, reply.fe_server or "?")
+                self.step(
+                    check,
+                    url,
+                    "fail" if refusal else "ok",
+                    f"{reply.status} to {location}{by} {refusal or ''}",
+                )
+            elif reply.status == 401:
+                offered = ", ".join(offered_schemes(reply.all("WWW-Authenticate"))) or "no scheme"
+                self.step(check, url, "fail", f"asks for credentials ({offered}){by}")
+            else:
+                try:
+                    answer = parse_v2(reply.body, protocol)
+                except AutodiscoverParseError as exc:
+                    self.step(check, url, "fail", f"HTTP {reply.status}, not a v2 answer: {exc}{by}")
+                    return reply.fe_server
+                if isinstance(answer, Settings):
+                    self.record(answer, reply.fe_server)
+                    told = answer.urls[0].url
+                    self.step(check, url, "ok", f"{told}{by}")
+                elif isinstance(answer, ErrorAnswer):
+                    self.step(check, url, "fail", f"HTTP {reply.status}: {answer.describe()}{by}")
+            return reply.fe_server
+
+        first = await once()
+        await self.round_robin(first, once)
+
+    # -- the URLs told ---------------------------------------------------------------------------
+
+    async def resolution(self, host: str) -> Row:
+        row = self.resolutions.get(host)
+        if row is None:
+            found = await resolve(host, nameservers=self.options.nameservers, timeout=self.timeout)
+            row = judge(found, self.config.listen.address, self.is_local)
+            self.resolutions[host] = row
+        return row
+
+    def on_vip(self, row: Row) -> bool:
+        # warn: the VIP with other addresses, or only in the hosts file — the VIP is among them.
+        return row.status != "fail"
+
+    async def judge_told(self) -> None:
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def bounded(told: _Told) -> UrlRow:
+            async with limit:
+                return await self.judge_one(told)
+
+        self.urls = list(await asyncio.gather(*(bounded(t) for t in self.told.values())))
+
+    async def judge_one(self, told: _Told) -> UrlRow:
+        url = told.url
+        by = ", ".join(told.told_by)
+        ok, place = on_namespace(url, self.config)
+        statuses: list[Status] = [] if ok else ["fail"]
+        details: list[str] = [] if ok else [f"not on the namespace: {place}"]
+        host_port = url_host_port(url)
+        parts = split_url(url)
+        if host_port is None or parts is None:
+            return UrlRow(told.protocol, url, by, place, "no", "", "fail", "not an absolute URL")
+        host, port = host_port
+        where = await self.resolution(host)
+        if not self.on_vip(where):
+            statuses.append("fail")
+            details.append(f"{host} {where.detail}")
+            return UrlRow(
+                told.protocol, url, by, place, f"no: {where.detail}", "", worst(*statuses), "; ".join(details)
+            )
+        via = "yes" if where.status == "ok" else f"yes, but {where.detail}"
+        if where.status == "warn":
+            statuses.append("warn")
+            details.append(where.detail)
+        if parts.scheme.lower() != "https":
+            return UrlRow(
+                told.protocol, url, by, place, via, "", worst("fail", *statuses), "; ".join(details)
+            )
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        fetched = await fetch(self.vip, port, host, "GET", target, self.context, self.timeout)
+        reply = fetched.reply
+        if reply is None:
+            statuses.append("fail")
+            details.append(f"through the VIP: {fetched.code} {fetched.reason}")
+            return UrlRow(told.protocol, url, by, place, via, "", worst(*statuses), "; ".join(details))
+        status, text = judge_reply(service_of(url), reply)
+        statuses.append(status)
+        details.append(text)
+        return UrlRow(
+            told.protocol, url, by, place, via, reply.fe_server or "", worst(*statuses), "; ".join(details)
+        )
+
+
+def _by(reply: Reply) -> str:
+    return f" (answered by {reply.fe_server})" if reply.fe_server else ""
