@@ -202,7 +202,9 @@ class _Client:
     async def discover(
         self, schema: Schema, address: str, domain: str, first: list[Candidate]
     ) -> _Found | None:
-        """The client's search (discovery.py's order) for `schema`; None when it finds nothing."""
+        """The client's search (discovery.py's order) for `schema`; None when it finds nothing. Outlook's
+        attempts go to the log its Test E-mail AutoConfiguration shows."""
+        log = self.log if schema == "outlook" else []
         who = "Outlook" if schema == "outlook" else "a phone (ActiveSync)"
         check = f"Autodiscover for {who}"
         port = self.config.listen.https_port
@@ -214,20 +216,20 @@ class _Client:
                 if fallbacks_done:
                     break
                 fallbacks_done = True
-                queue = await self.fallbacks(check, domain, followed)
+                queue = await self.fallbacks(check, domain, followed, log)
                 if not queue:
                     break
             candidate = queue.pop(0)
-            self.log.append(f"Attempting URL {candidate.url} found through {candidate.method}")
+            log.append(f"Attempting URL {candidate.url} found through {candidate.method}")
             outcome = await self.try_candidate(check, schema, address, candidate)
             if isinstance(outcome, _Found):
-                self.log.append(f"Autodiscover to {candidate.url} succeeded")
+                log.append(f"Autodiscover to {candidate.url} succeeded")
                 return outcome
             if outcome is None:
-                self.log.append(f"Autodiscover to {candidate.url} failed")
+                log.append(f"Autodiscover to {candidate.url} failed")
                 continue
             if not isinstance(outcome, _Redirect):
-                self.log.append(f"Autodiscover to {candidate.url} failed: the client stops here")
+                log.append(f"Autodiscover to {candidate.url} failed: the client stops here")
                 return None
             # A redirect: to another URL, or (an address) to a new search for that address's domain.
             value = outcome.value
@@ -238,17 +240,17 @@ class _Client:
             )
             if refusal is not None:
                 self.step(check, value, "fail", f"redirect from {candidate.url} {refusal}")
-                self.log.append(f"Redirect to {value} refused")
+                log.append(f"Redirect to {value} refused")
                 continue
             followed += 1
             if outcome.address:
                 address, domain = value, domain_of(value)
                 queue = dns_candidates(domain, port)
                 fallbacks_done = False
-                self.log.append(f"Redirected to the address {address}")
+                log.append(f"Redirected to the address {address}")
             else:
                 queue.insert(0, Candidate("redirect", value))
-                self.log.append(f"Redirected to {value}")
+                log.append(f"Redirected to {value}")
         self.step(
             check,
             self.options.address,
@@ -257,7 +259,7 @@ class _Client:
         )
         return None
 
-    async def fallbacks(self, check: str, domain: str, followed: int) -> list[Candidate]:
+    async def fallbacks(self, check: str, domain: str, followed: int, log: list[str]) -> list[Candidate]:
         """Steps 4 and 5, tried when the https URLs gave nothing: the http redirect, the SRV record."""
         found: list[Candidate] = []
         http_port = self.config.listen.http_port
@@ -270,7 +272,7 @@ class _Client:
             if where.status == "fail":
                 self.step(check, url, "ok", f"HTTP redirect method: {host} {where.detail}")
             else:
-                self.log.append(f"Attempting the HTTP redirect method at {url}")
+                log.append(f"Attempting the HTTP redirect method at {url}")
                 fetched = await fetch(self.vip, http_port, host, "GET", POX_PATH, None, self.timeout)
                 reply = fetched.reply
                 location = reply.header("Location") if reply is not None else None
@@ -326,9 +328,9 @@ class _Client:
             )
             return None
         fetched = await self.post(url, host, port, schema, address)
-        return self.read_pox(check, candidate, fetched)
+        return self.read_pox(check, candidate, fetched, address)
 
-    def read_pox(self, check: str, candidate: Candidate, fetched: Fetched) -> _Outcome:
+    def read_pox(self, check: str, candidate: Candidate, fetched: Fetched, address: str) -> _Outcome:
         url, method = candidate.url, candidate.method
         reply = fetched.reply
         if reply is None:
@@ -366,9 +368,9 @@ class _Client:
         except AutodiscoverParseError as exc:
             self.step(check, url, "fail", f"{method}: 200 but not an Autodiscover answer: {exc}{by}")
             return None
-        return self.take(check, candidate, answer, reply)
+        return self.take(check, candidate, answer, reply, address)
 
-    def take(self, check: str, candidate: Candidate, answer: Answer, reply: Reply) -> _Outcome:
+    def take(self, check: str, candidate: Candidate, answer: Answer, reply: Reply, address: str) -> _Outcome:
         url, method, by = candidate.url, candidate.method, _by(reply)
         if isinstance(answer, ErrorAnswer):
             self.step(check, url, "fail", f"{method}: Autodiscover {answer.describe()}{by}")
@@ -381,7 +383,7 @@ class _Client:
             self.step(check, url, "ok", f"{method}: redirectAddr {answer.address}{by}")
             return _Redirect(answer.address, address=True)
         self.step(check, url, "ok", f"{method}: settings, {len(answer.urls)} URLs{by}")
-        return _Found(url, self.options.address, answer, reply.fe_server)
+        return _Found(url, address, answer, reply.fe_server)
 
     def refused_text(self, fetched: Fetched, reply: Reply) -> str:
         login = self.options.credentials.login if self.options.credentials else "?"
@@ -417,14 +419,14 @@ class _Client:
         host_port = url_host_port(found.url)
         assert host_port is not None
         host, port = host_port
-        candidate = Candidate("redirect", found.url)
+        candidate = Candidate("asked again", found.url)
 
         async def once() -> str | None:
             fetched = await self.post(found.url, host, port, schema, found.address)
             if fetched.reply is None:
                 self.step(check, found.url, "fail", f"asked again: {fetched.code} {fetched.reason}")
                 return None
-            outcome = self.read_pox(check, candidate, fetched)
+            outcome = self.read_pox(check, candidate, fetched, found.address)
             if isinstance(outcome, _Found):
                 self.record(outcome.settings, outcome.fe_server)
             return fetched.reply.fe_server

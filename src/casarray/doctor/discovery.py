@@ -34,7 +34,9 @@ from typing import Final, Literal
 from casarray.doctor.autodiscover import POX_PATH
 from casarray.exchange.namespace.plan import split_url, url_port
 
-Method = Literal["SCP", "root domain", "autodiscover domain", "HTTP redirect", "SRV record", "redirect"]
+Method = Literal[
+    "SCP", "root domain", "autodiscover domain", "HTTP redirect", "SRV record", "redirect", "asked again"
+]
 
 MAX_REDIRECTS: Final = 10
 SRV_PREFIX: Final = "_autodiscover._tcp."
