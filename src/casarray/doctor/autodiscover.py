@@ -54,7 +54,7 @@ RESPONSE_SCHEMA: Final[dict[Schema, str]] = {
 _NAMESPACE_MARK: Final = "schemas.microsoft.com/exchange/autodiscover"
 
 POX_PATH: Final = "/Autodiscover/Autodiscover.xml"
-V2_PROTOCOLS: Final = ("EWS", "ActiveSync")
+V2_PROTOCOLS: Final = ("EWS", "ActiveSync", "AutodiscoverV1")
 
 # Outlook Anywhere blocks name a host, not a URL: the client reaches RPC over HTTP at this path on it.
 _RPC_PATH: Final = "/rpc/rpcproxy.dll"

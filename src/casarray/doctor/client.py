@@ -62,9 +62,12 @@ from casarray.errors import CasarrayError
 from casarray.exchange.namespace.plan import split_url
 
 _XML: Final = (("Content-Type", "text/xml; charset=utf-8"),)
-# Outlook asks for the MAPI/HTTP settings with this header ([MS-OXDSCLI] 2.2.2.1); X-AnchorMailbox routes
-# the request to the mailbox's server, as Outlook sends it.
-_OUTLOOK_HEADERS: Final = (("X-MapiHttpCapability", "1"),)
+# Outlook 2013 and later say they can use Negotiate and EXHTTP blocks ([MS-OXDSCLI] 2.2.2.2); Outlook 2016
+# asks for the MAPI/HTTP settings with X-MapiHttpCapability ([MS-OXDSCLI] 2.2.2.1, 3.2.5.1: the answer
+# then has a mapiHttp block in place of EXCH and EXPR). X-AnchorMailbox routes the request to the
+# mailbox's server, as Outlook sends it.
+_OUTLOOK_HEADERS: Final = (("X-ClientCanHandle", "Negotiate, ExHttpInfo"),)
+_MAPI_HTTP: Final = (("X-MapiHttpCapability", "1"),)
 _JSON: Final = (("Accept", "application/json"),)
 
 
@@ -171,6 +174,7 @@ class _Client:
         first_outlook = outlook.settings if outlook else None
         if outlook is not None:
             await self.cover("outlook", outlook)
+            await self.cover("outlook", outlook, mapi=False)
         # A phone: no Active Directory.
         phone = None if self.logon_failed else await self.discover("mobilesync", address, domain, [])
         if phone is not None:
@@ -392,13 +396,17 @@ class _Client:
             f"({fetched.auth}, then 401 again): wrong password, or not this user's login"
         )
 
-    async def post(self, url: str, host: str, port: int, schema: Schema, address: str) -> Fetched:
+    async def post(
+        self, url: str, host: str, port: int, schema: Schema, address: str, *, mapi: bool = True
+    ) -> Fetched:
         parts = split_url(url)
         assert parts is not None
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = [*_XML, ("X-AnchorMailbox", address)]
         if schema == "outlook":
             headers += _OUTLOOK_HEADERS
+            if mapi:
+                headers += _MAPI_HTTP
         return await fetch(
             self.vip,
             port,
@@ -412,17 +420,21 @@ class _Client:
             credentials=self.options.credentials,
         )
 
-    async def cover(self, schema: Schema, found: _Found) -> None:
-        """Ask the URL that answered again until every server has answered; record what each told."""
-        check = f"Autodiscover for {'Outlook' if schema == 'outlook' else 'a phone (ActiveSync)'}"
-        self.record(found.settings, found.fe_server)
+    async def cover(self, schema: Schema, found: _Found, *, mapi: bool = True) -> None:
+        """Ask the URL that answered again until every server has answered; record what each told.
+        `mapi` False: as an Outlook that does not use MAPI/HTTP (2010, or MAPI/HTTP turned off), which is
+        told the EXCH and EXPR (Outlook Anywhere) settings instead."""
+        who = "Outlook" if schema == "outlook" else "a phone (ActiveSync)"
+        check = f"Autodiscover for {who}" + ("" if mapi else " without MAPI/HTTP")
+        if mapi:
+            self.record(found.settings, found.fe_server)
         host_port = url_host_port(found.url)
         assert host_port is not None
         host, port = host_port
         candidate = Candidate("asked again", found.url)
 
         async def once() -> str | None:
-            fetched = await self.post(found.url, host, port, schema, found.address)
+            fetched = await self.post(found.url, host, port, schema, found.address, mapi=mapi)
             if fetched.reply is None:
                 self.step(check, found.url, "fail", f"asked again: {fetched.code} {fetched.reason}")
                 return None
@@ -431,7 +443,7 @@ class _Client:
                 self.record(outcome.settings, outcome.fe_server)
             return fetched.reply.fe_server
 
-        await self.round_robin(found.fe_server, once)
+        await self.round_robin(found.fe_server if mapi else None, once)
 
     async def round_robin(self, first: str | None, once: Callable[[], Awaitable[str | None]]) -> None:
         servers = {s.name.lower() for s in self.config.servers}
