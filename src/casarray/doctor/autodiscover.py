@@ -72,6 +72,7 @@ class ToldUrl:
     protocol: str  # EXCH, EXPR, EXHTTP, WEB, mapiHttp, MobileSync, "v2 EWS", …
     setting: str  # EwsUrl, "Internal OWAUrl", "MailStore InternalUrl", Server, Url, …
     url: str
+    from_host: bool = False  # built from a host name (Outlook Anywhere): the client uses the default port
 
     @property
     def label(self) -> str:
@@ -233,7 +234,7 @@ def _walk(
             # EXPR/EXHTTP: the Outlook Anywhere host; SSL Off would mean plain http (MS-OXDSCLI 2.2.4.1.1.2.4).
             ssl = (_text(_child(element, "SSL")) or "On").strip().lower()
             scheme = "http" if ssl == "off" else "https"
-            urls.append(ToldUrl(kind, setting, f"{scheme}://{value}{_RPC_PATH}"))
+            urls.append(ToldUrl(kind, setting, f"{scheme}://{value}{_RPC_PATH}", from_host=True))
 
 
 def _protocol_type(protocol: ET.Element) -> str:

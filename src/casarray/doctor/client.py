@@ -34,6 +34,7 @@ from casarray.doctor.autodiscover import (
     RedirectUrl,
     Schema,
     Settings,
+    ToldUrl,
     parse_pox,
     parse_v2,
     pox_request,
@@ -124,6 +125,16 @@ _STOP: Final = "stop"  # the client gives up: a failed log-on, an Autodiscover e
 _Outcome = _Found | _Redirect | Literal["stop"] | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """How a name resolves, as doctor's DNS rows judge it."""
+
+    status: Status
+    detail: str
+    resolves: bool  # it has addresses at all
+    on_vip: bool  # the VIP is among them
+
+
 @dataclass(slots=True)
 class _Told:
     protocol: str
@@ -149,7 +160,7 @@ class _Client:
         self.steps: list[Row] = []
         self.log: list[str] = []
         self.told: dict[tuple[str, str], _Told] = {}
-        self.resolutions: dict[str, Row] = {}
+        self.resolutions: dict[str, asyncio.Future[_Where]] = {}
         self.context: ssl.SSLContext | None = None
         self.urls: list[UrlRow] = []
         self.logon_failed = False  # once the log-on fails, every later request would fail the same way
@@ -273,7 +284,7 @@ class _Client:
         else:
             host = f"autodiscover.{domain}"
             where = await self.resolution(host)
-            if where.status == "fail":
+            if not where.on_vip:
                 self.step(check, url, "ok", f"HTTP redirect method: {host} {where.detail}")
             else:
                 log.append(f"Attempting the HTTP redirect method at {url}")
@@ -316,14 +327,14 @@ class _Client:
             return None
         host, port = place
         where = await self.resolution(host)
-        if where.status == "fail":
+        if not where.resolves:
             # A root domain without an address is the usual case: the client moves on.
             status: Status = "ok" if method == "root domain" else "fail"
             if method == "autodiscover domain":
                 status = "warn"
             self.step(check, url, status, f"{method}: {where.detail}; not tried")
             return None
-        if not self.on_vip(where):
+        if not where.on_vip:
             self.step(
                 check,
                 url,
@@ -457,7 +468,16 @@ class _Client:
 
     def record(self, settings: Settings, fe_server: str | None) -> None:
         for told in settings.urls:
-            self.tell(told.label, told.url, fe_server or "?")
+            self.tell(told.label, self.port_for_host(told), fe_server or "?")
+
+    def port_for_host(self, told: ToldUrl) -> str:
+        """An Outlook Anywhere host name carries no port: the client uses https's, which is the
+        balancer's https_port (443 in production; the lab's high port there)."""
+        port = self.config.listen.https_port
+        parts = split_url(told.url)
+        if not told.from_host or port == 443 or parts is None or parts.scheme != "https":
+            return told.url
+        return https_url(parts.hostname or "", port, parts.path)
 
     async def ask_v2(self, where: _Found, protocol: str) -> None:
         """Autodiscover v2 at the host where Autodiscover was found."""
@@ -519,17 +539,20 @@ class _Client:
 
     # -- the URLs told ---------------------------------------------------------------------------
 
-    async def resolution(self, host: str) -> Row:
-        row = self.resolutions.get(host)
-        if row is None:
-            found = await resolve(host, nameservers=self.options.nameservers, timeout=self.timeout)
-            row = judge(found, self.config.listen.address, self.is_local)
-            self.resolutions[host] = row
-        return row
+    async def resolution(self, host: str) -> _Where:
+        """How `host` resolves, judged against the VIP; asked once per name, however many URLs use it
+        (concurrent askers share the one question)."""
+        task = self.resolutions.get(host)
+        if task is None:
+            task = asyncio.ensure_future(self._resolve(host))
+            self.resolutions[host] = task
+        return await task
 
-    def on_vip(self, row: Row) -> bool:
-        # warn: the VIP with other addresses, or only in the hosts file — the VIP is among them.
-        return row.status != "fail"
+    async def _resolve(self, host: str) -> _Where:
+        found = await resolve(host, nameservers=self.options.nameservers, timeout=self.timeout)
+        row = judge(found, self.config.listen.address, self.is_local)
+        # warn: the VIP comes with other addresses, or only the hosts file knows it; the VIP is there.
+        return _Where(row.status, row.detail, found.error is None, row.status != "fail")
 
     async def judge_told(self) -> None:
         limit = asyncio.Semaphore(CONCURRENCY)
@@ -552,7 +575,7 @@ class _Client:
             return UrlRow(told.protocol, url, by, place, "no", "", "fail", "not an absolute URL")
         host, port = host_port
         where = await self.resolution(host)
-        if not self.on_vip(where):
+        if not where.on_vip:
             statuses.append("fail")
             details.append(f"{host} {where.detail}")
             return UrlRow(

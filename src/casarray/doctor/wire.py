@@ -303,6 +303,9 @@ async def fetch(
     of the certificate this connection saw, RFC 5929 §4.1), else Basic. Never raises for what the
     network or the server does."""
     deadline = asyncio.get_running_loop().time() + timeout
+    # Host carries the port when it is not the scheme's default (RFC 9110 §7.2); SNI is the name alone.
+    default = 80 if context is None else 443
+    authority = host if port == default else f"{host}:{port}"
     tls = None if context is None else (context, host)
     opened = await open_layers(KeptConnection, address, port, deadline, tls, DOCTOR_WORDING)
     if isinstance(opened, Failed):
@@ -314,7 +317,7 @@ async def fetch(
             if protocol.closed:
                 return Fetched(None, "L7RSP", "the server closed the connection in the middle of the log-on")
             protocol.next_response()
-            transport.write(request_bytes(method, target, host, [*headers, *extra], body))
+            transport.write(request_bytes(method, target, authority, [*headers, *extra], body))
             return await _read(protocol, deadline)
 
         first = await send(())
