@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from casarray.cli import app
 from casarray.config import load_config
 from casarray.doctor.client import ClientOptions, ClientReport, run_client_check
+from casarray.doctor.reply import offered_schemes
 from casarray.doctor.rows import UrlRow
-from casarray.doctor.wire import Credentials, Fetched, fetch, offered_schemes
+from casarray.doctor.wire import Credentials, Fetched, fetch
 from casarray.lab.pki import CertFiles
 from casarray.lab.sim import SimCas, parse_description
 from tests.integration.conftest import L7Lab, in_loop

@@ -54,10 +54,11 @@ from casarray.doctor.discovery import (
     srv_name,
     url_host_port,
 )
+from casarray.doctor.reply import Reply, offered_schemes
 from casarray.doctor.resolution import is_local_address, judge, resolve, resolve_srv
 from casarray.doctor.rows import Row, Status, UrlRow
 from casarray.doctor.told import autoconfiguration, judge_reply, on_namespace, service_of
-from casarray.doctor.wire import Credentials, Fetched, Reply, fetch, offered_schemes
+from casarray.doctor.wire import Credentials, Fetched, fetch
 from casarray.engine.tls import upstream_context
 from casarray.errors import CasarrayError
 from casarray.exchange.namespace.plan import split_url

@@ -18,8 +18,8 @@ from typing import Final
 
 from casarray.config.model import Config
 from casarray.doctor.autodiscover import ProtocolBlock, Settings
+from casarray.doctor.reply import Reply, offered_schemes
 from casarray.doctor.rows import Status
-from casarray.doctor.wire import Reply, offered_schemes
 from casarray.exchange import catalog
 from casarray.exchange.namespace.plan import split_url, url_port
 

@@ -25,6 +25,7 @@ import spnego.channel_bindings
 import spnego.exceptions
 
 from casarray.doctor.certs import tls_server_end_point
+from casarray.doctor.reply import Reply, challenge_token, offered_schemes
 from casarray.health.checker import ResponseProtocol, get_request
 from casarray.health.layers import DOCTOR_WORDING, Failed, open_layers
 from casarray.health.verdict import judge
@@ -166,31 +167,6 @@ class Credentials:
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    """The final response to a client's request."""
-
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """The last field called `name` (any case), or None."""
-        found = None
-        for key, value in self.headers:
-            if key.lower() == name.lower():
-                found = value
-        return found
-
-    def all(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key.lower() == name.lower()]
-
-    @property
-    def fe_server(self) -> str | None:
-        return self.header("X-FEServer")
-
-
-@dataclass(frozen=True, slots=True)
 class Fetched:
     """What came of one request: the reply, or why there is none (`code`, `reason`). `auth` names the
     scheme the client logged on with; `refused` is True when it did and the server still said 401 —
@@ -207,51 +183,6 @@ class Fetched:
 # authentication before Basic). Negotiate is carried out with NTLM inside SPNEGO: there is no Kerberos
 # ticket outside the domain (RFC 4559 §4; pyspnego falls back to NTLM).
 _SCHEMES: Final = ("NTLM", "Negotiate", "Basic")
-
-
-def offered_schemes(values: Sequence[str]) -> list[str]:
-    """The scheme names of WWW-Authenticate values: one header may hold several challenges separated by
-    commas, each `scheme [token | auth-params]`; a comma also separates auth-params, which hold '=' and
-    may be quoted (RFC 9110 §11.6.1)."""
-    schemes: list[str] = []
-    for value in values:
-        for part in _split_outside_quotes(value):
-            word = part.strip().split(" ", 1)[0]
-            if word and "=" not in word and word not in schemes:
-                schemes.append(word)
-    return schemes
-
-
-def _split_outside_quotes(value: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    for char in value:
-        if escaped:
-            escaped = False
-        elif char == "\\" and quoted:
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
-def _token(reply: Reply, scheme: str) -> bytes | None:
-    """The base64 token of a `scheme <token>` challenge, None when there is none."""
-    for value in reply.all("WWW-Authenticate"):
-        word, _, rest = value.strip().partition(" ")
-        if word.lower() == scheme.lower() and rest.strip():
-            try:
-                return base64.b64decode(rest.strip(), validate=True)
-            except ValueError:
-                return None
-    return None
 
 
 class KeptConnection(ResponseProtocol):
@@ -375,7 +306,7 @@ async def _windows_logon(
             return Fetched(reply.reply, reply.code, reply.reason, scheme)
         if reply.status != 401:
             return Fetched(reply, "L7OK", f"HTTP {reply.status}", scheme)
-        challenge = _token(reply, scheme)
+        challenge = challenge_token(reply, scheme)
         if challenge is None or context.complete:
             return Fetched(reply, "L7OK", "HTTP 401", scheme, refused=True)
         try:

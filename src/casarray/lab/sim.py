@@ -52,9 +52,9 @@ from aiohttp import web
 from aiohttp.http_parser import HttpRequestParserPy
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from casarray.doctor import certs
 from casarray.exchange import catalog
 from casarray.lab import LabError, autodiscover
 from casarray.lab.pki import DEFAULT_DOMAIN, server_fqdn
@@ -274,15 +274,10 @@ def is_initial_token(token: bytes) -> bool:
 
 
 def tls_server_end_point(certificate_pem: bytes) -> bytes:
-    """Channel-binding data for Extended Protection: RFC 5929 §4.1 hashes the server certificate with
-    its signature hash, SHA-256 when that is MD5 or SHA-1."""
-    cert = x509.load_pem_x509_certificate(certificate_pem)
-    algorithm = cert.signature_hash_algorithm
-    if algorithm is None or isinstance(algorithm, hashes.MD5 | hashes.SHA1):
-        algorithm = hashes.SHA256()
-    digest = hashes.Hash(algorithm)
-    digest.update(cert.public_bytes(Encoding.DER))
-    return b"tls-server-end-point:" + digest.finalize()
+    """Channel-binding data for Extended Protection of the first certificate of a PEM chain (RFC 5929
+    §4.1; doctor/certs.py computes it, for the client side too)."""
+    leaf = x509.load_pem_x509_certificate(certificate_pem)
+    return certs.tls_server_end_point(leaf.public_bytes(Encoding.DER))
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -18,8 +18,8 @@ from casarray.doctor.discovery import (
     srv_candidate,
     srv_name,
 )
+from casarray.doctor.reply import Reply, offered_schemes
 from casarray.doctor.told import autoconfiguration, judge_reply, on_namespace, service_of
-from casarray.doctor.wire import Reply, offered_schemes
 from casarray.exchange import catalog
 from tests.unit.tools.test_doctor_autodiscover import fixture
 
