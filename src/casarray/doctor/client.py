@@ -45,7 +45,7 @@ from casarray.doctor.discovery import (
     MAX_REDIRECTS,
     Candidate,
     RedirectPolicy,
-    dns_candidates,
+    Search,
     domain_of,
     http_redirect_url,
     https_url,
@@ -169,7 +169,7 @@ class _Client:
     async def run(self) -> ClientReport:
         address = self.options.address
         try:
-            domain = domain_of(address)
+            domain_of(address)
         except ValueError as exc:
             self.step("user", address, "fail", str(exc))
             return self.report(None, None)
@@ -182,13 +182,13 @@ class _Client:
             self.tell("SCP", url, "Active Directory (SCP)")
 
         # Outlook: SCP first (domain-joined), then DNS.
-        outlook = await self.discover("outlook", address, domain, scp_candidates(self.options.scp))
+        outlook = await self.discover("outlook", address, scp_candidates(self.options.scp))
         first_outlook = outlook.settings if outlook else None
         if outlook is not None:
             await self.cover("outlook", outlook)
             await self.cover("outlook", outlook, mapi=False)
         # A phone: no Active Directory.
-        phone = None if self.logon_failed else await self.discover("mobilesync", address, domain, [])
+        phone = None if self.logon_failed else await self.discover("mobilesync", address, [])
         if phone is not None:
             await self.cover("mobilesync", phone)
         # Autodiscover v2 where the phone (else Outlook) found Autodiscover.
@@ -215,29 +215,22 @@ class _Client:
 
     # -- Autodiscover ----------------------------------------------------------------------------
 
-    async def discover(
-        self, schema: Schema, address: str, domain: str, first: list[Candidate]
-    ) -> _Found | None:
-        """The client's search (discovery.py's order) for `schema`; None when it finds nothing. Outlook's
+    async def discover(self, schema: Schema, address: str, first: list[Candidate]) -> _Found | None:
+        """The client's search (discovery.Search) for `schema`; None when it finds nothing. Outlook's
         attempts go to the log its Test E-mail AutoConfiguration shows."""
         log = self.log if schema == "outlook" else []
         who = "Outlook" if schema == "outlook" else "a phone (ActiveSync)"
         check = f"Autodiscover for {who}"
-        port = self.config.listen.https_port
-        queue = [*first, *dns_candidates(domain, port)]
-        followed = 0
-        fallbacks_done = False
+        search = Search(address, self.config.listen.https_port, self.policy, first)
         while True:
-            if not queue:
-                if fallbacks_done:
-                    break
-                fallbacks_done = True
-                queue = await self.fallbacks(check, domain, followed, log)
-                if not queue:
-                    break
-            candidate = queue.pop(0)
+            candidate = search.next()
+            if candidate is None and not search.fallbacks_added:
+                search.add(await self.fallbacks(check, search.domain, search.followed, log))
+                candidate = search.next()
+            if candidate is None:
+                break
             log.append(f"Attempting URL {candidate.url} found through {candidate.method}")
-            outcome = await self.try_candidate(check, schema, address, candidate)
+            outcome = await self.try_candidate(check, schema, search.address, candidate)
             if isinstance(outcome, _Found):
                 log.append(f"Autodiscover to {candidate.url} succeeded")
                 return outcome
@@ -247,26 +240,13 @@ class _Client:
             if not isinstance(outcome, _Redirect):
                 log.append(f"Autodiscover to {candidate.url} failed: the client stops here")
                 return None
-            # A redirect: to another URL, or (an address) to a new search for that address's domain.
-            value = outcome.value
-            refusal = (
-                self.policy.address_refusal(value, followed)
-                if outcome.address
-                else self.policy.refusal(value, followed)
-            )
+            follow = search.redirect_to_address if outcome.address else search.redirect_to
+            refusal = follow(outcome.value)
             if refusal is not None:
-                self.step(check, value, "fail", f"redirect from {candidate.url} {refusal}")
-                log.append(f"Redirect to {value} refused")
-                continue
-            followed += 1
-            if outcome.address:
-                address, domain = value, domain_of(value)
-                queue = dns_candidates(domain, port)
-                fallbacks_done = False
-                log.append(f"Redirected to the address {address}")
+                self.step(check, outcome.value, "fail", f"redirect from {candidate.url} {refusal}")
+                log.append(f"Redirect to {outcome.value} refused")
             else:
-                queue.insert(0, Candidate("redirect", value))
-                log.append(f"Redirected to {value}")
+                log.append(f"Redirected to {outcome.value}")
         self.step(
             check,
             self.options.address,

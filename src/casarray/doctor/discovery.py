@@ -145,3 +145,48 @@ def url_host_port(url: str) -> tuple[str, int] | None:
 
 def _host(name: str) -> str:
     return name.strip().lower().rstrip(".")
+
+
+class Search:
+    """One client's search for Autodiscover, without I/O: the shell asks `next()` for the URL to try,
+    tries it, and tells the search a redirect (`redirect_to`, `redirect_to_address`); when `next()` has
+    nothing left, the shell may `add()` the fallbacks (steps 4 and 5) once.
+
+    A redirect to a URL is tried next; a redirect to an address starts over with that address's domain
+    (its fallbacks may be added again). Each followed redirect counts against the policy's limit."""
+
+    def __init__(
+        self, address: str, port: int, policy: RedirectPolicy, first: Iterable[Candidate] = ()
+    ) -> None:
+        self.address = address
+        self.domain = domain_of(address)
+        self.port = port
+        self.policy = policy
+        self.followed = 0
+        self.fallbacks_added = False
+        self._queue = [*first, *dns_candidates(self.domain, port)]
+
+    def next(self) -> Candidate | None:
+        return self._queue.pop(0) if self._queue else None
+
+    def add(self, candidates: Iterable[Candidate]) -> None:
+        self.fallbacks_added = True
+        self._queue += candidates
+
+    def redirect_to(self, url: str) -> str | None:
+        """Follow a redirect to another Autodiscover URL (HTTP 302, redirectUrl); the refusal or None."""
+        refusal = self.policy.refusal(url, self.followed)
+        if refusal is None:
+            self.followed += 1
+            self._queue.insert(0, Candidate("redirect", url))
+        return refusal
+
+    def redirect_to_address(self, address: str) -> str | None:
+        """Follow redirectAddr (a phone's Redirect): a new search for that address; the refusal or None."""
+        refusal = self.policy.address_refusal(address, self.followed)
+        if refusal is None:
+            self.followed += 1
+            self.address, self.domain = address, domain_of(address)
+            self._queue = dns_candidates(self.domain, self.port)
+            self.fallbacks_added = False
+        return refusal

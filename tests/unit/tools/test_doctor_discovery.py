@@ -10,6 +10,7 @@ from casarray.doctor.autodiscover import Settings, parse_pox
 from casarray.doctor.discovery import (
     Candidate,
     RedirectPolicy,
+    Search,
     dns_candidates,
     domain_of,
     http_redirect_url,
@@ -95,6 +96,56 @@ def test_redirects_only_to_https_allowed_names_and_at_most_n() -> None:
     refused = policy.address_refusal("not-an-address", 0)
     assert refused is not None
     assert "not an e-mail address" in refused
+
+
+def test_a_search_follows_redirects_as_a_client_does() -> None:
+    """redirectUrl/302 are tried next; redirectAddr starts over for the new domain; refused redirects
+    leave the search where it was; the limit counts every followed redirect."""
+    policy = RedirectPolicy.build([NS, AD, "autodiscover.corp.alwayshotcafe.com"], limit=3)
+    scp = Candidate("SCP", f"https://{AD}/Autodiscover/Autodiscover.xml")
+    search = Search("alice@alwayshotcafe.com", 443, policy, [scp])
+    assert search.next() == scp
+    assert search.next() == Candidate(
+        "root domain", "https://alwayshotcafe.com/Autodiscover/Autodiscover.xml"
+    )
+    # The root domain answered redirectUrl: that URL comes next, before the autodiscover domain.
+    assert search.redirect_to(f"https://{NS}/Autodiscover/Autodiscover.xml") is None
+    assert search.next() == Candidate("redirect", f"https://{NS}/Autodiscover/Autodiscover.xml")
+    # A redirect to http, or to a name not allowed, is refused and changes nothing.
+    assert search.redirect_to(f"http://{NS}/Autodiscover/Autodiscover.xml") is not None
+    assert search.redirect_to("https://evil.example/Autodiscover/Autodiscover.xml") is not None
+    assert search.followed == 1
+    assert search.next() == Candidate("autodiscover domain", f"https://{AD}/Autodiscover/Autodiscover.xml")
+    # redirectAddr: a new search for the new address's domain.
+    assert search.redirect_to_address("alice.martin@corp.alwayshotcafe.com") is None
+    assert (search.address, search.domain, search.followed) == (
+        "alice.martin@corp.alwayshotcafe.com",
+        "corp.alwayshotcafe.com",
+        2,
+    )
+    assert search.next() == Candidate(
+        "root domain", "https://corp.alwayshotcafe.com/Autodiscover/Autodiscover.xml"
+    )
+    assert (
+        search.redirect_to("https://autodiscover.corp.alwayshotcafe.com/Autodiscover/Autodiscover.xml")
+        is None
+    )
+    # The limit: a fourth redirect is refused, whatever it points to.
+    refusal = search.redirect_to(f"https://{NS}/Autodiscover/Autodiscover.xml")
+    assert refusal is not None
+    assert "3 redirects already" in refusal
+    assert search.next() == Candidate(
+        "redirect", "https://autodiscover.corp.alwayshotcafe.com/Autodiscover/Autodiscover.xml"
+    )
+    assert search.next() == Candidate(
+        "autodiscover domain", "https://autodiscover.corp.alwayshotcafe.com/Autodiscover/Autodiscover.xml"
+    )
+    assert search.next() is None
+    assert not search.fallbacks_added
+    search.add([Candidate("SRV record", f"https://{NS}/Autodiscover/Autodiscover.xml")])
+    assert search.fallbacks_added
+    assert search.next() == Candidate("SRV record", f"https://{NS}/Autodiscover/Autodiscover.xml")
+    assert search.next() is None
 
 
 # -- judging what is told -----------------------------------------------------------------------------
