@@ -214,20 +214,21 @@ def _inventory_scp(path: Path | None) -> tuple[str, ...]:
 
 def _print_client(report: ClientReport) -> None:
     console = _console()
-    steps = Table("Step", "URL", "Status", "Detail", title="Finding Autodiscover", title_justify="left")
+    steps = Table(title="Finding Autodiscover", title_justify="left")
+    steps.add_column("Step")
+    steps.add_column("URL", overflow="fold")
+    steps.add_column("Status")
+    steps.add_column("Detail", overflow="fold")
     for row in report.steps:
         steps.add_row(row.check, row.target, Text(row.status, style=_STATUS_STYLE[row.status]), row.detail)
     console.print(steps)
-    urls = Table(
-        "Protocol",
-        "URL told",
-        "On namespace",
-        "Via VIP",
-        "Answered by",
-        "Verdict",
-        title=f"What {report.address}'s clients are told",
-        title_justify="left",
-    )
+    urls = Table(title=f"What {report.address}'s clients are told", title_justify="left")
+    urls.add_column("Protocol")
+    urls.add_column("URL told", overflow="fold", ratio=3)
+    urls.add_column("On namespace", ratio=2)
+    urls.add_column("Via VIP", ratio=2)
+    urls.add_column("Answered by")
+    urls.add_column("Verdict", ratio=2)
     for url in report.urls:
         verdict = Text(url.status, style=_STATUS_STYLE[url.status])
         verdict.append(f" {url.detail}" if url.detail else "", style="")

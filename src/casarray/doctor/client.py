@@ -545,43 +545,43 @@ class _Client:
         self.urls = list(await asyncio.gather(*(bounded(t) for t in self.told.values())))
 
     async def judge_one(self, told: _Told) -> UrlRow:
-        url = told.url
-        by = ", ".join(told.told_by)
+        """One URL: its place (on the namespace), its name (resolves to the VIP), and what a GET of it
+        through the VIP answers. The verdict's detail says what decided it; the columns say the rest."""
+        url, by = told.url, ", ".join(told.told_by)
         ok, place = on_namespace(url, self.config)
         statuses: list[Status] = [] if ok else ["fail"]
-        details: list[str] = [] if ok else [f"not on the namespace: {place}"]
-        host_port = url_host_port(url)
-        parts = split_url(url)
+        host_port, parts = url_host_port(url), split_url(url)
         if host_port is None or parts is None:
             return UrlRow(told.protocol, url, by, place, "no", "", "fail", "not an absolute URL")
         host, port = host_port
         where = await self.resolution(host)
         if not where.on_vip:
-            statuses.append("fail")
-            details.append(f"{host} {where.detail}")
+            outside = "the client goes past the balancer" if where.resolves else "the client cannot reach it"
             return UrlRow(
-                told.protocol, url, by, place, f"no: {where.detail}", "", worst(*statuses), "; ".join(details)
+                told.protocol, url, by, place, f"no: {where.detail}", "", "fail", f"{outside}; not asked"
             )
         via = "yes" if where.status == "ok" else f"yes, but {where.detail}"
         if where.status == "warn":
             statuses.append("warn")
-            details.append(where.detail)
         if parts.scheme.lower() != "https":
-            return UrlRow(
-                told.protocol, url, by, place, via, "", worst("fail", *statuses), "; ".join(details)
-            )
+            return UrlRow(told.protocol, url, by, place, via, "", "fail", f"{parts.scheme}: not asked")
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         fetched = await fetch(self.vip, port, host, "GET", target, self.context, self.timeout)
         reply = fetched.reply
         if reply is None:
-            statuses.append("fail")
-            details.append(f"through the VIP: {fetched.code} {fetched.reason}")
-            return UrlRow(told.protocol, url, by, place, via, "", worst(*statuses), "; ".join(details))
+            return UrlRow(
+                told.protocol,
+                url,
+                by,
+                place,
+                via,
+                "",
+                "fail",
+                f"through the VIP: {fetched.code} {fetched.reason}",
+            )
         status, text = judge_reply(service_of(url), reply)
-        statuses.append(status)
-        details.append(text)
         return UrlRow(
-            told.protocol, url, by, place, via, reply.fe_server or "", worst(*statuses), "; ".join(details)
+            told.protocol, url, by, place, via, reply.fe_server or "", worst(status, *statuses), text
         )
 
 
