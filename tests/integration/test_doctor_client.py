@@ -25,7 +25,7 @@ from casarray.lab.pki import CertFiles
 from casarray.lab.sim import SimCas, parse_description
 from tests.integration.conftest import L7Lab, in_loop
 from tests.integration.test_doctor import start_dns
-from tests.support import DOMAIN, NAMESPACE, https_request
+from tests.support import DOMAIN, NAMESPACE, free_port, https_request
 
 
 def start_sims(lab: L7Lab, *, extended_protection: bool) -> None:
@@ -51,7 +51,8 @@ def test_a_client_logs_on_with_ntlm_bound_to_the_tls_channel(
     context = ssl.create_default_context(cafile=str(pki.ca))
     with in_loop(L7Lab, tmp_path, pki) as lab:
         start_sims(lab, extended_protection=True)
-        _, port = lab.balancer(mode=mode)
+        http_port = free_port() if mode == "l7" else None
+        _, port = lab.balancer(mode=mode, http_port=http_port)
 
         def get(credentials: Credentials | None) -> Fetched:
             return asyncio.run(
@@ -87,6 +88,20 @@ def test_a_client_logs_on_with_ntlm_bound_to_the_tls_channel(
 
         unknown = get(Credentials("nobody@alwayshotcafe.com", "whatever"))
         assert unknown.refused
+
+        if http_port is not None:
+            # Plain http, as the HTTP redirect method asks (no TLS context): the l7 listener sends it to
+            # the same path on the namespace, never to a name the client wrote.
+            plain = asyncio.run(
+                fetch(
+                    "127.0.0.1", http_port, AUTODISCOVER, "GET", "/Autodiscover/Autodiscover.xml", None, 10.0
+                )
+            )
+            assert plain.reply is not None
+            assert plain.reply.status == 301
+            assert (
+                plain.reply.header("Location") == f"https://{NAMESPACE}:{port}/Autodiscover/Autodiscover.xml"
+            )
 
 
 # -- the whole check against the lab's servers, through the balancer ----------------------------------
