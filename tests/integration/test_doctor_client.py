@@ -315,10 +315,24 @@ def test_the_command_line(client_lab: ClientLab) -> None:
     ):
         assert text in table.stdout
     assert LOGIN[2] not in table.stdout
-    result = runner.invoke(app, [*base, *login, "--json"])
+    # The SCP URLs from an inventory of the servers (what `namespace collector` writes; here each sim's
+    # GET /_sim/settings, put together), as a domain-joined Outlook reads them from Active Directory.
+    documents = [
+        json.loads(https_request(s.host, s.port, "/_sim/settings", client_lab.lab.pki.ca, host=s.fqdn).body)
+        for s in client_lab.lab.sims.values()
+    ]
+    inventory = client_lab.lab.dir / "inventory.json"
+    inventory.write_text(json.dumps({key: [e for d in documents for e in d[key]] for key in documents[0]}))
+    result = runner.invoke(app, [*base, *login, "--inventory", str(inventory), "--json"])
+    assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["ok"] is True
     assert set(document) == {"user", "ok", "steps", "urls", "autoconfiguration"}
+    scp = f"https://{AUTODISCOVER}:{client_lab.port}/Autodiscover/Autodiscover.xml"
+    assert [(u["protocol"], u["url"], u["status"]) for u in document["urls"] if u["protocol"] == "SCP"] == [
+        ("SCP", scp, "ok")
+    ]
+    assert document["steps"][0]["detail"].startswith("SCP: settings")
     wrong = client_lab.lab.dir / "wrong.pw"
     wrong.write_text("nope\n")
     refused = runner.invoke(
