@@ -11,9 +11,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from casarray.cli.core import setup_logging
+from casarray.errors import CasarrayError
+from casarray.exchange.namespace.inventory import load_inventory
 from casarray.lab import LabError
 from casarray.lab import runner as lab_runner
-from casarray.lab.pki import DEFAULT_DOMAIN
+from casarray.lab.pki import DEFAULT_DOMAIN, server_fqdn
+from casarray.lab.settings import ServerSettings
 from casarray.lab.sim import SimCas, parse_listen
 from casarray.lab.sim_mail import Credentials, MailPort, MailSimCas, SimMail
 
@@ -76,13 +80,22 @@ def sim_cas(
     smtps: Annotated[
         list[int] | None, typer.Option(help="SMTP implicit-TLS submission port, e.g. 465.")
     ] = None,
+    settings: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start with this server's vdir URLs, Outlook Anywhere and SCP from an inventory-shaped "
+            "JSON file (what GET /_sim/settings or 'namespace collector' writes); default: as installed."
+        ),
+    ] = None,
 ) -> None:
     """Run one simulated Exchange server (HTTPS, every vdir, healthcheck.htm, X-FEServer, optional NTLM;
     optional IMAP4, POP3 and SMTP front ends on the same address).
 
     Controls (direct only): /_sim/state, /_sim/server/down|up, /_sim/service/NAME/down|up,
-    /_sim/mail/[imap|pop3|smtp/]up|down|broken, /_sim/latency?ms=N, /_sim/requests, /_sim/reset.
-    See docs/lab.md.
+    /_sim/mail/[imap|pop3|smtp/]up|down|broken, /_sim/latency?ms=N, /_sim/requests, /_sim/reset,
+    /_sim/settings (GET: vdir URLs, Outlook Anywhere, SCP as an inventory; POST: change one object).
+    Autodiscover: POST /Autodiscover/Autodiscover.xml (POX) and /autodiscover/autodiscover.json (v2),
+    answered from those settings. See docs/lab.md.
 
     Example: casarray sim-cas --name MB1 --cert mb1.pem --key mb1.key --listen 127.0.0.2:8443
     """
@@ -104,6 +117,12 @@ def sim_cas(
             raise _fail(f"--{spec.label} {spec.port}: port must be 1..65535")
     if len({spec.port for spec in mail_ports} | {port}) != len(mail_ports) + 1:
         raise _fail("each mail port must differ from the others and from the --listen port")
+    initial: ServerSettings | None = None
+    if settings is not None:
+        try:
+            initial = ServerSettings.from_inventory(load_inventory(settings), name, server_fqdn(name, domain))
+        except CasarrayError as exc:
+            raise _fail(f"--settings {exc}") from None
     sim: SimCas
     if mail_ports:
         try:
@@ -117,10 +136,13 @@ def sim_cas(
         mail = SimMail(name, certificate=cert, key=key, ports=mail_ports, host=host, domain=domain,
                        credentials=credentials)  # fmt: skip
         sim = MailSimCas(name, mail=mail, certificate=cert, key=key, host=host, port=port, domain=domain,
-                         ntlm_users=ntlm_users, extended_protection=extended_protection)  # fmt: skip
+                         ntlm_users=ntlm_users, extended_protection=extended_protection,
+                         settings=initial)  # fmt: skip
     else:
         sim = SimCas(name, certificate=cert, key=key, host=host, port=port, domain=domain,
-                     ntlm_users=ntlm_users, extended_protection=extended_protection)  # fmt: skip
+                     ntlm_users=ntlm_users, extended_protection=extended_protection,
+                     settings=initial)  # fmt: skip
+    setup_logging()  # one line per settings change and per refused control
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -28,6 +28,8 @@ import contextlib
 import hashlib
 import inspect
 import ipaddress
+import json
+import logging
 import os
 import random
 import ssl
@@ -51,8 +53,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from casarray.exchange import catalog
 from casarray.lab import LabError
 from casarray.lab.pki import DEFAULT_DOMAIN, server_fqdn
+from casarray.lab.settings import ServerSettings, SettingsError
+
+log = logging.getLogger("casarray.sim")
 
 CONTROL_PREFIX: Final = "/_sim/"
+CONTROL_MAX_BODY: Final = 64 * 1024  # a settings request is a few hundred bytes
 MAX_RECORDED: Final = 2000
 _BLOCK: Final = b"x" * 65536
 PENDING: Final = b"PENDING\r\n"  # MAPI/HTTP keep-alive chunk (MS-OXCMAPIHTTP 2.2.3.3.5)
@@ -475,10 +481,13 @@ class SimCas:
         ntlm_users: Path | None = None,
         extended_protection: bool = False,
         max_recorded: int = MAX_RECORDED,
+        settings: ServerSettings | None = None,
     ) -> None:
         self.name = name.upper()
         self.domain = domain
         self.fqdn = server_fqdn(name, domain)
+        # The vdir URLs, Outlook Anywhere and the SCP (lab/settings.py): as setup leaves them unless given.
+        self.settings = settings or ServerSettings.installed(self.name, self.fqdn)
         self.host = host
         self.certificate = certificate
         self.key = key
@@ -715,8 +724,12 @@ class SimCas:
     # -- controls -------------------------------------------------------------------------------
 
     async def _control(self, request: web.BaseRequest) -> web.StreamResponse:
-        await _count_body(request)
+        body = await _read_body(request, CONTROL_MAX_BODY)
         if not control_host_allowed(request.headers.get("Host"), self.fqdn):
+            log.warning(
+                "%s: refused %s %s: Host %r is neither %s nor an IP address",
+                self.name, request.method, request.path, request.headers.get("Host"), self.fqdn,
+            )  # fmt: skip
             return self._json({"error": f"controls answer only on {self.fqdn} or an IP address"}, 403)
         parts = [p for p in request.path[len(CONTROL_PREFIX) :].split("/") if p]
         method = request.method
@@ -724,6 +737,10 @@ class SimCas:
         match parts:
             case ["state"] if method == "GET":
                 return self._json(self.snapshot())
+            case ["settings"] if method == "GET":
+                return self._json(self.settings.document())
+            case ["settings"] if method == "POST":
+                return self._change_settings(body)
             case ["requests"] if method == "GET":
                 try:
                     since = int(request.query.get("since", "0"))
@@ -756,13 +773,38 @@ class SimCas:
                 state.reset()
                 return self._json(self.snapshot())
             case (
-                ["state" | "requests"]
+                ["state" | "requests" | "settings"]
                 | ["server", "down" | "up"]
                 | ["service", _, "down" | "up"]
                 | ["latency" | "reset"]
             ):
                 return self._json({"error": f"method {method} not allowed here"}, 405)
         return self._json({"error": f"no control at {request.path}"}, 404)
+
+    def _change_settings(self, body: bytes | None) -> web.Response:
+        """`POST /_sim/settings`: one Set- cmdlet's worth of change (lab/settings.py); 400 names what is
+        wrong and changes nothing."""
+        try:
+            if body is None:
+                raise SettingsError(f"the request body is larger than {CONTROL_MAX_BODY} bytes")
+            try:
+                request = json.loads(body.decode("utf-8-sig"))
+            except UnicodeDecodeError:
+                raise SettingsError("the request body is not UTF-8") from None
+            except json.JSONDecodeError as exc:
+                raise SettingsError(
+                    f"the request body is not JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}"
+                ) from None
+            settings, changes = self.settings.apply(request)
+        except SettingsError as exc:
+            log.warning("%s: settings change refused: %s", self.name, exc)
+            return self._json({"error": str(exc)}, 400)
+        self.settings = settings
+        first = changes[0]
+        log.info(
+            "%s: %s %s: %s", self.name, first.cmdlet, first.identity, ", ".join(c.describe() for c in changes)
+        )
+        return self._json(settings.document())
 
     def snapshot(self) -> dict[str, Any]:
         """The sim's state as /_sim/state shows it."""
@@ -824,12 +866,29 @@ class _Streamer:
         await response.write_eof()
 
 
-async def _count_body(request: web.BaseRequest, hasher: hashlib._Hash | None = None) -> int:
-    """Read the request body as it streams in and count it (and feed `hasher`); never hold more than
-    one chunk."""
+async def _continue(request: web.BaseRequest) -> None:
     if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
         # What aiohttp's application router would do; curl waits a second for it otherwise.
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than `limit` (the rest is read and dropped)."""
+    await _continue(request)
+    kept = bytearray()
+    over = False
+    while chunk := await request.content.readany():
+        if not over and len(kept) + len(chunk) <= limit:
+            kept += chunk
+        else:
+            over = True
+    return None if over else bytes(kept)
+
+
+async def _count_body(request: web.BaseRequest, hasher: hashlib._Hash | None = None) -> int:
+    """Read the request body as it streams in and count it (and feed `hasher`); never hold more than
+    one chunk."""
+    await _continue(request)
     total = 0
     while chunk := await request.content.readany():
         total += len(chunk)

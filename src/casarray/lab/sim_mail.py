@@ -719,6 +719,8 @@ class MailSimCas(SimCas):
                     await self.mail.set_mode(None, "up")
                 case ["server", "down"]:
                     await self.mail.set_mode(None, "down")
+                case _:
+                    return response  # nothing of the mail side changed (settings, latency, …)
             if isinstance(response, web.Response):
                 return self._json(self.snapshot())  # show the mail side as changed, too
         return response
