@@ -44,6 +44,7 @@ class Param:
     switch: bool = False
     position: int | None = None
     from_pipeline: bool = False  # takes each pipeline object (ValueFromPipeline)
+    remaining: bool = False  # takes every positional argument left (ValueFromRemainingArguments)
     aliases: tuple[str, ...] = ()
 
 
@@ -278,7 +279,7 @@ def builtin_commands() -> dict[str, Command]:
         Command(
             "Write-Host",
             (
-                Param("Object", position=0, from_pipeline=True),
+                Param("Object", position=0, from_pipeline=True, remaining=True),
                 Param("Separator"),
                 Param("ForegroundColor"),
                 Param("BackgroundColor"),

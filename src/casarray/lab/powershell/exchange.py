@@ -19,7 +19,6 @@ Microsoft's Exchange PowerShell reference for each cmdlet (learn.microsoft.com/p
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,33 +33,17 @@ from casarray.exchange.namespace.inventory import (
     CLIENT_ACCESS_SET_2013,
     EXCHANGE_SERVER_GET,
     OUTLOOK_ANYWHERE,
-    SCP_PROPERTY,
     SERVERS,
     VIRTUAL_DIRECTORIES,
+    client_access_cmdlets,
 )
 from casarray.lab.powershell.commands import Call, Command, Param
 from casarray.lab.powershell.errors import CmdletError, Unsupported
 from casarray.lab.powershell.host import Stream
 from casarray.lab.powershell.values import Hashtable, PsObject, Uri, to_bool, to_string
+from casarray.lab.settings import SETTABLE, VIRTUAL_DIRECTORY_KIND
 
 Document = Mapping[str, Any]
-VIRTUAL_DIRECTORY_KIND = "VirtualDirectory"
-
-# What each Set- cmdlet may change here, and the type its parameter takes.
-_URL, _HOST, _BOOL, _TEXT = "url", "hostname", "bool", "text"
-_VDIR_SETTINGS = {"InternalUrl": _URL, "ExternalUrl": _URL}
-_OUTLOOK_ANYWHERE_SETTINGS = {
-    "InternalHostname": _HOST,
-    "ExternalHostname": _HOST,
-    "InternalClientsRequireSsl": _BOOL,
-    "ExternalClientsRequireSsl": _BOOL,
-    "InternalClientAuthenticationMethod": _TEXT,
-    "ExternalClientAuthenticationMethod": _TEXT,
-    "SSLOffloading": _BOOL,
-}
-_CLIENT_ACCESS_SETTINGS = {SCP_PROPERTY: _URL}
-# "Version 15.1 (Build 2507.6)": Exchange 2016 is 15.1 (Microsoft, "Exchange Server build numbers").
-_VERSION = re.compile(r"(\d+)\.(\d+)")
 
 
 class SettingsFailed(Exception):
@@ -87,7 +70,7 @@ class _Kind:
     name: str  # VirtualDirectory, OutlookAnywhere, ClientAccessService, ExchangeServer
     section: str  # the document's list
     type_name: str  # the .NET type Exchange's cmdlet writes
-    settings: Mapping[str, str]
+    settings: tuple[str, ...]  # the Set- cmdlet's parameters
     inventory_type: str | None = None  # a virtual directory's Type
 
 
@@ -97,7 +80,7 @@ def _vdir_kind(service: catalog.Service) -> _Kind:
         VIRTUAL_DIRECTORY_KIND,
         VIRTUAL_DIRECTORIES,
         f"Microsoft.Exchange.Data.Directory.SystemConfiguration.AD{service.inventory_type}VirtualDirectory",
-        _VDIR_SETTINGS,
+        SETTABLE[VIRTUAL_DIRECTORY_KIND],
         service.inventory_type,
     )
 
@@ -106,16 +89,16 @@ _OUTLOOK_ANYWHERE_KIND = _Kind(
     OUTLOOK_ANYWHERE,
     OUTLOOK_ANYWHERE,
     "Microsoft.Exchange.Data.Directory.SystemConfiguration.ADRpcHttpVirtualDirectory",
-    _OUTLOOK_ANYWHERE_SETTINGS,
+    SETTABLE[OUTLOOK_ANYWHERE],
 )
 _CLIENT_ACCESS_KIND = _Kind(
     CLIENT_ACCESS_KIND,
     CLIENT_ACCESS_SERVICES,
     "Microsoft.Exchange.Data.Directory.Management.ClientAccessServer",
-    _CLIENT_ACCESS_SETTINGS,
+    SETTABLE[CLIENT_ACCESS_KIND],
 )
 _SERVER_KIND = _Kind(
-    "ExchangeServer", SERVERS, "Microsoft.Exchange.Data.Directory.Management.ExchangeServer", {}
+    "ExchangeServer", SERVERS, "Microsoft.Exchange.Data.Directory.Management.ExchangeServer", ()
 )
 
 
@@ -125,7 +108,7 @@ class ExchangeShell:
     def __init__(self, organization: Organization) -> None:
         self.organization = organization
         self._commands: dict[str, Command] = {}
-        self._version: tuple[int, int] | None = None
+        self._client_access_service: bool | None = None
         for service in catalog.iter_services():
             if service.inventory_type is not None:
                 self._add_pair(service.get_cmdlet, service.set_cmdlet, _vdir_kind(service), server_param=True)
@@ -144,22 +127,23 @@ class ExchangeShell:
         command = self._commands.get(name.lower())
         if command is None:
             return None
-        if command.name in (CLIENT_ACCESS_GET, CLIENT_ACCESS_SET) and self.version() < (15, 1):
-            return None  # Exchange 2013 has only Get-/Set-ClientAccessServer
+        if command.name in (CLIENT_ACCESS_GET, CLIENT_ACCESS_SET) and not self.has_client_access_service():
+            return None
         return command
 
-    def version(self) -> tuple[int, int]:
-        """The shell's Exchange version: the newest server's (the shell runs on the newest one)."""
-        if self._version is None:
-            found = [(15, 2)]
+    def has_client_access_service(self) -> bool:
+        """Exchange 2016 renamed Get-/Set-ClientAccessServer to …Service and kept the old names; a shell
+        of an organisation of only Exchange 2013 servers has the old names alone."""
+        if self._client_access_service is None:
             versions = [
-                _VERSION.search(to_string(entry.get("AdminDisplayVersion")))
+                to_string(entry.get("AdminDisplayVersion")) or None
                 for server in self.organization.servers()
                 for entry in _entries(self._read(server), SERVERS)
             ]
-            parsed = [(int(m.group(1)), int(m.group(2))) for m in versions if m is not None]
-            self._version = max(parsed or found)
-        return self._version
+            self._client_access_service = not versions or any(
+                client_access_cmdlets(v)[0] == CLIENT_ACCESS_GET for v in versions
+            )
+        return self._client_access_service
 
     def _add_pair(self, get: str, set_: str, kind: _Kind, *, server_param: bool) -> None:
         get_params = [Param("Identity", position=0)]
@@ -242,11 +226,7 @@ class ExchangeShell:
         def run(call: Call) -> list[Any]:
             if to_bool(call.get("Confirm", False)):
                 raise Unsupported(f"{call.name} -Confirm (there is no one to ask; pass -Confirm:$false)")
-            changes = {
-                name: _setting(name, kind.settings[name], call.args[name])
-                for name in kind.settings
-                if call.has(name)
-            }
+            changes = {name: _setting(call.args[name]) for name in kind.settings if call.has(name)}
             targets: list[Any] = list(call.input) if call.input is not None else [call.get("Identity")]
             if targets == [None]:
                 raise CmdletError(
@@ -330,29 +310,16 @@ def _is(obj: PsObject, identity: str) -> bool:
     return "\\" not in wanted and own.endswith("\\" + wanted)
 
 
-def _setting(name: str, kind: str, value: Any) -> Any:
-    """A Set- parameter's value as the document stores it; CmdletError when Exchange would refuse it."""
-    if value is None:
-        return None
-    if kind == _URL:
-        text = str(value) if isinstance(value, Uri) else to_string(value)
-        uri = Uri.absolute(text)
-        if uri is None or uri.member("scheme") not in ("http", "https"):
-            raise CmdletError(
-                f"Cannot bind parameter '{name}'. Cannot convert value \"{text}\" to an absolute http or https URI.",
-                category="InvalidArgument",
-            )
-        return value.original if isinstance(value, Uri) else text
-    if kind == _BOOL:
-        if not isinstance(value, bool):
-            raise CmdletError(
-                f"Cannot process argument transformation on parameter '{name}'. Cannot convert value "
-                f'"{to_string(value)}" to type "System.Boolean". Boolean parameters accept only '
-                "Boolean values and numbers, such as $True, $False, 1 or 0.",
-                category="InvalidArgument",
-            )
-        return value
-    return to_string(value)
+def _setting(value: Any) -> Any:
+    """A Set- parameter's value as the settings document takes it (JSON); the organisation checks it
+    as Exchange would (an absolute http(s) URL, a host name, a boolean) and refuses what is wrong."""
+    if isinstance(value, Uri):
+        return value.original
+    if isinstance(value, list):
+        return [_setting(item) for item in value]
+    if isinstance(value, (PsObject, Hashtable)):
+        return to_string(value)
+    return value
 
 
 def _not_found(identity: str) -> str:

@@ -756,22 +756,34 @@ class Interpreter:
         slots = sorted(
             (p for p in command.params if p.position is not None and p.name not in args), key=_position
         )
-        for value in positional:
+        while positional:
             if not slots:
                 raise CmdletError(
-                    f"A positional parameter cannot be found that accepts argument '{to_string(value)}'."
+                    f"A positional parameter cannot be found that accepts argument '{to_string(positional[0])}'."
                 )
-            args[slots.pop(0).name] = value
+            slot = slots.pop(0)
+            if slot.remaining:
+                args[slot.name] = positional[0] if len(positional) == 1 else list(positional)
+                break
+            args[slot.name] = positional.pop(0)
         return args
 
     def _tokens(self, elements: Node, scope: _Scope) -> list[_Named | _Positional]:
         tokens: list[_Named | _Positional] = []
         colon = False
+        previous: Node | None = None  # the argument just before, with no space after it
         for child in elements.children:
             kind = child.type
+            joined, previous = previous, None
             if kind == "command_argument_sep":
                 if text_of(child).strip() == ":":
                     colon = True
+                continue
+            if kind == "argument_list" and joined is not None and _innermost(joined).type == "member_access":
+                # `$h.ContainsKey('X')` in argument mode is one method call: the grammar reads it as a
+                # member and an argument list with nothing between (a bare word followed by `(` is two
+                # arguments, as in PowerShell: New-Object Type($x)).
+                tokens[-1] = _Positional(self._method_call(_innermost(joined), child, scope), joined)
                 continue
             if kind == "comment":
                 continue
@@ -804,6 +816,7 @@ class Interpreter:
                     tokens.append(_Positional(value, child))
                 continue
             tokens.append(_Positional(self._argument(child, scope), child))
+            previous = child
         return tokens
 
     def _argument(self, node: Node, scope: _Scope) -> Any:
@@ -1129,6 +1142,15 @@ class Interpreter:
 
     def _invokation(self, node: Node, scope: _Scope) -> Any:
         target, operator, member, arguments = [c for c in node.children if c.type != "comment"][:4]
+        return self._invoke_member(target, operator, member, arguments, node, scope)
+
+    def _method_call(self, access: Node, arguments: Node, scope: _Scope) -> Any:
+        target, operator, member = [c for c in access.children if c.type != "comment"][:3]
+        return self._invoke_member(target, operator, member, arguments, access, scope)
+
+    def _invoke_member(
+        self, target: Node, operator: Node, member: Node, arguments: Node, node: Node, scope: _Scope
+    ) -> Any:
         name = self._member_name(member, scope)
         values = self._arguments(arguments, scope)
         if text_of(operator) == "::":
@@ -1206,7 +1228,7 @@ class Interpreter:
             return to_string(value)
         if isinstance(value, str):
             return _string_method(
-                value, key, args, lambda: self._unsupported(f"the method {name} on a string", node)
+                value, key, args, lambda: self._unsupported(f"the method {name}() on a System.String", node)
             )
         if isinstance(value, Date):
             if key == "touniversaltime" and not args:
