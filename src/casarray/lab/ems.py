@@ -113,7 +113,7 @@ class ConsoleHost:
     def start_transcript(self, path: str) -> str:
         full = Path(self.location, path)
         self.stop_transcript()
-        self._transcript = full.open("a", encoding="utf-8")
+        self._transcript = full.open("w", encoding="utf-8")  # without -Append it starts the file anew
         self._transcript_path = str(full)
         self._transcript.write(_banner("start", self.now()))
         return str(full)
