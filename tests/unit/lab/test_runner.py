@@ -105,11 +105,13 @@ def test_the_namespace_procedure_lines(tmp_path: Path) -> None:
     """By default the lab is on the namespace and says how to check and undo it; --as-installed prints the
     procedure step by step, with the options that fit this lab (its balancer's port in the URLs)."""
     configured = "\n".join(try_lines(plan(tmp_path, port=9443)))
-    assert "lab apply -c" in configured and "namespace-rollback.ps1" in configured
+    assert "lab apply -c" in configured
+    assert "namespace-rollback.ps1" in configured
     assert "namespace verify -i" in configured
     p = plan(tmp_path, port=9443, as_installed=True)
     assert p.as_installed
-    assert p.targets.https_port == 9443 and p.targets.autodiscover == "autodiscover.alwayshotcafe.com"
+    assert p.targets.https_port == 9443
+    assert p.targets.autodiscover == "autodiscover.alwayshotcafe.com"
     lines = [line.strip() for line in try_lines(p)]
     start = next(i for i, line in enumerate(lines) if line.startswith("The servers are as installed"))
     steps = [line.split(" ", 1)[1] for line in lines[start + 1 : start + 6]]
