@@ -25,7 +25,14 @@ from typing import Any, NoReturn
 
 from tree_sitter import Node
 
-from casarray.lab.powershell.commands import ERROR_ACTIONS, Call, Command, builtin_commands, write_all_text
+from casarray.lab.powershell.commands import (
+    ERROR_ACTIONS,
+    Call,
+    Command,
+    Param,
+    builtin_commands,
+    write_all_text,
+)
 from casarray.lab.powershell.errors import CmdletError, RuntimeFault, ScriptError, Unsupported
 from casarray.lab.powershell.host import Host, Stream, resolve
 from casarray.lab.powershell.syntax import Script, first_line, line_of, statement_of, text_of
@@ -1369,7 +1376,8 @@ class Interpreter:
             self._unsupported(f"assigning to {first_line(target, 40)!r}", target)
 
 
-def _noop(interpreter: Interpreter, node: Node, scope: _Scope) -> Any:
+def _operand(interpreter: Interpreter, node: Node, scope: _Scope) -> Any:
+    """A level of the grammar that wraps one operand."""
     return interpreter._single(node, scope)
 
 
@@ -1382,7 +1390,7 @@ _HANDLERS: dict[str, Callable[[Interpreter, Node, _Scope], Any]] = {
     "array_literal_expression": Interpreter._array_literal,
     "unary_expression": Interpreter._unary,
     "expression_with_unary_operator": Interpreter._unary,
-    "argument_expression": _noop,
+    "argument_expression": _operand,
     "cast_expression": Interpreter._cast,
     "type_literal": Interpreter._type_literal,
     "post_increment_expression": Interpreter._postfix,
@@ -1399,7 +1407,7 @@ _HANDLERS: dict[str, Callable[[Interpreter, Node, _Scope], Any]] = {
     "verbatim_here_string_characters": Interpreter._verbatim,
     "expandable_string_literal": Interpreter._expandable,
     "expandable_here_string_literal": Interpreter._expandable,
-    "integer_literal": _noop,
+    "integer_literal": _operand,
     "decimal_integer_literal": Interpreter._integer,
     "hexadecimal_integer_literal": Interpreter._integer,
     "real_literal": Interpreter._real,
@@ -1407,7 +1415,7 @@ _HANDLERS: dict[str, Callable[[Interpreter, Node, _Scope], Any]] = {
     "member_access": Interpreter._member_access,
     "invokation_expression": Interpreter._invokation,
     "element_access": Interpreter._element_access,
-    "left_assignment_expression": _noop,
+    "left_assignment_expression": _operand,
 }
 
 
@@ -1520,8 +1528,8 @@ def _error_action(value: Any) -> str:
     )
 
 
-def _position(param: Any) -> int:
-    return int(param.position)
+def _position(param: Param) -> int:
+    return param.position if param.position is not None else 0
 
 
 def _default_of(kind: PsType | None) -> Any:
