@@ -29,7 +29,8 @@ from casarray.lab.pki import DEFAULT_DOMAIN, server_fqdn
 from casarray.lab.procedure import take_inventory
 from casarray.lab.settings import ServerSettings
 from casarray.lab.sim import SimCas, parse_listen
-from casarray.lab.sim_mail import Credentials, MailPort, MailSimCas, SimMail
+from casarray.lab.sim_mail import MailPort, MailSimCas, SimMail
+from casarray.lab.users import Credentials
 
 T = TypeVar("T")
 

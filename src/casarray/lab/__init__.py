@@ -1,5 +1,7 @@
-"""The lab: simulated Exchange servers (sim.py), their certificates (pki.py) and the runner that starts
-three of them behind a balancer (runner.py). See docs/lab.md."""
+"""The lab: simulated Exchange servers (sim.py, with mail front ends in sim_mail.py), what each keeps and
+answers (client-access settings in settings.py, Autodiscover in autodiscover.py, users and mailboxes in
+users.py), their certificates (pki.py) and the runner that starts three of them behind a balancer
+(runner.py). See docs/lab.md."""
 
 from __future__ import annotations
 

@@ -12,7 +12,10 @@ What it imitates, and why (sources in shared research, exchange-load-balancing.m
   A proxy that shares upstream connections between clients therefore substitutes users (HAProxy 581,
   2985) — the sim reproduces exactly that so proxy tests can catch it;
 - unknown methods (RPC_IN_DATA, RPC_OUT_DATA, PROPFIND…) are accepted: RFC 9110 §9.1 makes a method any
-  token, and Outlook Anywhere relies on that.
+  token, and Outlook Anywhere relies on that;
+- the client-access settings Exchange keeps per server (vdir URLs, Outlook Anywhere, the SCP;
+  lab/settings.py), read and set through `/_sim/settings`, and Autodiscover (POX and v2;
+  lab/autodiscover.py) answered from them; Basic next to NTLM where Exchange leaves it on.
 
 Test knobs (query parameters on ordinary vdir requests) and the `/_sim/` controls are documented in
 docs/lab.md. The controls answer only when the Host header names the server itself or an IP literal, so
@@ -25,6 +28,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import datetime
 import hashlib
 import inspect
 import ipaddress
@@ -32,6 +36,7 @@ import json
 import logging
 import os
 import random
+import re
 import ssl
 import time
 from collections import deque
@@ -51,9 +56,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from casarray.exchange import catalog
-from casarray.lab import LabError
+from casarray.lab import LabError, autodiscover
 from casarray.lab.pki import DEFAULT_DOMAIN, server_fqdn
 from casarray.lab.settings import ServerSettings, SettingsError
+from casarray.lab.users import Credentials
 
 log = logging.getLogger("casarray.sim")
 
@@ -66,6 +72,13 @@ PENDING: Final = b"PENDING\r\n"  # MAPI/HTTP keep-alive chunk (MS-OXCMAPIHTTP 2.
 # Remote PowerShell authenticates with Kerberos only (DESIGN §6); the sim cannot do Kerberos, so its
 # vdir stays open. Every other vdir takes NTLM/Negotiate when the sim has users.
 NTLM_SERVICES: Final = frozenset(name for name in catalog.SERVICE_NAMES if name != "powershell")
+# Basic, with the same users, where Exchange leaves it on after setup: the Autodiscover vdir
+# (BasicAuthentication $true; Outlook's log lists "Negotiate, NTLM, Basic" from its 401), ActiveSync
+# (BasicAuthEnabled, what phones use) and Outlook Anywhere (IISAuthenticationMethods Basic, Ntlm,
+# Negotiate). On and off with NTLM: both need the users file.
+BASIC_SERVICES: Final = frozenset({"autodiscover", "eas", "rpc"})
+# A Host header the v2 AutodiscoverV1 answer may repeat: a name or [IPv6] literal and an optional port.
+_HOST_HEADER: Final = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 # What IIS on an Exchange server puts on every response besides X-FEServer.
 _IIS_HEADERS: Final = {"Server": "Microsoft-IIS/10.0", "X-Powered-By": "ASP.NET"}
@@ -232,6 +245,24 @@ def parse_authorization(value: str) -> tuple[str, bytes] | None:
         return canonical, base64.b64decode(token.strip(), validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def parse_basic(value: str) -> tuple[str, str] | None:
+    """`Authorization: Basic <base64 of user:password>` → (user, password); None for anything else.
+    RFC 7617 §2: the user-id may not hold a colon, the password may; UTF-8 (§2.1), else Latin-1."""
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        return None
+    try:
+        raw = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    user, colon, password = text.partition(":")
+    return (user, password) if colon and user else None
 
 
 def is_initial_token(token: bytes) -> bool:
@@ -448,20 +479,6 @@ def server_ssl_context(certificate: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-def check_user_file(path: Path) -> None:
-    """The users file holds `DOMAIN:user:password` lines (pyspnego's NTLM_USER_FILE format)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise LabError(f"cannot read the NTLM users file: {exc.strerror or exc}", str(path)) from exc
-    users = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    for number, line in enumerate(lines, 1):
-        if line.strip() and not line.lstrip().startswith("#") and line.count(":") < 2:
-            raise LabError(f"line {number}: expected DOMAIN:user:password", str(path))
-    if not users:
-        raise LabError("no users in the NTLM users file", str(path), "add DOMAIN:user:password lines")
-
-
 # ---------------------------------------------------------------------------------------------------
 # The server.
 
@@ -488,6 +505,8 @@ class SimCas:
         self.fqdn = server_fqdn(name, domain)
         # The vdir URLs, Outlook Anywhere and the SCP (lab/settings.py): as setup leaves them unless given.
         self.settings = settings or ServerSettings.installed(self.name, self.fqdn)
+        # Who signs in and which mailboxes exist: the users file once started; without one, anyone.
+        self.users = Credentials(domain=domain)
         self.host = host
         self.certificate = certificate
         self.key = key
@@ -516,7 +535,7 @@ class SimCas:
     async def start(self) -> None:
         ctx = server_ssl_context(self.certificate, self.key)
         if self.ntlm_users is not None:
-            check_user_file(self.ntlm_users)
+            self.users = Credentials.from_file(self.ntlm_users, self.domain)
         if self.extended_protection:
             self._bindings = spnego.channel_bindings.GssChannelBindings(
                 application_data=tls_server_end_point(self.certificate.read_bytes())
@@ -585,14 +604,26 @@ class SimCas:
         if target.kind == "control":
             return await self._control(request)
         arrived = time.time()
-        # `sim-digest=1` is read before the body streams in: the hash is taken chunk by chunk, so a
-        # 1 GiB upload is still never held (a bad knob value is answered 400 by _vdir_reply).
-        hasher = hashlib.sha256() if target.kind == "vdir" and _flag(request.query, "sim-digest") else None
-        body_bytes = await _count_body(request, hasher)
+        pox = target.kind == "vdir" and request.path.lower() == autodiscover.POX_PATH
+        body: bytes | None = None
+        hasher: hashlib._Hash | None = None
+        if pox and target.service is not None:
+            body, body_bytes = await _read_body(request, target.service.max_body)
+        else:
+            # `sim-digest=1` is read before the body streams in: the hash is taken chunk by chunk, so a
+            # 1 GiB upload is still never held (a bad knob value is answered 400 by _vdir_reply).
+            if target.kind == "vdir" and _flag(request.query, "sim-digest"):
+                hasher = hashlib.sha256()
+            body_bytes = await _count_body(request, hasher)
         conn = cast(_SimConnection, request.protocol)
         user: str | None = None
         streamer: _Streamer | None = None
         response: web.StreamResponse
+        v2 = (
+            autodiscover.parse_v2_request(request.path, request.query)
+            if target.service is not None and target.service.name == "autodiscover"
+            else None
+        )
         if target.kind == "root":
             response = self._text(302, "", "text/html")
             response.headers["Location"] = "/owa/"
@@ -602,10 +633,14 @@ class SimCas:
             response = self._text(503, "503 Service Unavailable")
         elif target.kind == "health":
             response = self._text(200, health_body(self.name, self.domain), "text/html")
+        elif v2 is not None:
+            response = self._autodiscover_v2(request, v2)  # anonymous, as Exchange answers it
         else:
             challenge, user = self._authenticate(request, conn.sim_auth, target.service)
             if challenge is not None:
                 response = challenge
+            elif pox:
+                response = self._autodiscover_pox(request, body, user)
             else:
                 body_sha256 = hasher.hexdigest() if hasher is not None else None
                 response, streamer = self._vdir_reply(request, target.service, body_bytes, user, body_sha256)
@@ -669,14 +704,16 @@ class SimCas:
             response = self._text(knobs.status, text)
         return response, _Streamer(knobs)
 
-    # -- NTLM / Negotiate -----------------------------------------------------------------------
+    # -- NTLM / Negotiate / Basic ---------------------------------------------------------------
 
-    def _challenge(self, *tokens: str) -> web.Response:
+    def _challenge(self, *tokens: str, basic_realm: str | None = None) -> web.Response:
         response = self._text(
             401, "401 - Unauthorized: Access is denied due to invalid credentials.", "text/html"
         )
         for value in tokens or AUTH_SCHEMES:
             response.headers.add("WWW-Authenticate", value)
+        if basic_realm is not None and not tokens:
+            response.headers.add("WWW-Authenticate", f'Basic realm="{basic_realm}"')
         return response
 
     def _authenticate(
@@ -686,14 +723,26 @@ class SimCas:
         the sim has no users or the vdir takes no NTLM)."""
         if self.ntlm_users is None or service.name not in NTLM_SERVICES:
             return None, None
+        # IIS's Basic realm defaults to the host name the client asked for.
+        realm = split_host(self._asked_host(request)) if service.name in BASIC_SERVICES else None
         header = request.headers.get("Authorization")
         if header is None:
             # IIS keeps the identity on the connection: no header needed after the handshake.
-            return (None, auth.user) if auth.user else (self._challenge(), None)
+            return (None, auth.user) if auth.user else (self._challenge(basic_realm=realm), None)
+        basic = parse_basic(header) if realm is not None else None
+        if basic is not None:
+            # Basic authenticates this request only (RFC 7617): nothing is kept on the connection.
+            user = self.users.logon(*basic)
+            if user is None:
+                log.info(
+                    "%s: %s %s: Basic logon failed for %r", self.name, request.method, request.path, basic[0]
+                )
+                return self._challenge(basic_realm=realm), None
+            return None, user
         parsed = parse_authorization(header)
         if parsed is None:
             auth.reset()
-            return self._challenge(), None
+            return self._challenge(basic_realm=realm), None
         scheme, token = parsed
         try:
             with _ntlm_user_file(self.ntlm_users):
@@ -709,22 +758,63 @@ class SimCas:
                         protocol="ntlm" if scheme == "NTLM" else "negotiate", channel_bindings=self._bindings
                     )
                 out = auth.context.step(token)
-        except spnego.exceptions.SpnegoError:
+        except spnego.exceptions.SpnegoError as exc:
             auth.reset()  # IIS 401.1: logon failed; the client starts over
-            return self._challenge(), None
+            log.info("%s: %s %s: %s logon failed (%s)", self.name, request.method, request.path, scheme, exc)
+            return self._challenge(basic_realm=realm), None
         if not auth.context.complete:
             if not out:
                 auth.reset()
-                return self._challenge(), None
+                return self._challenge(basic_realm=realm), None
             return self._challenge(f"{scheme} {base64.b64encode(out).decode()}"), None
         auth.user = auth.context.client_principal or "unknown"
         auth.context = None
         return None, auth.user
 
+    # -- Autodiscover -----------------------------------------------------------------------------
+
+    def _autodiscover_pox(
+        self, request: web.BaseRequest, body: bytes | None, user: str | None
+    ) -> web.Response:
+        """POST /Autodiscover/Autodiscover.xml: the settings for the address asked, from this server's
+        settings as they are now; Exchange answers a GET or a body that is not a request with 600."""
+        address: str | None = None
+        try:
+            if request.method != "POST" or body is None:
+                raise autodiscover.PoxError(autodiscover.INVALID_REQUEST)
+            parsed = autodiscover.parse_pox_request(body)
+            address = parsed.email
+            hints = autodiscover.ClientHints.from_headers(request.headers)
+            answer = autodiscover.pox_answer(parsed, self.settings, self.users.mailbox(parsed.email), hints)
+        except autodiscover.PoxError as exc:
+            log.info(
+                "%s: Autodiscover %s for %s (user %s): %s %s",
+                self.name, request.method, address or "no address", user, exc.code, exc,
+            )  # fmt: skip
+            answer = autodiscover.pox_error(exc, time_of_day=_time_of_day(), server=self.fqdn)
+        response = web.Response(status=200, body=answer, content_type="text/xml", charset="utf-8")
+        self._stamp(response)
+        return response
+
+    def _autodiscover_v2(self, request: web.BaseRequest, v2: autodiscover.V2Request) -> web.Response:
+        """GET /autodiscover/autodiscover.json…: one protocol's URL as JSON. Exchange answers it without
+        authentication (MSXFAQ, "Autodiscover V2": "V2 seems to always work anonymously")."""
+        mailbox = self.users.mailbox(v2.email) if v2.email else None
+        status, data = autodiscover.v2_answer(v2, self.settings, mailbox, self._asked_host(request))
+        if status != 200:
+            log.info("%s: Autodiscover v2 for %s: %s %s", self.name, v2.email, status, data["ErrorCode"])
+        return self._json(data, status)
+
+    def _asked_host(self, request: web.BaseRequest) -> str:
+        """The Host header (name and port) when it is one, else this server's FQDN: what may be
+        repeated in an answer."""
+        host = request.headers.get("Host", "")
+        return host if _HOST_HEADER.match(host) else self.fqdn
+
     # -- controls -------------------------------------------------------------------------------
 
     async def _control(self, request: web.BaseRequest) -> web.StreamResponse:
-        body = await _read_body(request, CONTROL_MAX_BODY)
+        body, _ = await _read_body(request, CONTROL_MAX_BODY)
         if not control_host_allowed(request.headers.get("Host"), self.fqdn):
             log.warning(
                 "%s: refused %s %s: Host %r is neither %s nor an IP address",
@@ -866,23 +956,29 @@ class _Streamer:
         await response.write_eof()
 
 
+def _time_of_day() -> str:
+    """Now as the Error block's Time attribute writes it: hh:mm:ss.fffffff ([MS-ASCMD] 2.2.3.63)."""
+    now = datetime.datetime.now(datetime.UTC)
+    return f"{now:%H:%M:%S}.{now.microsecond:06d}0"
+
+
 async def _continue(request: web.BaseRequest) -> None:
     if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
         # What aiohttp's application router would do; curl waits a second for it otherwise.
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
-    """The request body, or None when it is longer than `limit` (the rest is read and dropped)."""
+async def _read_body(request: web.BaseRequest, limit: int) -> tuple[bytes | None, int]:
+    """(the request body, its length); the body is None when it is longer than `limit` (the rest is
+    read, counted and dropped)."""
     await _continue(request)
     kept = bytearray()
-    over = False
+    total = 0
     while chunk := await request.content.readany():
-        if not over and len(kept) + len(chunk) <= limit:
+        total += len(chunk)
+        if total <= limit:
             kept += chunk
-        else:
-            over = True
-    return None if over else bytes(kept)
+    return (bytes(kept) if total <= limit else None), total
 
 
 async def _count_body(request: web.BaseRequest, hasher: hashlib._Hash | None = None) -> int:

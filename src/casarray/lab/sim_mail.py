@@ -35,7 +35,8 @@ from aiohttp import web
 from casarray.health.mail import exchange_server
 from casarray.lab import LabError
 from casarray.lab.pki import DEFAULT_DOMAIN
-from casarray.lab.sim import CONTROL_PREFIX, SimCas, check_user_file, control_host_allowed
+from casarray.lab.sim import CONTROL_PREFIX, SimCas, control_host_allowed
+from casarray.lab.users import Credentials
 
 MailKind = Literal["imap", "pop3", "smtp"]
 MailMode = Literal["up", "down", "broken"]
@@ -80,37 +81,6 @@ class MailPort:
         if self.kind == "smtp" and self.submission and not self.implicit_tls:
             return "submission"
         return self.kind + ("s" if self.implicit_tls else "")
-
-
-class Credentials:
-    """Who may log in: `DOMAIN:user:password` lines (the sim's NTLM users file). A user may name
-    themselves `user`, `DOMAIN\\user` or `user@<domain>`, as Exchange accepts. Without users, any name
-    and password are accepted (a lab without accounts)."""
-
-    def __init__(self, users: Sequence[tuple[str, str, str]] = (), domain: str = DEFAULT_DOMAIN) -> None:
-        self._passwords: dict[str, str] = {}
-        for netbios, user, password in users:
-            for name in (user, f"{netbios}\\{user}", f"{user}@{domain}"):
-                self._passwords[name.lower()] = password
-
-    @classmethod
-    def from_file(cls, path: Path, domain: str = DEFAULT_DOMAIN) -> Credentials:
-        check_user_file(path)
-        users: list[tuple[str, str, str]] = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                netbios, user, password = line.strip().split(":", 2)
-                users.append((netbios, user, password))
-        return cls(users, domain)
-
-    @property
-    def open(self) -> bool:
-        return not self._passwords
-
-    def check(self, user: str, password: str) -> bool:
-        if self.open:
-            return bool(user)
-        return self._passwords.get(user.lower()) == password
 
 
 @dataclass(slots=True)

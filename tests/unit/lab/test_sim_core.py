@@ -22,6 +22,7 @@ from casarray.lab.sim import (
     health_body,
     is_initial_token,
     parse_authorization,
+    parse_basic,
     parse_description,
     parse_knobs,
     parse_listen,
@@ -168,6 +169,19 @@ def test_parse_authorization() -> None:
     assert parse_authorization("Basic dXNlcjpwdw==") is None
     assert parse_authorization("NTLM") is None
     assert parse_authorization("NTLM not*base64") is None
+
+
+def test_parse_basic() -> None:
+    def basic(raw: bytes, scheme: str = "Basic") -> str:
+        return f"{scheme} {base64.b64encode(raw).decode()}"
+
+    assert parse_basic(basic(b"ALWAYSHOTCAFE\\alice:Passw0rd!")) == ("ALWAYSHOTCAFE\\alice", "Passw0rd!")
+    assert parse_basic(basic(b"alice:pa:ss", "basic")) == ("alice", "pa:ss")  # RFC 7617: ':' ends the user
+    assert parse_basic(basic("jos\u00e9:p\u00e4ss".encode())) == ("jos\u00e9", "p\u00e4ss")
+    assert parse_basic(basic("jos\u00e9:x".encode("latin-1"))) == ("jos\u00e9", "x")
+    assert parse_basic(basic(b"alice:")) == ("alice", "")
+    for bad in (basic(b"no colon"), basic(b":nouser"), "Basic", "Basic ***", basic(b"a:b", "NTLM")):
+        assert parse_basic(bad) is None
 
 
 def test_initial_tokens() -> None:
