@@ -53,6 +53,7 @@ CORES = [
     "doctor/discovery.py",
     "doctor/reply.py",
     "doctor/told.py",
+    "lab/powershell",
 ]
 IO_MODULES = {"asyncio", "socket", "selectors", "ssl", "time", "threading", "subprocess", "uvloop"}
 

@@ -11,12 +11,22 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from casarray.cli.core import setup_logging
+from casarray.cli.core import (
+    ConfigOption,
+    config_path,
+    errors_to_exit,
+    fail,
+    load_or_exit,
+    plural,
+    setup_logging,
+)
 from casarray.errors import CasarrayError
 from casarray.exchange.namespace.inventory import load_inventory
 from casarray.lab import LabError
 from casarray.lab import runner as lab_runner
+from casarray.lab.ems import read_script, run_script
 from casarray.lab.pki import DEFAULT_DOMAIN, server_fqdn
+from casarray.lab.procedure import take_inventory
 from casarray.lab.settings import ServerSettings
 from casarray.lab.sim import SimCas, parse_listen
 from casarray.lab.sim_mail import MailPort, MailSimCas, SimMail
@@ -165,6 +175,7 @@ def sim_cas(
 
 
 def lab(
+    ctx: typer.Context,
     directory: Annotated[
         Path, typer.Option("--dir", help="Directory for the CA, certificate and config.")
     ] = Path("lab-run"),
@@ -181,13 +192,26 @@ def lab(
             help="Also IMAP4, POP3 and SMTP: on the servers and through the balancer (l4 listeners)."
         ),
     ] = False,
+    as_installed: Annotated[
+        bool,
+        typer.Option(
+            "--as-installed",
+            help="Leave every URL on its server's own name, as Exchange setup does (default: the lab "
+            "runs the generated apply script, so everything is on the namespace).",
+        ),
+    ] = False,
 ) -> None:
     """Start a lab: a CA, 3 simulated Exchange servers on 127.0.0.2-4, a config and the balancer.
 
+    The servers' vdir URLs, Outlook Anywhere and SCP are moved to the namespace by the very scripts
+    'casarray namespace' writes (collector, then apply), run by the lab's PowerShell; --as-installed
+    leaves them as setup does, to rehearse that procedure with 'lab inventory' and 'lab apply'.
     Prints what to try; Ctrl-C stops everything.
 
     Example: casarray lab --mode l4 --mail
     """
+    if ctx.invoked_subcommand is not None:
+        return
     try:
         plan = lab_runner.plan(
             directory,
@@ -197,6 +221,7 @@ def lab(
             ntlm=ntlm,
             mail=mail,
             admin_port=admin_port,
+            as_installed=as_installed,
         )
     except LabError as exc:
         raise _fail(str(exc)) from None
@@ -214,6 +239,72 @@ def lab(
         raise _fail(outcome.error)
 
 
+def inventory(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The inventory JSON to write (the collector's -Path).")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Take an inventory of the lab's servers: run the collector script ('casarray namespace collector')
+    against them, reaching each server of the config directly (never through the balancer).
+
+    Example: casarray lab inventory -c lab-run/casarray.yaml -o lab-run/inventory.json
+    """
+    cfg = load_or_exit(config_path(config))
+    with errors_to_exit():
+        found = take_inventory(cfg, output, typer.echo)
+    typer.echo(
+        f"{plural(len(found.servers), 'server')}, {plural(len(found.virtual_directories), 'virtual directory', 'virtual directories')}: "
+        f"next, 'casarray namespace plan -i {output} -n NAMESPACE'"
+    )
+
+
+def apply(
+    script: Annotated[
+        Path, typer.Argument(help="A script 'casarray namespace script' wrote (apply or rollback).")
+    ],
+    config: ConfigOption = None,
+    what_if: Annotated[
+        bool, typer.Option("--what-if", help="Pass -WhatIf: show what would change, change nothing.")
+    ] = False,
+    transcript: Annotated[
+        Path | None, typer.Option(help="Pass -TranscriptPath (default: next to the script).")
+    ] = None,
+) -> None:
+    """Run an apply or rollback script against the lab's servers, as the Exchange Management Shell
+    would: parsed with PowerShell's grammar, every statement carried out, anything the lab's shell does
+    not understand an error naming its line (exit 1, like any error that ends the script).
+
+    Example: casarray lab apply -c lab-run/casarray.yaml lab-run/apply.ps1 --what-if
+    """
+    cfg = load_or_exit(config_path(config))
+    arguments: dict[str, object] = {}
+    if what_if:
+        arguments["WhatIf"] = True
+    if transcript is not None:
+        arguments["TranscriptPath"] = str(transcript)
+    with errors_to_exit():
+        outcome = run_script(
+            read_script(script),
+            script.name,
+            cfg,
+            typer.echo,
+            arguments=arguments,
+            script_root=str(script.resolve().parent),
+        )
+    if not outcome.ok:
+        raise fail(f"{script}: {plural(len(outcome.errors), 'error')} written (see above)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("sim-cas", short_help="Run one simulated Exchange server.")(sim_cas)
-    app.command("lab", short_help="Start a lab: 3 simulated servers behind the balancer.")(lab)
+    group = typer.Typer(
+        invoke_without_command=True,
+        subcommand_metavar="[inventory|apply ...]",
+        rich_markup_mode=None,
+        add_completion=False,
+    )
+    group.callback()(lab)
+    group.command("inventory", short_help="Run the collector script against the lab's servers.")(inventory)
+    group.command("apply", short_help="Run an apply or rollback script against the lab's servers.")(apply)
+    app.add_typer(group, name="lab", short_help="Start a lab: 3 simulated servers behind the balancer.")

@@ -21,7 +21,7 @@ from casarray.exchange.namespace.collector import collector_script
 from casarray.exchange.namespace.dns import DEFAULT_TTL_S, AutodiscoverAs, dns_plan
 from casarray.exchange.namespace.inventory import Inventory, load_inventory
 from casarray.exchange.namespace.plan import Action, Plan, Scope, Targets, make_plan
-from casarray.exchange.namespace.script import apply_script, rollback_script
+from casarray.exchange.namespace.script import apply_script, rollback_script, write_script
 from casarray.exchange.namespace.verify import Check, Verification, verify
 
 app = typer.Typer(
@@ -104,7 +104,7 @@ def collector(
         typer.echo(text, nl=False)
         return
     with errors_to_exit():
-        _write_script(output, text)
+        write_script(output, text)
     typer.echo(f"Wrote {output}. In the Exchange Management Shell: .\\{output.name} -Path inventory.json")
 
 
@@ -178,9 +178,9 @@ def script(
         the_plan = make_plan(loaded, targets, _scope(loaded, server, service))
         apply_text = apply_script(the_plan, loaded)
         if output is not None:
-            _write_script(output, apply_text)
+            write_script(output, apply_text)
         if rollback is not None:
-            _write_script(rollback, rollback_script(the_plan, loaded))
+            write_script(rollback, rollback_script(the_plan, loaded))
     changes = len(the_plan.changes)
     summary = f"{changes} change{'s' if changes != 1 else ''}"
     if output is None:
@@ -313,12 +313,6 @@ def _print_partial(inventory: Inventory) -> None:
                 style="yellow",
             )
         )
-
-
-def _write_script(path: Path, text: str) -> None:
-    # Windows PowerShell 5.1 reads a .ps1 without a BOM in the ANSI code page: the BOM keeps any
-    # non-ASCII name in the script intact (about_Character_Encoding).
-    path.write_text(text, encoding="utf-8-sig", newline="\r\n")
 
 
 def _console() -> Console:

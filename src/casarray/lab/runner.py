@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from casarray.errors import CasarrayError
 from casarray.exchange import catalog
+from casarray.exchange.namespace.plan import Targets
 from casarray.lab import LabError
 from casarray.lab.pki import (
     CA_FILE,
@@ -44,6 +46,7 @@ from casarray.lab.pki import (
     make_lab_pki,
     namespace_for,
 )
+from casarray.lab.procedure import APPLY_SCRIPT, ROLLBACK_SCRIPT, apply_namespace
 
 Mode = Literal["l4", "l7"]
 Say = Callable[[str], None]
@@ -96,6 +99,9 @@ class LabPlan:
     mail: bool = False  # sims run IMAP4/POP3/SMTP and the balancer has a mail: section
     mail_tls: bool = False  # the balancer also listens on 993/995 (needs root)
     admin_port: int = 9090  # admin API and dashboard on 127.0.0.1 (0: none)
+    # Leave the servers' URLs as Exchange setup does (each on its own name) instead of applying the
+    # namespace with the generated apply script.
+    as_installed: bool = False
     python: str = field(default=sys.executable)
 
     @property
@@ -143,6 +149,15 @@ class LabPlan:
     def users(self) -> Path:
         return self.directory / USERS_FILE
 
+    @property
+    def targets(self) -> Targets:
+        """Where the namespace procedure moves the servers: the lab's names, on the balancer's port."""
+        return Targets.build(self.namespace, autodiscover=self.autodiscover, https_port=self.port)
+
+    def namespace_options(self) -> str:
+        """The options `casarray namespace plan|script|verify` take for this lab."""
+        return f"-n {self.namespace} --autodiscover {self.autodiscover} --https-port {self.port}"
+
 
 def plan(
     directory: Path,
@@ -156,6 +171,7 @@ def plan(
     mail: bool = False,
     mail_tls: bool | None = None,
     admin_port: int = 9090,
+    as_installed: bool = False,
 ) -> LabPlan:
     """What the lab will do. `mail_tls` (balancer on 993/995) defaults to whether we run as root."""
     if mode not in ("l4", "l7"):
@@ -171,7 +187,7 @@ def plan(
     if mail and port in {*SIM_MAIL_PORTS.values(), *VIP_TLS_PORTS.values()}:
         raise LabError(f"port {port}: the balancer's mail listeners use it; choose another")
     tls = (os.geteuid() == 0) if mail_tls is None else mail_tls
-    return LabPlan(directory, port, mode, domain, members, ntlm, mail, mail and tls, admin_port)
+    return LabPlan(directory, port, mode, domain, members, ntlm, mail, mail and tls, admin_port, as_installed)
 
 
 def _q(value: str | Path) -> str:
@@ -290,6 +306,7 @@ def try_lines(p: LabPlan) -> list[str]:
         ]
     if p.mail:
         lines += mail_try_lines(p)
+    lines += namespace_try_lines(p)
     if p.admin_port:
         command = casarray_command(p.python)
         lines += [
@@ -312,6 +329,36 @@ def casarray_command(python: str) -> str:
     with contextlib.suppress(ValueError):  # under the working directory: the short path
         return shlex.quote(str(here.absolute().relative_to(Path.cwd())))
     return shlex.quote(str(here))
+
+
+def namespace_try_lines(p: LabPlan) -> list[str]:
+    """The seed's procedure by hand (docs/lab.md): take an inventory, plan, script, apply, verify."""
+    command = casarray_command(p.python)
+    config = shlex.quote(str(p.config))
+    d = p.directory
+
+    def at(name: str) -> str:
+        return shlex.quote(str(d / name))
+
+    options = p.namespace_options()
+    if not p.as_installed:
+        return [
+            "The namespace is on every server (the lab ran the generated apply script); check it, or undo it:",
+            f"  {command} lab inventory -c {config} -o {at('inventory.json')} && "
+            f"{command} namespace verify -i {at('inventory.json')} {options}",
+            f"  {command} lab apply -c {config} {at(ROLLBACK_SCRIPT)}     (then: {command} lab apply -c {config} "
+            f"{at(APPLY_SCRIPT)})",
+        ]
+    return [
+        "The servers are as installed (every URL on the server's own name). The namespace procedure:",
+        f"  {command} lab inventory -c {config} -o {at('inventory.json')}",
+        f"  {command} namespace verify -i {at('inventory.json')} {options}      (fails: server names)",
+        f"  {command} namespace script -i {at('inventory.json')} {options} -o {at('apply.ps1')} "
+        f"--rollback {at('rollback.ps1')}",
+        f"  {command} lab apply -c {config} {at('apply.ps1')}",
+        f"  {command} lab inventory -c {config} -o {at('inventory-after.json')} && "
+        f"{command} namespace verify -i {at('inventory-after.json')} {options}",
+    ]
 
 
 def mail_try_lines(p: LabPlan) -> list[str]:
@@ -418,6 +465,8 @@ async def run_lab(p: LabPlan, say: Say, stop: asyncio.Event) -> LabOutcome:
         await asyncio.gather(*(_wait_accepting(child, stop) for child in sims))
         if stop.is_set():
             return LabOutcome(0)
+        if not p.as_installed:
+            say(await _apply_namespace(p))
         await _spawn(balancer)
         await _wait_accepting(balancer, stop)
         if stop.is_set():
@@ -430,6 +479,22 @@ async def run_lab(p: LabPlan, say: Say, stop: asyncio.Event) -> LabOutcome:
     finally:
         await _stop_all(children[::-1])
         say("lab stopped")
+
+
+async def _apply_namespace(p: LabPlan) -> str:
+    """The seed's procedure with the generated scripts: collector, plan, apply (lab/procedure.py)."""
+    try:
+        applied = await asyncio.to_thread(apply_namespace, p.config, p.directory, p.targets, _quiet)
+    except CasarrayError as exc:
+        raise LabError(f"applying the namespace to the servers failed: {exc}") from None
+    return (
+        f"namespace {p.namespace} applied by {applied.apply} ({applied.summary or 'done'}); "
+        f"inventory before: {applied.inventory}"
+    )
+
+
+def _quiet(line: str) -> None:
+    """The scripts' own lines stay in their transcript in the lab directory."""
 
 
 async def _spawn(child: _Child) -> None:

@@ -473,3 +473,12 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+# What each kind's Set- cmdlet can change here, by the parameter names Exchange's cmdlets spell (the
+# lab's PowerShell binds exactly these; the values are checked by `ServerSettings.apply`).
+SETTABLE: Final[Mapping[str, tuple[str, ...]]] = {
+    VIRTUAL_DIRECTORY_KIND: tuple(_VDIR_PROPERTIES),
+    OUTLOOK_ANYWHERE: tuple(_OUTLOOK_ANYWHERE_PROPERTIES),
+    CLIENT_ACCESS_KIND: tuple(_CLIENT_ACCESS_PROPERTIES),
+}

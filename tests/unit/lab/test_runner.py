@@ -99,3 +99,27 @@ def test_try_lines_use_resolve_cacert_and_catalog_paths(tmp_path: Path) -> None:
     assert "for i in 1 2 3 4 5 6; do curl -si" in text
     assert "--ntlm" not in "\n".join(try_lines(plan(tmp_path, ntlm=False)))
     assert "each curl is a new connection" in "\n".join(try_lines(plan(tmp_path, mode="l4")))
+
+
+def test_the_namespace_procedure_lines(tmp_path: Path) -> None:
+    """By default the lab is on the namespace and says how to check and undo it; --as-installed prints the
+    procedure step by step, with the options that fit this lab (its balancer's port in the URLs)."""
+    configured = "\n".join(try_lines(plan(tmp_path, port=9443)))
+    assert "lab apply -c" in configured
+    assert "namespace-rollback.ps1" in configured
+    assert "namespace verify -i" in configured
+    p = plan(tmp_path, port=9443, as_installed=True)
+    assert p.as_installed
+    assert p.targets.https_port == 9443
+    assert p.targets.autodiscover == "autodiscover.alwayshotcafe.com"
+    lines = [line.strip() for line in try_lines(p)]
+    start = next(i for i, line in enumerate(lines) if line.startswith("The servers are as installed"))
+    steps = [line.split(" ", 1)[1] for line in lines[start + 1 : start + 6]]
+    options = "-n outlook.alwayshotcafe.com --autodiscover autodiscover.alwayshotcafe.com --https-port 9443"
+    assert steps[0] == f"lab inventory -c {p.config} -o {tmp_path / 'inventory.json'}"
+    assert steps[1].startswith(f"namespace verify -i {tmp_path / 'inventory.json'} {options}")
+    assert steps[2] == (
+        f"namespace script -i {tmp_path / 'inventory.json'} {options} -o {tmp_path / 'apply.ps1'} "
+        f"--rollback {tmp_path / 'rollback.ps1'}"
+    )
+    assert steps[3] == f"lab apply -c {p.config} {tmp_path / 'apply.ps1'}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from casarray.exchange import catalog
 from casarray.exchange.namespace.inventory import (
@@ -55,6 +56,13 @@ class _Update:
     set_cmdlet: str
     wanted: tuple[tuple[str, str | None], ...]
     with_flags: tuple[tuple[str, bool], ...]
+
+
+def write_script(path: Path, text: str) -> None:
+    """Save a script as the Exchange Management Shell reads it: Windows PowerShell 5.1 reads a .ps1
+    without a BOM in the ANSI code page, so the BOM keeps any non-ASCII name intact
+    (about_Character_Encoding); CRLF line ends, as Windows tools expect."""
+    path.write_text(text, encoding="utf-8-sig", newline="\r\n")
 
 
 def apply_script(plan: Plan, inventory: Inventory) -> str:
