@@ -76,6 +76,7 @@ def test_a_cookie_set_by_one_node_pins_the_client_on_the_other(l7: L7Lab) -> Non
             assert set_cookie(again) is None  # already the right cookie
 
 
+@pytest.mark.slow
 def test_forged_foreign_and_out_of_service_cookies_are_balanced_and_replaced(l7: L7Lab) -> None:
     l7.start_sims()
     secrets = secret_file(l7.dir, "affinity.secret", "c" * 64)
@@ -92,30 +93,30 @@ def test_forged_foreign_and_out_of_service_cookies_are_balanced_and_replaced(l7:
     ignored = {
         "forged": "CASARRAY=" + "0" * 32,
         "foreign": foreign,
-        "an address": "CASARRAY=127.0.0.3",
-        "a name": "CASARRAY=MB2",
+        "an address": "CASARRAY=127.0.0.3",  # a name or anything else fares the same (unit tests)
     }
     for what, cookie in ignored.items():
-        for port in (port_a, port_b):
+        for port, other_port in ((port_a, port_b), (port_b, port_a)):
+            # Six requests: round robin reaches every server (node B's two workers each keep their own
+            # turn, and one of them takes at least three), not only the one the cookie names.
             answers = [via(l7, port, cookie) for _ in range(6)]
-            # balanced as if absent: round robin reaches every server, not only the one the cookie names
             assert {r.server for r in answers} == {"MB1", "MB2", "MB3"}, what
-            for r in answers:  # and each answer pins the client anew, to the server that answered
+            for r in answers:  # each answer pins the client anew, to the server that answered, on both nodes
                 fresh = set_cookie(r)
                 assert fresh is not None, what
                 assert fresh != cookie, what
-                assert via(l7, port_a, fresh).server == via(l7, port_b, fresh).server == r.server, what
+                assert via(l7, other_port, fresh).server == r.server, what
     l7.sims["MB2"].state.set_service("owa", False)
     proc_a.wait_log("health MB2/owa up -> down")
     proc_b.wait_log("health MB2/owa up -> down")
-    for port in (port_a, port_b):
+    for port, other_port in ((port_a, port_b), (port_b, port_a)):
         answers = [via(l7, port, genuine) for _ in range(4)]
         assert "MB2" not in {r.server for r in answers}
         for r in answers:
             fresh = set_cookie(r)
             assert fresh is not None
             assert fresh != genuine
-            assert via(l7, port_a, fresh).server == via(l7, port_b, fresh).server == r.server
+            assert via(l7, other_port, fresh).server == r.server
 
 
 @pytest.mark.parametrize("mode", ["l7", "l4"])
