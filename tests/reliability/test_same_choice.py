@@ -7,6 +7,7 @@ own. Clients are real TLS clients bound to their own loopback addresses (127.0.0
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -117,6 +118,37 @@ def test_forged_foreign_and_out_of_service_cookies_are_balanced_and_replaced(l7:
             assert fresh is not None
             assert fresh != genuine
             assert via(l7, other_port, fresh).server == r.server
+
+
+def test_a_secret_is_rotated_by_reload_without_unpinning_anyone(l7: L7Lab) -> None:
+    l7.start_sims()
+    old, new = "c" * 64, "f" * 64
+    secrets = secret_file(l7.dir, "affinity.secret", old)
+    proc, port = l7.balancer(f"affinity: {{mode: cookie, secret_file: {secrets}}}\n")
+    signed_old = cookie_for(l7, port, "MB2")
+    secret_file(l7.dir, "affinity.secret", new, old)  # the new secret first: it signs, both are accepted
+    proc.signal(signal.SIGHUP)
+    proc.wait_log("generation 2 serving")
+    answer = via(l7, port, signed_old)
+    assert answer.server == "MB2"  # still pinned
+    signed_new = set_cookie(answer)  # and re-signed with the new secret
+    assert signed_new is not None
+    assert signed_new != signed_old
+    assert via(l7, port, signed_new).server == "MB2"
+    secret_file(l7.dir, "affinity.secret", new)  # the old secret retired
+    proc.signal(signal.SIGHUP)
+    proc.wait_log("generation 3 serving")
+    assert set_cookie(via(l7, port, signed_new)) is None  # the current cookie holds
+    assert {via(l7, port, signed_old).server for _ in range(3)} == {
+        "MB1",
+        "MB2",
+        "MB3",
+    }  # the old one: ignored
+    secrets.write_text("short\n")  # a broken file: the reload is refused, the running secrets stay
+    proc.signal(signal.SIGHUP)
+    proc.wait_log("reload refused, the running config keeps serving")
+    assert "affinity.secret_file: " in proc.log
+    assert via(l7, port, signed_new).server == "MB2"
 
 
 @pytest.mark.parametrize("mode", ["l7", "l4"])

@@ -128,6 +128,9 @@ def test_cookie_affinity_without_a_secret_file_is_a_warning_not_an_error(tmp_pat
     assert "affinity.secret_file is not set" in warning
     assert "several nodes" in warning
     assert affinity_warnings(parse_config(L7 + "affinity: source\n")) == []
+    assert affinity_warnings(parse_config(L7 + "affinity: {mode: source, secret_file: /x}\n")) == [
+        "affinity.secret_file is set but affinity.mode is source: the file is not used"
+    ]
     assert affinity_warnings(parse_config(L7)) == []
     secret = tmp_path / "affinity.secret"
     secret.write_text(f"{A}\n")

@@ -11,7 +11,7 @@ Pure rules: no I/O, no asyncio, no clock. The Layer 4 relay and the Layer 7 prox
   `cookie <name> insert`).
 
 Every node makes the same choice: the source key is the client address in one canonical form, and a
-cookie value is a MAC over the server's identity under secrets every node shares (`affinity.secret_file`).
+cookie value is a MAC of the server's name under secrets every node shares (`affinity.secret_file`).
 """
 
 from __future__ import annotations

@@ -96,6 +96,8 @@ def affinity_warnings(config: Config) -> list[str]:
     """What is valid but weak about cookie affinity, for `casarray check` and the start-up log. A file
     that cannot be used is an error (the loader's, with `check_files`), not a warning."""
     affinity = config.affinity
+    if affinity.mode != "cookie" and affinity.secret_file is not None:
+        return [f"affinity.secret_file is set but affinity.mode is {affinity.mode}: the file is not used"]
     if affinity.mode != "cookie" or config.mode != "l7":
         return []
     if affinity.secret_file is None:
