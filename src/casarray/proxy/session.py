@@ -465,7 +465,7 @@ class L7Session:
                     self.peer,
                     "names no server (stale, forged or a retired secret)"
                     if pinned is None
-                    else f"names {pinned}, not available",
+                    else f"names {pinned}, not available or already tried",
                     self.service,
                     server.name,
                 )
