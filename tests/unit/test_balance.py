@@ -1,18 +1,22 @@
 import hashlib
 import hmac
+import math
+import os
+import subprocess
+import sys
 from collections import Counter
 from typing import get_args
 
 import pytest
 
-from casarray.balance.affinity import AFFINITIES, AffinityCookie, algorithm_name
+from casarray.balance.affinity import AFFINITIES, AffinityCookie, algorithm_name, cookie_secret, source_key
 from casarray.balance.algorithm import ALGORITHMS, Picker
 from casarray.balance.leastconn import LeastConn
 from casarray.balance.queue import WaitQueue
-from casarray.balance.rendezvous import Rendezvous
+from casarray.balance.rendezvous import Rendezvous, score
 from casarray.balance.roundrobin import RoundRobin
 from casarray.balance.state import Member, Operator, ServerState
-from casarray.config.model import Config, MailProtocol, Server
+from casarray.config.model import Affinity, Config, MailProtocol, Server
 from casarray.health.state import CheckResult, HealthState
 
 
@@ -122,7 +126,7 @@ def test_the_config_lists_the_algorithms_of_the_table() -> None:
     # A new algorithm is a row in balance/algorithm.py plus its name in these lists, nothing else.
     assert _literal_names(Config.model_fields["balance"].annotation) == set(ALGORITHMS)
     assert _literal_names(MailProtocol.model_fields["balance"].annotation) == set(ALGORITHMS)
-    assert _literal_names(Config.model_fields["affinity"].annotation) == set(AFFINITIES)
+    assert _literal_names(Affinity.model_fields["mode"].annotation) == set(AFFINITIES)
 
 
 def _literal_names(annotation: object) -> set[str]:
@@ -187,25 +191,64 @@ def test_an_unknown_algorithm_is_refused_by_name() -> None:
 # -- the affinity cookie --------------------------------------------------------------------------
 
 NAMESPACE = "outlook.alwayshotcafe.com"
+SECRET = b"s" * 32
+OLD = b"o" * 32
 
 
-def expected_value(namespace: str, server: str) -> bytes:
+def expected_value(secret: bytes, server: str) -> bytes:
     # The derivation every node and every release must keep: a changed value re-pins every browser.
-    secret = hashlib.sha256(b"casarray affinity " + namespace.encode()).digest()
-    return hmac.new(secret, server.encode(), "sha256").hexdigest()[:16].encode()
+    mac = hmac.new(secret, b"casarray affinity cookie v1\0" + server.encode(), "sha256")
+    return mac.hexdigest()[:32].encode()
 
 
-def test_cookie_values_are_keyed_by_namespace_and_name_each_server() -> None:
-    cookie = AffinityCookie("CASID", NAMESPACE, ["MB1", "MB2"])
+def test_cookie_values_are_a_mac_of_each_server_name() -> None:
+    cookie = AffinityCookie("CASID", [SECRET], ["MB1", "MB2"])
     assert cookie.name == b"CASID"
-    assert cookie.value("MB1") == expected_value(NAMESPACE, "MB1")
-    assert len(cookie.value("MB1")) == 16
+    assert cookie.value("MB1") == expected_value(SECRET, "MB1")
+    assert len(cookie.value("MB1")) == 32
     assert cookie.value("MB1") != cookie.value("MB2")
     assert cookie.server(cookie.value("MB2")) == "MB2"
-    assert cookie.server(b"0123456789abcdef") is None  # stale or forged
     assert cookie.server(None) is None
-    other = AffinityCookie("CASID", "mail.example.org", ["MB1"])
-    assert other.value("MB1") != cookie.value("MB1")  # another array's cookie names nothing here
+    other = AffinityCookie("CASID", [b"t" * 32], ["MB1"])
+    assert other.value("MB1") != cookie.value("MB1")  # another secret's cookie names nothing here
+    assert other.server(cookie.value("MB1")) is None
+
+
+def test_without_a_secret_file_the_key_comes_from_the_namespace() -> None:
+    assert cookie_secret(NAMESPACE) == hashlib.sha256(b"casarray affinity " + NAMESPACE.encode()).digest()
+    assert cookie_secret(NAMESPACE) != cookie_secret("mail.example.org")
+    with pytest.raises(ValueError, match="at least one secret"):
+        AffinityCookie("CASID", [], ["MB1"])
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [
+        b"0" * 32,  # forged: the right shape
+        expected_value(SECRET, "MB1")[:16],  # a prefix of a valid value
+        expected_value(SECRET, "MB1").upper(),  # another spelling of it
+        expected_value(SECRET, "MB1") + b"0",
+        expected_value(OLD, "MB1"),  # a secret no longer accepted
+        expected_value(SECRET, "MB3"),  # a server removed from the config, or renamed
+        b"MB1",
+        b"10.0.1.11",
+        b"",
+    ],
+)
+def test_a_value_that_is_not_in_the_table_names_nothing(presented: bytes) -> None:
+    assert AffinityCookie("CASID", [SECRET], ["MB1", "MB2"]).server(presented) is None
+
+
+def test_rotation_the_first_secret_signs_every_one_verifies() -> None:
+    rotating = AffinityCookie("CASID", [SECRET, OLD], ["MB1", "MB2"])
+    assert rotating.value("MB1") == expected_value(SECRET, "MB1")
+    assert rotating.server(expected_value(OLD, "MB2")) == "MB2"  # still accepted...
+    resigned = rotating.set_cookie("MB2", expected_value(OLD, "MB2"))  # ...and replaced by the new value
+    assert (
+        resigned == b"CASID=" + expected_value(SECRET, "MB2") + b"; Path=/; Secure; HttpOnly; SameSite=None"
+    )
+    retired = AffinityCookie("CASID", [SECRET], ["MB1", "MB2"])
+    assert retired.server(expected_value(OLD, "MB2")) is None
 
 
 @pytest.mark.parametrize(
@@ -222,12 +265,114 @@ def test_cookie_values_are_keyed_by_namespace_and_name_each_server() -> None:
     ],
 )
 def test_cookie_found_in_the_request_headers(headers: list[tuple[bytes, bytes]], found: bytes | None) -> None:
-    assert AffinityCookie("CASID", NAMESPACE, ["MB1"]).find(headers) == found
+    assert AffinityCookie("CASID", [SECRET], ["MB1"]).find(headers) == found
 
 
 def test_set_cookie_only_when_the_client_does_not_already_hold_it() -> None:
-    cookie = AffinityCookie("CASID", NAMESPACE, ["MB1", "MB2"])
+    cookie = AffinityCookie("CASID", [SECRET], ["MB1", "MB2"])
     value = cookie.value("MB1")
     assert cookie.set_cookie("MB1", None) == b"CASID=" + value + b"; Path=/; Secure; HttpOnly; SameSite=None"
     assert cookie.set_cookie("MB1", cookie.value("MB2")) == cookie.set_cookie("MB1", None)
     assert cookie.set_cookie("MB1", value) is None
+
+
+# -- the same choice on every node -----------------------------------------------------------------
+
+
+def expected_score(key: bytes, name: str, weight: int) -> float:
+    # The formula every node and every release must keep (a change moves clients between servers).
+    person = hashlib.blake2b(name.encode(), digest_size=16).digest()
+    u = (int.from_bytes(hashlib.blake2b(key, digest_size=8, person=person).digest(), "big") + 0.5) / 2.0**64
+    return -weight / math.log(u)
+
+
+def test_the_rendezvous_score_is_a_function_of_key_name_and_weight_only() -> None:
+    for i in range(50):
+        key = f"198.51.100.{i}".encode()
+        assert score(key, "MB1", 3) == expected_score(key, "MB1", 3)
+
+
+def test_servers_whose_names_share_16_bytes_still_share_the_clients() -> None:
+    # BLAKE2b's personalisation holds 16 bytes: the name's first 16 alone once gave both the same score,
+    # and the first in the config took every client.
+    pool = [
+        ServerState(Server(name=name, address=address), address, 443)
+        for name, address in (("EXCHANGE-MBX-PROD01", "10.0.1.11"), ("EXCHANGE-MBX-PROD02", "10.0.1.12"))
+    ]
+    counts = Counter(Rendezvous().pick(pool, f"192.0.2.{i}".encode()).name for i in range(200))
+    assert set(counts) == {"EXCHANGE-MBX-PROD01", "EXCHANGE-MBX-PROD02"}
+    assert min(counts.values()) > 60
+
+
+def test_the_order_of_the_servers_does_not_change_the_choice() -> None:
+    pool = servers(1, 2, 1, 1, 3)
+    reordered = list(reversed(pool))
+    for i in range(500):
+        key = f"203.0.113.{i % 256}:{i}".encode()
+        assert Rendezvous().pick(pool, key) is Rendezvous().pick(reordered, key)
+
+
+def test_the_choice_is_the_same_in_another_process() -> None:
+    # Another interpreter with another hash seed stands in for another worker or another node.
+    addresses = [f"198.51.100.{i}" for i in range(200)]
+    program = (
+        "import sys\n"
+        "from casarray.balance.algorithm import Picker\n"
+        "from casarray.balance.state import ServerState\n"
+        "from casarray.config.model import Server\n"
+        "pool = [ServerState(Server(name=f'MB{i}', address=f'10.0.1.{i}', weight=i % 3 + 1), '', 443)"
+        " for i in range(1, 6)]\n"
+        "picker = Picker.of('roundrobin', 'source')\n"
+        "print(' '.join(picker.pick(pool, a).name for a in sys.argv[1:]))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", program, *addresses],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    ).stdout.split()
+    pool = [
+        ServerState(Server(name=f"MB{i}", address=f"10.0.1.{i}", weight=i % 3 + 1), "", 443)
+        for i in range(1, 6)
+    ]
+    picker = Picker.of("roundrobin", "source")
+    here = [picker.pick(pool, a).name for a in addresses]
+    assert found == here
+    assert len(set(here)) == 5
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.7", b"192.0.2.7"),
+        ("::ffff:192.0.2.7", b"192.0.2.7"),  # an IPv4 client seen by a node listening on ::
+        ("2001:db8::7", b"2001:db8::7"),
+        ("::ffff:0:7", b"::ffff:0:7"),  # not an IPv4-mapped address
+        ("fe80::7%eth0", b"fe80::7"),  # the zone is the receiving node's interface
+        ("fe80::7%3", b"fe80::7"),
+    ],
+)
+def test_the_source_key_is_the_client_address_in_one_form(address: str, key: bytes) -> None:
+    assert source_key(address) == key
+    assert Picker("source").key(address) == key
+
+
+def test_a_mapped_ipv4_client_lands_where_the_plain_address_does() -> None:
+    pool = servers(1, 1, 1)
+    picker = Picker("source")
+    for i in range(50):
+        assert picker.pick(pool, f"::ffff:198.51.100.{i}") is picker.pick(pool, f"198.51.100.{i}")
+
+
+def test_nodes_that_disagree_on_one_server_disagree_only_on_its_clients() -> None:
+    # Node A sees MB3 down, node B sees it up: every client whose first choice is not MB3 lands on the
+    # same server through either node; MB3's own clients go to their second choice through A.
+    pool = servers(1, 1, 1, 1)
+    picker = Picker("source")
+    node_b = {f"192.0.2.{i}": picker.pick(pool, f"192.0.2.{i}").name for i in range(256)}
+    node_a = {a: picker.pick([s for s in pool if s.name != "MB3"], a).name for a in node_b}
+    differ = {a for a in node_b if node_a[a] != node_b[a]}
+    assert differ == {a for a, name in node_b.items() if name == "MB3"}
+    assert 0 < len(differ) < 256 // 2

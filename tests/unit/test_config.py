@@ -149,3 +149,66 @@ def test_config_is_frozen() -> None:
     cfg = parse_config(GOOD)
     with pytest.raises(ValueError, match="frozen"):
         cfg.mode = "l7"  # type: ignore[misc]
+
+
+# -- affinity: a mode alone, or a section -----------------------------------------------------------
+
+L7 = """\
+namespace: outlook.alwayshotcafe.com
+mode: l7
+tls: {certificate: c.pem, key: k.pem}
+servers: [{name: MB1, address: 10.0.1.11}]
+"""
+
+
+def test_affinity_as_a_mode_alone_is_the_section_with_defaults() -> None:
+    for text in ("affinity: Cookie\n", "affinity: {mode: cookie}\n"):
+        cfg = parse_config(L7 + text)
+        assert (cfg.affinity.mode, cfg.affinity.cookie, cfg.affinity.secret_file) == ("cookie", None, None)
+        assert cfg.cookie_name == "CASARRAY"
+    assert parse_config(L7).affinity.mode == "none"
+
+
+def test_affinity_section_names_the_cookie_and_the_secret_file() -> None:
+    cfg = parse_config(
+        L7 + "affinity:\n  mode: cookie\n  cookie: CASID\n  secret_file: /etc/casarray/affinity.secret\n"
+    )
+    assert cfg.cookie_name == "CASID"
+    assert cfg.affinity.secret_file == "/etc/casarray/affinity.secret"
+
+
+def test_the_older_affinity_cookie_key_is_still_read() -> None:
+    assert parse_config(L7 + "affinity: cookie\naffinity_cookie: CASID\n").cookie_name == "CASID"
+
+
+def test_the_cookie_named_twice_is_an_error() -> None:
+    problems = errors_of(L7 + "affinity: {mode: cookie, cookie: A}\naffinity_cookie: B\n")
+    assert problems == [
+        "casarray.yaml:6: affinity_cookie: the cookie is named twice (affinity.cookie and this older "
+        "spelling); keep affinity.cookie"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (
+            "affinity: sticky",
+            "casarray.yaml:5: affinity.mode: found 'sticky'; expected 'none', 'source' or 'cookie'",
+        ),
+        (
+            "affinity: {mode: cookies}",
+            "casarray.yaml:5: affinity.mode: found 'cookies'; expected 'none', 'source'",
+        ),
+        ("affinity: 5", "casarray.yaml:5: affinity: found 5; expected none, source or cookie, or a section"),
+        ("affinity: [cookie]", "casarray.yaml:5: affinity: found a list; expected none, source or cookie"),
+        ("affinity: {mode: cookie, secret: x}", "casarray.yaml:5: affinity.secret: unknown key 'secret'"),
+        (
+            "affinity: {cookie: 'a b'}",
+            "casarray.yaml:5: affinity.cookie: found 'a b'; expected a cookie name",
+        ),
+    ],
+)
+def test_affinity_errors_name_the_line_and_what_is_expected(line: str, says: str) -> None:
+    (problem,) = errors_of(L7 + line + "\n")
+    assert problem.startswith(says), problem

@@ -120,7 +120,7 @@ def test_a_choice_is_read_in_any_case() -> None:
         "affinity: None\nservices: [OWA, Ews]\nl4_require: [OWA]\nlog: {level: DEBUG, format: JSON}\n"
         "mail: {imap: {ports: [143], balance: Source}}\n"
     )
-    assert (config.mode, config.balance, config.affinity) == ("l7", "leastconn", "none")
+    assert (config.mode, config.balance, config.affinity.mode) == ("l7", "leastconn", "none")
     assert config.services == ["owa", "ews"]
     assert config.l4_require == ["owa"]
     assert (config.log.level, config.log.format) == ("debug", "json")

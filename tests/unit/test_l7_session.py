@@ -9,12 +9,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
 
-from casarray.balance.state import Member, ServerState
+from casarray.balance.affinity import cookie_value
+from casarray.balance.state import Member, Operator, ServerState
 from casarray.config.load import parse_config
 from casarray.config.model import Config
 from casarray.health.state import HealthState
@@ -117,9 +118,11 @@ class RecordingShell:
 class FakeSite(SiteSettings):
     """The listener's shared state with the configured timeouts."""
 
-    def __init__(self, config: Config, servers: list[ServerState]) -> None:
+    def __init__(
+        self, config: Config, servers: list[ServerState], cookie_secrets: Sequence[bytes] = ()
+    ) -> None:
         super().__init__(config)
-        self.router = Router(config, servers)
+        self.router = Router(config, servers, cookie_secrets)
         self.counts: list[tuple[str, int]] = []
 
     def count(self, service: str, status: int) -> None:
@@ -129,7 +132,7 @@ class FakeSite(SiteSettings):
 class Harness:
     """One session, its client side and shell, the servers, and the time."""
 
-    def __init__(self, **extra: str) -> None:
+    def __init__(self, cookie_secrets: Sequence[bytes] = (), **extra: str) -> None:
         self.config = parse_config(config_text(**extra))
         self.servers = []
         for i, server_config in enumerate(self.config.servers):
@@ -139,7 +142,7 @@ class Harness:
                 member.health.force_up(0.0)
                 server.members[name] = member
             self.servers.append(server)
-        self.site = FakeSite(self.config, self.servers)
+        self.site = FakeSite(self.config, self.servers, cookie_secrets)
         self.shell = RecordingShell()
         self.client = RecordingClient()
         self.session = L7Session(self.site, self.shell)
@@ -382,7 +385,17 @@ def test_a_pinned_connection_that_closed_between_requests_is_replaced_not_shared
 
 
 def cookie(h: Harness, server: ServerState) -> bytes:
-    return h.site.router.cookie.name + b"=" + h.site.router.cookie.value(server.name)
+    jar = h.site.router.cookie
+    assert jar is not None
+    return jar.name + b"=" + jar.value(server.name)
+
+
+def set_cookie_in(answer: bytes) -> bytes | None:
+    """The value of the Set-Cookie field of a response (the part before the first ';'), or None."""
+    for line in answer.split(b"\r\n"):
+        if line.lower().startswith(b"set-cookie: "):
+            return line[len(b"set-cookie: ") :].split(b";")[0]
+    return None
 
 
 def test_cookie_affinity_is_honoured() -> None:
@@ -412,6 +425,64 @@ def test_cookie_affinity_is_chosen_again_when_its_server_is_down() -> None:
     h.answer(up, ok())
     answer = h.client.take()
     assert b"Set-Cookie: " + cookie(h, mb1) + b"; Path=/; Secure; HttpOnly; SameSite=None\r\n" in answer
+
+
+NEW_SECRET = b"n" * 32
+OLD_SECRET = b"o" * 32
+
+
+def answered_cookie(h: Harness, request: bytes) -> tuple[str, bytes | None]:
+    """Send `request`, answer it from the server the session opened to; (that server, the cookie set)."""
+    h.send(request)
+    up = h.connect()
+    h.answer(up, ok())
+    return up.server.name, set_cookie_in(h.client.take())
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [
+        b"CASARRAY=" + b"0" * 32,  # forged: the right shape, no valid MAC
+        b"CASARRAY=" + cookie_value(OLD_SECRET, "MB2"),  # signed with a secret no longer accepted
+        b"CASARRAY=" + cookie_value(NEW_SECRET, "MB9"),  # valid MAC for a server not in this config
+        b"CASARRAY=127.0.0.3:443",  # an address: never followed
+        b"CASARRAY=MB2",  # a name in clear: never followed
+    ],
+)
+def test_a_cookie_that_names_no_server_here_is_balanced_as_absent(presented: bytes) -> None:
+    h = Harness(cookie_secrets=[NEW_SECRET], affinity="cookie")
+    server, set_cookie = answered_cookie(h, get(b"/owa/", b"Cookie: " + presented))
+    assert server == "MB1"  # roundrobin's first choice, as without a cookie
+    assert set_cookie == b"CASARRAY=" + cookie_value(NEW_SECRET, "MB1")
+
+
+def test_a_cookie_signed_with_an_older_accepted_secret_is_followed_and_signed_anew() -> None:
+    h = Harness(cookie_secrets=[NEW_SECRET, OLD_SECRET], affinity="cookie")
+    server, set_cookie = answered_cookie(
+        h, get(b"/owa/", b"Cookie: CASARRAY=" + cookie_value(OLD_SECRET, "MB2"))
+    )
+    assert server == "MB2"
+    assert set_cookie == b"CASARRAY=" + cookie_value(NEW_SECRET, "MB2")
+
+
+@pytest.mark.parametrize("operator", [Operator.DRAIN, Operator.MAINT])
+def test_a_cookie_for_a_server_out_of_service_is_balanced_and_replaced(operator: Operator) -> None:
+    h = Harness(cookie_secrets=[NEW_SECRET], affinity="cookie")
+    mb1, mb2 = h.servers
+    mb2.operator = operator
+    server, set_cookie = answered_cookie(h, get(b"/owa/", b"Cookie: " + cookie(h, mb2)))
+    assert server == "MB1"
+    assert set_cookie == cookie(h, mb1)
+
+
+def test_without_cookie_affinity_no_cookie_is_read_or_set() -> None:
+    h = Harness()
+    assert h.site.router.cookie is None
+    server, set_cookie = answered_cookie(
+        h, get(b"/owa/", b"Cookie: CASARRAY=" + cookie_value(b"k" * 32, "MB2"))
+    )
+    assert server == "MB1"
+    assert set_cookie is None
 
 
 def test_a_member_marked_down_retries_a_waiting_get_elsewhere_at_once() -> None:

@@ -9,16 +9,26 @@ Pure rules: no I/O, no asyncio, no clock. The Layer 4 relay and the Layer 7 prox
 - `affinity: cookie` (l7 only) — a request carrying our cookie for a server that is available goes to that
   server; otherwise the `balance:` algorithm chooses and the response sets the cookie (HAProxy's
   `cookie <name> insert`).
+
+Every node makes the same choice: the source key is the client address in one canonical form, and a
+cookie value is a MAC of the server's name under secrets every node shares (`affinity.secret_file`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 AFFINITIES: Final = ("none", "source", "cookie")
+
+# Bytes of the MAC a cookie carries (shown as twice as many hex digits): 128 bits, so a client cannot
+# find a valid value by trying.
+_MAC_BYTES: Final = 16
+# What the MAC covers besides the server: a label and version, so a value computed for anything else
+# under the same secret (or by an older casarray) never passes as an affinity cookie.
+_LABEL: Final = b"casarray affinity cookie v1\0"
 
 
 def algorithm_name(balance: str, affinity: str) -> str:
@@ -27,29 +37,57 @@ def algorithm_name(balance: str, affinity: str) -> str:
     return "source" if affinity == "source" else balance
 
 
+def source_key(address: str) -> bytes:
+    """The key `affinity: source` hashes: the client's IP address in one form on every node. A node
+    listening on `::` sees an IPv4 client as ::ffff:192.0.2.7 (RFC 4291 §2.5.5.2), one listening on an
+    IPv4 address as 192.0.2.7; a link-local IPv6 address carries the receiving interface's zone
+    (fe80::1%eth0, RFC 4007 §11), which differs between nodes. Both are dropped, so the same client is
+    the same key wherever it lands. Addresses come from the kernel (inet_ntop), already canonical."""
+    if address.startswith("::ffff:") and "." in address:
+        address = address[7:]
+    zone = address.find("%")
+    if zone >= 0:
+        address = address[:zone]
+    return address.encode()
+
+
 def cookie_secret(namespace: str) -> bytes:
-    """The key the cookie values are derived with: from the namespace, so every node of an HA pair (and
-    every worker, and every generation after a reload) gives a server the same value with no shared state."""
+    """The key cookie values are signed with when no `affinity.secret_file` is set: derived from the
+    namespace, so every node, worker and generation agrees with no shared file — but anyone who knows
+    the namespace can compute it (and so choose a server): `casarray check` warns about it."""
     return hashlib.sha256(b"casarray affinity " + namespace.encode()).digest()
 
 
 def cookie_value(secret: bytes, server: str) -> bytes:
-    """A server's cookie value: HMAC-SHA256 of its name, first 16 hex digits. The cookie does not show the
-    server's name to clients, and a client cannot name a server by forging one."""
-    return hmac.new(secret, server.encode(), "sha256").hexdigest()[:16].encode()
+    """A server's cookie value under `secret`: HMAC-SHA256 (RFC 2104) of the server's name, first 16
+    bytes in hex. Opaque: it shows neither the name nor an address. Renaming or removing the server, or
+    retiring the secret, makes old values name nothing. The name alone, not its address: nodes whose
+    configs spell an address differently (an IP here, a host name there) still agree."""
+    return hmac.new(secret, _LABEL + server.encode(), "sha256").hexdigest()[: 2 * _MAC_BYTES].encode()
 
 
 class AffinityCookie:
-    """The affinity cookie of one listener: its name and one value per server (`affinity: cookie`)."""
+    """The affinity cookie of one listener: its name, and every value that names a server.
+
+    `secrets`: the first signs (the value set in responses), every one verifies, so a secret is
+    rotated without unpinning anyone — add the new one first, reload every node, later drop the old.
+    Every value is computed here once; checking a request's cookie is one dictionary lookup, and a value
+    that is not in the table (forged, another array's, a removed or renamed server, a retired secret)
+    names nothing. The table only ever yields the name of a configured server: a client cannot name an
+    address."""
 
     __slots__ = ("_by_server", "_by_value", "_prefix", "name")
 
-    def __init__(self, name: str, namespace: str, servers: Iterable[str]) -> None:
+    def __init__(self, name: str, secrets: Sequence[bytes], servers: Iterable[str]) -> None:
+        if not secrets:
+            raise ValueError("an affinity cookie needs at least one secret")
         self.name: Final = name.encode()
         self._prefix = self.name + b"="
-        secret = cookie_secret(namespace)
-        self._by_server: dict[str, bytes] = {server: cookie_value(secret, server) for server in servers}
-        self._by_value: dict[bytes, str] = {value: server for server, value in self._by_server.items()}
+        servers = list(servers)
+        self._by_server: dict[str, bytes] = {s: cookie_value(secrets[0], s) for s in servers}
+        self._by_value: dict[bytes, str] = {}
+        for secret in reversed(secrets):  # the signing secret's values written last: they win any clash
+            self._by_value.update({cookie_value(secret, s): s for s in servers})
 
     def value(self, server: str) -> bytes:
         """The cookie value that names `server` (one of those given at construction)."""
@@ -73,8 +111,9 @@ class AffinityCookie:
 
     def set_cookie(self, server: str, presented: bytes | None) -> bytes | None:
         """The Set-Cookie field value that pins the client to `server`, or None when the cookie it presented
-        already does. Secure and HttpOnly: the cookie rides only on https and is no business of scripts;
-        SameSite=None keeps it on Outlook's and OWA's cross-site requests (as HAProxy's `attr SameSite=None`)."""
+        already does (under the signing secret: a value signed with an older one is replaced). Secure and
+        HttpOnly: the cookie rides only on https and is no business of scripts; SameSite=None keeps it on
+        Outlook's and OWA's cross-site requests (as HAProxy's `attr SameSite=None`)."""
         value = self._by_server[server]
         if presented == value:
             return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Protocol
 
-from casarray.balance.affinity import algorithm_name
+from casarray.balance.affinity import algorithm_name, source_key
 from casarray.balance.leastconn import LeastConn
 from casarray.balance.rendezvous import Rendezvous
 from casarray.balance.roundrobin import RoundRobin
@@ -69,9 +69,10 @@ class Picker:
         return cls(algorithm_name(balance, affinity))
 
     def key(self, address: str) -> bytes:
-        """The key `address` (the client's IP address as text) is balanced by."""
-        return address.encode() if self.needs_key else b""
+        """The key `address` (the client's IP address as text) is balanced by: the same on every node
+        (balance/affinity.py source_key)."""
+        return source_key(address) if self.needs_key else b""
 
     def pick(self, candidates: Sequence[ServerState], address: str) -> ServerState:
         """One of `candidates` (never empty) for the client at `address`."""
-        return self.algorithm.pick(candidates, address.encode() if self.needs_key else b"")
+        return self.algorithm.pick(candidates, source_key(address) if self.needs_key else b"")

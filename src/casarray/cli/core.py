@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from casarray.config import Config, ConfigErrors, load_config
+from casarray.config.secretfile import affinity_warnings
 from casarray.errors import CasarrayError
 
 # Where every verb that reads the balancer's config (run, check, doctor, export, ctl) looks for it when
@@ -102,7 +103,8 @@ def use_uvloop() -> str:
 
 def check(config: ConfigOption = None) -> None:
     """Validate a config file: every problem (values, rules, missing certificate and key files, a
-    certificate that does not fit) is printed with its file and line; exit 1 if any.
+    certificate that does not fit, an unusable affinity secret file) is printed with its file and line;
+    exit 1 if any. Warnings (valid but weak settings) are printed on stderr and do not fail the check.
 
     Example: casarray check -c /etc/casarray/casarray.yaml
     """
@@ -114,6 +116,8 @@ def check(config: ConfigOption = None) -> None:
     found = listener_problems(cfg, datetime.now(UTC))
     if found:
         raise fail("\n".join(f"{path}: {'.'.join(map(str, loc))}: {message}" for loc, message in found))
+    for warning in affinity_warnings(cfg):
+        typer.echo(f"{path}: warning: {warning}", err=True)
     typer.echo(
         f"{path}: valid (mode {cfg.mode}, {plural(len(cfg.servers), 'server')}, "
         f"{'service' if len(cfg.services) == 1 else 'services'} {', '.join(cfg.services)})"

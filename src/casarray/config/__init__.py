@@ -1,4 +1,5 @@
-"""Configuration: typed models (model.py), YAML loading with line numbers (load.py), units (units.py)."""
+"""Configuration: typed models (model.py), YAML loading with line numbers (load.py), units (units.py),
+the affinity secret file (secretfile.py)."""
 
 from casarray.config.load import ConfigErrors, load_config, parse_config
 from casarray.config.model import Config, Server

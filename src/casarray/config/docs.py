@@ -17,8 +17,9 @@ HEADER = """# Configuration reference
 Generated from the config models (`python -m casarray.config.docs > docs/config.md`); a test keeps it
 in step. Durations are written `250ms`, `5s`, `1h` (or a number of seconds); unknown keys are errors,
 reported with file, line, key, what was found and what is expected — every problem of the file in one
-run, missing certificate, key, CA and token files included (`casarray check -c FILE`). Choices (`mode`,
-`balance`, `affinity`, service names, `log.level`) are read in any case: `mode: L7` is `l7`.
+run, missing certificate, key, CA and token files and an unusable affinity secret file included
+(`casarray check -c FILE`). Choices (`mode`, `balance`, `affinity.mode`, service names, `log.level`) are
+read in any case: `mode: L7` is `l7`.
 
 The file is plain YAML of at most 1 MiB, in UTF-8 (UTF-16 or UTF-32 when it starts with a byte-order
 mark): no tags (`!!python/…`, `!vault`), no control characters, no duplicate keys, nesting no deeper than

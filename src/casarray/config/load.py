@@ -21,6 +21,7 @@ from ruamel.yaml.nodes import MappingNode, ScalarNode
 from ruamel.yaml.reader import ReaderError
 
 from casarray.config.model import Config, semantic_errors
+from casarray.config.secretfile import SecretFileError, read_secrets
 from casarray.errors import ConfigError
 from casarray.textfile import NotText, decode_text
 from casarray.textfile import line_column as _line_column
@@ -411,15 +412,28 @@ def _valid_part(data: Any, invalid: frozenset[str]) -> Config | None:
         return None
 
 
-# Files the balancer opens at start (tls, upstream_tls.ca, the admin token): `check` says which are
-# missing, at their lines, with the other problems. Paths are taken from the YAML as written, so a
-# file is checked even when a sibling setting is invalid.
+# Files the balancer opens at start (tls, upstream_tls.ca, the admin token, the affinity secrets):
+# `check` says which are missing, at their lines, with the other problems. Paths are taken from the YAML
+# as written, so a file is checked even when a sibling setting is invalid.
 _FILE_SETTINGS: tuple[Loc, ...] = (
     ("tls", "certificate"),
     ("tls", "key"),
     ("upstream_tls", "ca"),
     ("admin", "token_file"),
+    ("affinity", "secret_file"),
 )
+
+
+def _secret_problem(path: str) -> str | None:
+    try:
+        read_secrets(path)
+    except SecretFileError as exc:
+        return str(exc)
+    return None
+
+
+# Files whose content `check` reads too, once they exist: what is wrong with it, or None.
+_CONTENT_CHECKS: dict[Loc, Callable[[str], str | None]] = {("affinity", "secret_file"): _secret_problem}
 
 
 def _missing_files(filename: str, data: Any) -> list[tuple[int, Callable[[], str]]]:
@@ -439,6 +453,9 @@ def _missing_files(filename: str, data: Any) -> list[tuple[int, Callable[[], str
             line = _line(data, loc)
             text = f"{filename}:{line}: {_dotted(loc)}: found {_clip(repr(value))}, {why}"
             problems.append((line, functools.partial(str, text)))
+        elif loc in _CONTENT_CHECKS and (wrong := _CONTENT_CHECKS[loc](value)) is not None:
+            line = _line(data, loc)
+            problems.append((line, functools.partial(str, f"{filename}:{line}: {_dotted(loc)}: {wrong}")))
     return problems
 
 

@@ -147,6 +147,38 @@ class Server(_Model):
     )
 
 
+AffinityMode = Literal["none", "source", "cookie"]
+DEFAULT_COOKIE = "CASARRAY"
+
+
+def _affinity_shorthand(value: object) -> object:
+    """`affinity: cookie` is the section `{mode: cookie}` with every other setting at its default (how
+    configs written before the section existed say it)."""
+    if isinstance(value, str):
+        return {"mode": value}
+    if isinstance(value, dict):
+        return value
+    raise ValueError("expected none, source or cookie, or a section (mode:, cookie:, secret_file:)")
+
+
+class Affinity(_Model):
+    mode: Annotated[AffinityMode, AnyCase] = Field(
+        "none", description="none (Microsoft's recommendation), source (client address), cookie (l7)."
+    )
+    cookie: Annotated[str, AfterValidator(_cookie_name)] | None = Field(
+        None,
+        description=f"Name of the cookie that pins a browser to a server (mode: cookie); default "
+        f"{DEFAULT_COOKIE} (or the older top-level affinity_cookie).",
+    )
+    secret_file: str | None = Field(
+        None,
+        description="mode: cookie: file of the secrets cookies are signed with, one a line, at least 32 "
+        "characters each (`openssl rand -hex 32`); the first signs, every one is accepted (add a new one "
+        "first to rotate). The same file on every node. Default: a key derived from the namespace, which "
+        "every node shares but anyone can compute.",
+    )
+
+
 class Health(_Model):
     enabled: bool = Field(True, description="Run health checks; when false every server counts as up.")
     interval: Duration = Field(5.0, gt=0, description="Time between two checks of one (server, service).")
@@ -320,13 +352,14 @@ class Config(_Model):
         description="How a server is chosen: roundrobin, leastconn or source "
         "(rendezvous hash of the client address).",
     )
-    affinity: Annotated[Literal["none", "source", "cookie"], AnyCase] = Field(
-        "none", description="Stickiness: none (Microsoft's recommendation), source, cookie (l7)."
+    affinity: Annotated[Affinity, BeforeValidator(_affinity_shorthand)] = Field(
+        default_factory=lambda: Affinity(),
+        description="Stickiness: a mode alone (`affinity: source`) or a section. Every node makes the "
+        "same choice for a client given the same config and server states.",
     )
     retries: int = Field(2, ge=0, le=10, description="Further servers tried when a connect fails.")
-    affinity_cookie: Annotated[str, AfterValidator(_cookie_name)] = Field(
-        "CASARRAY",
-        description="Name of the cookie that pins a browser to a server (affinity: cookie).",
+    affinity_cookie: Annotated[str, AfterValidator(_cookie_name)] | None = Field(
+        None, description="Older spelling of affinity.cookie (still read)."
     )
     trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = Field(
         default_factory=list,
@@ -365,6 +398,11 @@ class Config(_Model):
     def check_server_name(self) -> str:
         """SNI and Host of health checks and re-encryption: upstream_tls.server_name or the namespace."""
         return self.upstream_tls.server_name or self.namespace
+
+    @property
+    def cookie_name(self) -> str:
+        """The affinity cookie's name: affinity.cookie, else the older affinity_cookie, else the default."""
+        return self.affinity.cookie or self.affinity_cookie or DEFAULT_COOKIE
 
     @property
     def required_services(self) -> tuple[str, ...]:
@@ -409,8 +447,15 @@ def semantic_errors(
             if name not in config.services:
                 listed = ", ".join(config.services)
                 errors.append((("l4_require", i), f"{name!r} is not in services ({listed})"))
-    if config.affinity == "cookie" and config.mode != "l7" and judged("affinity", "mode"):
+    if config.affinity.mode == "cookie" and config.mode != "l7" and judged("affinity", "mode"):
         errors.append((("affinity",), "cookie affinity needs mode: l7 (l4 cannot see cookies)"))
+    if config.affinity.cookie is not None and config.affinity_cookie is not None and judged("affinity"):
+        errors.append(
+            (
+                ("affinity_cookie",),
+                "the cookie is named twice (affinity.cookie and this older spelling); keep affinity.cookie",
+            )
+        )
     if config.mode == "l7" and config.tls is None and judged("mode", "tls"):
         errors.append((("mode",), "mode: l7 needs a tls: section (certificate and key clients see)"))
     return errors

@@ -34,6 +34,7 @@ from casarray.balance.algorithm import Picker
 from casarray.balance.state import Member, Operator, ServerState
 from casarray.config.load import parse_config, read_config
 from casarray.config.model import Config, MailProtocol, Server
+from casarray.config.secretfile import SecretFileError, affinity_warnings, read_secrets
 from casarray.config.units import format_duration
 from casarray.engine import opstate
 from casarray.engine.accesslog import AccessLog
@@ -116,6 +117,18 @@ async def resolve(config: Config) -> list[str]:
             ) from None
         out.append(str(infos[0][4][0]))
     return out
+
+
+def affinity_secrets(config: Config) -> tuple[bytes, ...]:
+    """The secrets of affinity.secret_file when l7 cookie affinity uses them; () for none (the cookie's
+    key is then derived from the namespace). An unusable file is a start-up error."""
+    path = config.affinity.secret_file
+    if path is None or config.affinity.mode != "cookie" or config.mode != "l7":
+        return ()
+    try:
+        return read_secrets(path).keys
+    except SecretFileError as exc:
+        raise StartupError(exc.what, "affinity.secret_file", exc.hint) from None
 
 
 class Listeners:
@@ -341,10 +354,14 @@ class Generation:
         builder = PoolBuilder(config, await resolve(config), previous, restore)
         upstream_ssl = upstream_context(config)
         server_ssl = server_context(config) if config.mode == "l7" else None  # checked in every process
+        cookie_secrets = affinity_secrets(config)  # likewise
+        if parts.checking:
+            for warning in affinity_warnings(config):
+                log.warning("%s", warning)
         self._bind(listeners)
         self._build_pools(builder, upstream_ssl)
         if parts.serving:
-            await self._build_frontends(listeners, upstream_ssl, server_ssl, access)
+            await self._build_frontends(listeners, upstream_ssl, server_ssl, cookie_secrets, access)
         if parts.checking:
             self._build_pool_logs()
             await self._start_checks(builder, on_transition)
@@ -385,6 +402,7 @@ class Generation:
         listeners: Listeners,
         upstream_ssl: ssl.SSLContext,
         server_ssl: ssl.SSLContext | None,
+        cookie_secrets: tuple[bytes, ...],
         access: AccessLog | None,
     ) -> None:
         """A frontend per pool and the (not yet serving) servers on dups of the kept sockets."""
@@ -393,7 +411,7 @@ class Generation:
         sock = listeners.get(listen.address, listen.https_port)
         if config.mode == "l7":
             assert server_ssl is not None
-            l7 = L7Frontend(config, self.servers, upstream_ssl)
+            l7 = L7Frontend(config, self.servers, upstream_ssl, cookie_secrets)
             self.frontends.append(l7)
             # TLS on the socket itself (engine/tlsfd.py), not the loop's memory-BIO transport.
             self.asyncio_servers.append(
@@ -412,7 +430,7 @@ class Generation:
                     await self._serve(lambda: HttpRedirector(namespace, https_port), redirect_sock)
                 )
         else:
-            l4 = L4Frontend(config, self.servers, Picker.of(config.balance, config.affinity))
+            l4 = L4Frontend(config, self.servers, Picker.of(config.balance, config.affinity.mode))
             self.frontends.append(l4)
             self.asyncio_servers.append(await self._serve(l4.protocol_factory, sock))
         for mail in self.mail:

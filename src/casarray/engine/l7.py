@@ -262,10 +262,16 @@ class L7Client(asyncio.Protocol):
 class L7Frontend(SiteSettings):
     """The HTTPS listener of mode l7: accepts client connections and owns the shared routing state."""
 
-    def __init__(self, config: Config, servers: Sequence[ServerState], upstream_ssl: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        config: Config,
+        servers: Sequence[ServerState],
+        upstream_ssl: ssl.SSLContext,
+        cookie_secrets: Sequence[bytes] = (),
+    ) -> None:
         super().__init__(config)
         self.servers = list(servers)
-        self.router = Router(config, servers)
+        self.router = Router(config, servers, cookie_secrets)
         self.upstream_ssl = upstream_ssl
         self.server_name = config.check_server_name
         t = config.timeouts

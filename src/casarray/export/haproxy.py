@@ -450,7 +450,7 @@ def _l4(out: _Out, config: Config) -> None:
     )
     out.rule(["mode", "tcp"])
     _balance(out, config)
-    if config.affinity == "source":
+    if config.affinity.mode == "source":
         out.rule(
             f"stick-table type {_stick_table_type(config)} size 1m expire {duration(config.timeouts.client_idle)}",
             "affinity: source",
@@ -567,7 +567,7 @@ def _l7(out: _Out, config: Config, crts: Sequence[str]) -> None:
             f"http-request redirect location https://{config.namespace}{port}/owa/ code 301 {_ROOT_OR_OWA}"
         )
         out.rule(["http-request", "redirect", "prefix", f"https://{config.namespace}{port}", "code", "301"])
-    if config.affinity == "source":
+    if config.affinity.mode == "source":
         out.section(
             f"backend {AFFINITY_TABLE}",
             "affinity: source — one table for every service, so a client keeps its server across them.",
@@ -590,17 +590,19 @@ def _l7(out: _Out, config: Config, crts: Sequence[str]) -> None:
         )
         if name in _INTERACTIVE:
             out.rule(["option", "http-no-delay"], "interactive bodies (RPC_IN_DATA, MAPI PENDING)")
-        if config.affinity == "source":
+        if config.affinity.mode == "source":
             out.rule(["stick", "on", "src", "table", AFFINITY_TABLE])
-        elif config.affinity == "cookie":
+        elif config.affinity.mode == "cookie":
             out.rule(
-                f"cookie {quote(config.affinity_cookie)} insert indirect nocache httponly secure attr SameSite=None",
+                f"cookie {quote(config.cookie_name)} insert indirect nocache httponly secure attr SameSite=None",
                 "affinity: cookie",
             )
+            out.why("The value is the server's name; casarray's values are signed (affinity.secret_file):")
+            out.why("a cookie set by one does not pin a browser on the other.")
         if config.health.enabled:
             _http_checks(out, config, [name])
         _default_server(out, config, traffic_tls=True)
-        _server_lines(out, config, cookie=config.affinity == "cookie")
+        _server_lines(out, config, cookie=config.affinity.mode == "cookie")
 
 
 # -- mail ------------------------------------------------------------------------------------------

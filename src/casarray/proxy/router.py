@@ -8,7 +8,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Final
 
-from casarray.balance.affinity import AffinityCookie
+from casarray.balance.affinity import AffinityCookie, cookie_secret
 from casarray.balance.algorithm import Picker
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
@@ -24,15 +24,23 @@ _MEMO_SIZE = 256  # entries per routing memo; cleared when full (hosts and first
 class Router:
     """Maps a request to a service and a member; holds the per-service algorithms. No I/O."""
 
-    def __init__(self, config: Config, servers: Sequence[ServerState]) -> None:
+    def __init__(
+        self, config: Config, servers: Sequence[ServerState], cookie_secrets: Sequence[bytes] = ()
+    ) -> None:
+        """`cookie_secrets`: those of affinity.secret_file (config/secretfile.py); none: the key
+        derived from the namespace."""
         self.config = config
         self.servers = list(servers)
         self.names = {name.encode() for name in config.names}
         self.services = frozenset(config.services)
         self.pickers: dict[str, Picker] = {
-            name: Picker.of(config.balance, config.affinity) for name in config.services
+            name: Picker.of(config.balance, config.affinity.mode) for name in config.services
         }
-        self.cookie = AffinityCookie(config.affinity_cookie, config.namespace, [s.name for s in self.servers])
+        # The affinity cookie, when affinity.mode is cookie (None: requests are not searched for one).
+        self.cookie: AffinityCookie | None = None
+        if config.affinity.mode == "cookie":
+            secrets = tuple(cookie_secrets) or (cookie_secret(config.namespace),)
+            self.cookie = AffinityCookie(config.cookie_name, secrets, [s.name for s in self.servers])
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
         https_port = config.listen.https_port
         # Ports a Host may name: the listener's, and 443 for a NAT in front (any, for a kernel-chosen port).
@@ -100,17 +108,17 @@ class Router:
         return [s for s in self.servers if s.members[service].available]
 
     def pick(
-        self, service: str, address: str, cookie: bytes | None, exclude: Sequence[ServerState] = ()
+        self, service: str, address: str, pinned: str | None = None, exclude: Sequence[ServerState] = ()
     ) -> ServerState | None:
-        """A member for the client at `address`: the server its affinity cookie names while that one is
-        a candidate, else the service's algorithm (balance/affinity.py says which)."""
+        """A member for the client at `address`: `pinned` (the server a valid affinity cookie names)
+        while that one is a candidate — up, ready and not tried yet — else the service's algorithm
+        (balance/affinity.py says which)."""
         candidates = [s for s in self.candidates(service) if s not in exclude]
         if not candidates:
             return None
-        name = self.cookie.server(cookie)
-        if name is not None:
+        if pinned is not None:
             for server in candidates:
-                if server.name == name:
+                if server.name == pinned:
                     return server
         return self.pickers[service].pick(candidates, address)
 

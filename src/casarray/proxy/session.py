@@ -439,8 +439,12 @@ class L7Session:
     def connect(self, head_bytes: bytes) -> None:
         site = self.site
         assert self.head is not None
-        cookie = site.router.cookie.find(self.head.headers) if site.config.affinity == "cookie" else None
-        server = site.router.pick(self.service, self.peer, cookie, self.tried)
+        jar = site.router.cookie
+        cookie = pinned = None
+        if jar is not None:
+            cookie = jar.find(self.head.headers)
+            pinned = jar.server(cookie)
+        server = site.router.pick(self.service, self.peer, pinned, self.tried)
         if server is None:
             if self.tried:
                 self.fail(502, f"no server of {self.service} accepted a connection")
@@ -453,9 +457,20 @@ class L7Session:
                     extra=[(b"Retry-After", b"10")],
                 )
             return
-        if site.config.affinity == "cookie":
+        if jar is not None:
+            if cookie is not None and server.name != pinned:
+                # Balanced as if there were no cookie; the response pins the client anew.
+                log.debug(
+                    "%s: affinity cookie %s for %s: balanced to %s",
+                    self.peer,
+                    "names no server (stale, forged or a retired secret)"
+                    if pinned is None
+                    else f"names {pinned}, not available or already tried",
+                    self.service,
+                    server.name,
+                )
             # Set on every pick: after a retry on another server, the cookie names the one that answers.
-            self.set_cookie = site.router.cookie.set_cookie(server.name, cookie)
+            self.set_cookie = jar.set_cookie(server.name, cookie)
         self.tried = [*self.tried, server]
         self.pause()
         self.shell.open_upstream(server, head_bytes)

@@ -34,7 +34,7 @@ def test_servers_and_services_come_from_the_inventory() -> None:
     assert [s.address for s in cfg.servers][:2] == ["ex01.corp.contoso.com", "ex02.corp.contoso.com"]
     # catalog order; rpc because Outlook Anywhere is in the inventory
     assert cfg.services == ["owa", "ecp", "ews", "mapi", "rpc", "oab", "eas", "autodiscover", "powershell"]
-    assert (cfg.mode, cfg.balance, cfg.affinity, cfg.listen.address) == (
+    assert (cfg.mode, cfg.balance, cfg.affinity.mode, cfg.listen.address) == (
         "l4",
         "roundrobin",
         "none",
