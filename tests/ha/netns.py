@@ -170,7 +170,7 @@ class Segment:
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
     switch: Namespace  # holds the bridge and the host-side veth ends
     bridge: str = "br0"
-    ports: int = 0
+    ports: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace label, ifname) -> port
 
     def attach(self, namespace: Namespace, ifname: str | None = None, host: int | None = None) -> Interface:
         """Connect `namespace` to this segment through a new interface (default name: eth<N>, N the
@@ -183,8 +183,7 @@ class Segment:
             used = {int(i.address.split(".")[-1]) for i in self.topology.interfaces_on(self)}
             host = next(n for n in range(11, 250) if n not in used)
         address = str(self.network.network_address + host)
-        self.ports += 1
-        port = f"p{self.ports}"  # inside the switch namespace: short and unique there
+        port = f"p{len(self.ports) + 1}"  # inside the switch namespace: short and unique there
         run_ip(
             "-n",
             self.switch.name,
@@ -204,7 +203,14 @@ class Segment:
         run_ip("-n", namespace.name, "address", "add", interface.cidr, "dev", ifname)
         run_ip("-n", namespace.name, "link", "set", ifname, "up")
         namespace.interfaces[ifname] = interface
+        self.ports[namespace.label, ifname] = port
         return interface
+
+    def cable(self, namespace: Namespace, connected: bool, ifname: str = "eth0") -> None:
+        """Pull (False) or plug back (True) the cable of `namespace`'s interface on this segment: its
+        bridge port goes down, so nothing passes either way, as when a host dies or loses its link."""
+        port = self.ports[namespace.label, ifname]
+        run_ip("-n", self.switch.name, "link", "set", port, "up" if connected else "down")
 
 
 class Topology:

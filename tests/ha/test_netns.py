@@ -38,6 +38,11 @@ def test_hosts_on_a_segment_and_a_router_between_two(topology: Topology) -> None
     assert b.run("nc", "-z", "-w", "1", far_if.address, "5001", check=False).returncode != 0
     assert "10.77.0.11" not in run_ip("-j", "address", "show").stdout
     assert far_server.popen.poll() is None
+    # Pulling b's cable cuts it off both ways; plugging it back restores it.
+    lan.cable(b, connected=False)
+    assert a.run("nc", "-z", "-w", "1", b_if.address, "5000", check=False).returncode != 0
+    lan.cable(b, connected=True)
+    _connects(a, b_if.address, 5000)
     assert server.popen.poll() is None
     assert server.log_path == topology.directory / "b.listener.log"
 
