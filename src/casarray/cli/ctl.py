@@ -245,6 +245,7 @@ def health(
         typer.Option(
             "--service",
             "-s",
+            metavar="NAME",
             help="Require only the pools of this service (repeatable; e.g. owa, ews, or a pool such as "
             "l4 or imap:993); default: every pool.",
             show_default=False,
@@ -254,7 +255,10 @@ def health(
         bool, typer.Option("--exit-code", help="Exit 1 when the node cannot serve (default: exit 0).")
     ] = False,
     timeout: Annotated[
-        str, typer.Option("--timeout", help="Bound of each step (the admin API, the listener), e.g. 1s.")
+        str,
+        typer.Option(
+            "--timeout", metavar="DURATION", help="Bound of each step (the admin API, the listener), e.g. 1s."
+        ),
     ] = "2s",
     config: ConfigOpt = None,
     admin: AdminOpt = None,
@@ -273,6 +277,8 @@ def health(
     from casarray.cli.health import check, render
 
     seconds = _duration(timeout)
+    if seconds <= 0:
+        raise typer.BadParameter("expected a duration above 0, e.g. 1s", param_hint="--timeout")
     target = _target(ctx, config, admin, token_file)
     outcome = check(target.url, target.token, service or (), seconds)
     typer.echo(render(outcome, as_json))
