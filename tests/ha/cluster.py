@@ -83,8 +83,13 @@ class Node:
         return self.casarray
 
     def wait_casarray(self) -> None:
+        """Until casarray listens, and its admin API too when the config has one (what keepalived's
+        check and a BGP watcher ask)."""
         assert self.casarray is not None
+        assert self.config is not None
         self.casarray.wait_log("listening on", timeout=START_TIMEOUT)
+        if "admin:" in self.config.read_text():
+            self.casarray.wait_log("admin API and dashboard on", timeout=START_TIMEOUT)
 
     def kill_casarray(self) -> None:
         """SIGKILL: the process dies at once, as in a crash (no graceful drain)."""

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.netns
 
 VIP = "10.77.0.100"
 IMAP_PORT = 143
-PREEMPT_DELAY = 2.0
+PREEMPT_DELAY = 3.0  # long enough to tell from an immediate preemption (within an advert, 1 s)
 STEADY = 4.0  # seconds the VIP must stay put to count as not flapping (four VRRP adverts, four checks)
 MOVE_TIMEOUT = 30.0  # bound of a move; expected: about 2 s (two failed checks, then the backup's takeover)
 # The casarray command keepalived runs: the console script next to this interpreter (keepalived passes its
@@ -156,13 +156,13 @@ def build(
     assert nodes[0].config is not None
     assert nodes[1].config is not None
     assert nodes[0].config.read_bytes() == nodes[1].config.read_bytes()  # the same config on both
-    peers = {
-        node.label: [] if not unicast else ["--peer", other.interface.address]
-        for node, other in zip(nodes, nodes[::-1], strict=True)
-    }
+
+    def peer(other: Node) -> list[str]:
+        return ["--peer", other.interface.address] if unicast else []
+
     vrrps = [
-        start_keepalived(nodes[0], "MASTER", *options, *peers["node1"]),
-        start_keepalived(nodes[1], "BACKUP", *options, *peers["node2"]),
+        start_keepalived(nodes[0], "MASTER", *options, *peer(nodes[1])),
+        start_keepalived(nodes[1], "BACKUP", *options, *peer(nodes[0])),
     ]
     wait_holder(nodes, "node1", "node1 (MASTER, priority 150) to take the VIP")
     # A 2 s bound per request: a connect whose SYN was lost in the switch retries it after 1 s (RFC 6298
@@ -218,6 +218,7 @@ def test_vrrp_failover_with_preempt_delay_moves_back_once(topology: Topology, ha
     backup_seen = time.time()
     assert holder(array.nodes) == ["node2"]
     back = wait_holder(array.nodes, "node1", "the VIP to move back to node1 after the preempt delay")
+    # Half the delay: room for the notify line to be seen late on a loaded machine.
     assert back - backup_seen >= PREEMPT_DELAY / 2, "node1 took the VIP back before the preempt delay"
     hold_steady(array.nodes, "node1")
     # A planned move: node2 gives the VIP up as node1 takes it; what was in flight on node2 may fail.
