@@ -270,7 +270,7 @@ def health(
     taking new traffic? The first "no" is the line; with --exit-code it also exits 1.
 
     With --admin URL (what `casarray export keepalived` writes) the config is not read and the command
-    starts in about a twentieth of the time: cheap enough to run every second.
+    costs about a tenth of the CPU time: cheap enough to run every second.
 
     Example: casarray ctl health --admin http://127.0.0.1:9090 --exit-code
     """
