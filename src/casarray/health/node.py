@@ -2,7 +2,8 @@
 from the admin API's status (`GET /api/status`, a `Snapshot` as JSON). Pure: plain data in, a verdict out.
 
 A pool is served when at least one server is in it: every service the pool needs is available on that
-server (health up, and neither the member nor the server in drain or maint). The pools are the
+server (health up, and neither the member nor the server in drain or maint; a server of weight 0, which
+the status does not show, counts too). The pools are the
 snapshot's (l7: one per service, l4: one for the listener, one per mail port). Required are all of
 them, or those named (`--service`): a service name selects every pool that needs it, a pool name
 ("l4", "imap:993") that pool.
