@@ -54,6 +54,7 @@ CORES = [
     "doctor/reply.py",
     "doctor/told.py",
     "lab/powershell",
+    "health/node.py",
 ]
 IO_MODULES = {"asyncio", "socket", "selectors", "ssl", "time", "threading", "subprocess", "uvloop"}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import getpass
-import ipaddress
 import json
 import os
 import re
@@ -23,7 +22,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from casarray.admin.auth import split_listen
+from casarray.admin.auth import admin_url
 from casarray.cli.core import default_config, fail
 from casarray.config import ConfigErrors, load_config
 from casarray.config.load import read_section
@@ -161,19 +160,9 @@ def _read(path: Path) -> str:
 
 def _listen_url(listen: str) -> str:
     try:
-        host, port = split_listen(listen)
+        return admin_url(listen)
     except ValueError as exc:
         raise fail(f"admin.listen: {exc}") from None
-    # A wildcard listen address is reached on this machine through loopback.
-    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
-    host = wildcard.get(host, host)
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None and literal.version == 6:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 def _call(
@@ -246,6 +235,55 @@ def status(
         typer.echo(json.dumps(snap, indent=2))
         return
     _print_status(_console(), snap)
+
+
+@app.command(short_help="Can this node serve? For keepalived and BGP watchers (--exit-code).")
+def health(
+    ctx: typer.Context,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service",
+            "-s",
+            metavar="NAME",
+            help="Require only the pools of this service (repeatable; e.g. owa, ews, or a pool such as "
+            "l4 or imap:993); default: every pool.",
+            show_default=False,
+        ),
+    ] = None,
+    exit_code: Annotated[
+        bool, typer.Option("--exit-code", help="Exit 1 when the node cannot serve (default: exit 0).")
+    ] = False,
+    timeout: Annotated[
+        str,
+        typer.Option(
+            "--timeout", metavar="DURATION", help="Bound of each step (the admin API, the listener), e.g. 1s."
+        ),
+    ] = "2s",
+    config: ConfigOpt = None,
+    admin: AdminOpt = None,
+    token_file: TokenOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict and its parts as JSON.")] = False,
+) -> None:
+    """One line: is casarray running here (its admin API answers), does its HTTPS listener accept a
+    connection, and does every pool (l7: each service; l4: the listener; each mail port) have a server
+    taking new traffic? The first "no" is the line; with --exit-code it also exits 1.
+
+    With --admin URL (what `casarray export keepalived` writes) the config is not read and the command
+    costs about a tenth of the CPU time: cheap enough to run every second.
+
+    Example: casarray ctl health --admin http://127.0.0.1:9090 --exit-code
+    """
+    from casarray.cli.health import check, render
+
+    seconds = _duration(timeout)
+    if seconds <= 0:
+        raise typer.BadParameter("expected a duration above 0, e.g. 1s", param_hint="--timeout")
+    target = _target(ctx, config, admin, token_file)
+    outcome = check(target.url, target.token, service or (), seconds)
+    typer.echo(render(outcome, as_json))
+    if exit_code and not outcome.ok:
+        raise typer.Exit(1)
 
 
 def _member_label(member: dict[str, Any]) -> tuple[str, str]:
