@@ -39,11 +39,11 @@ def wait_until(
 class Proc:
     """A child process whose stderr+stdout go to a file the test can search."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log
         self._log = log.open("wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(env if env is not None else os.environ, PYTHONUNBUFFERED="1")
         self.popen = subprocess.Popen(
             args,
             stdout=self._log,

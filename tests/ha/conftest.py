@@ -1,0 +1,33 @@
+"""Fixtures of the high-availability tests: a Topology that is always torn down, and the lab PKI.
+
+Every test module here sets `pytestmark = pytest.mark.netns`: it builds network namespaces, so it needs root (CI runs as root).
+Where `ip netns add` is not permitted the test is skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from casarray.lab.pki import CertFiles, make_lab_pki
+from tests.ha.netns import Topology, unavailable_reason
+
+
+@pytest.fixture
+def topology(tmp_path: Path) -> Iterator[Topology]:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"network namespaces are not available: {reason}")
+    topo = Topology(tmp_path)
+    try:
+        yield topo
+    finally:
+        topo.close()
+
+
+@pytest.fixture(scope="session")
+def ha_pki(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    """The lab certificate (namespace, autodiscover, MB1-MB3) from the lab CA."""
+    return make_lab_pki(tmp_path_factory.mktemp("ha-pki"))
