@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from casarray import __version__
-from casarray.cli import core, ctl, lab, namespace, tools
+from casarray.cli import announce, core, ctl, lab, namespace, tools
 
 app = typer.Typer(
     name="casarray",
@@ -45,6 +45,7 @@ def _root(
 core.register(app)
 lab.register(app)
 tools.register(app)
+announce.register(app)
 ctl.register(app)
 app.add_typer(namespace.app, name="namespace", short_help="Plan, script and verify the Exchange URLs.")
 
