@@ -52,6 +52,12 @@ def split_host_port(text: str, default_port: int | None = None) -> tuple[str, in
     return host, _port(port_text) if colon else default_port
 
 
+def join_host_port(host: str, port: int) -> str:
+    """(host, port) -> 'host:port', an IPv6 address in brackets (RFC 3986 §3.2.2): the inverse of
+    split_host_port."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _port(text: str) -> int:
     if _PORT.fullmatch(text) is None:
         raise ValueError(f"the port {text!r} is not a number" if text else "the port is missing")

@@ -42,7 +42,16 @@ def test_the_lower_room_does_not_import_the_upper(lower: str, upper: str) -> Non
 
 # DESIGN.md §7: protocol cores are sans-I/O — bytes and events in, no sockets, no event loop, no clock
 # (they take `now`); the asyncio shells in engine/ import them, never the reverse.
-CORES = ["http", "balance", "proxy", "config", "health/state.py", "health/verdict.py", "announce/bird.py"]
+CORES = [
+    "http",
+    "balance",
+    "proxy",
+    "config",
+    "health/state.py",
+    "health/verdict.py",
+    "health/node.py",
+    "announce/bird.py",
+]
 IO_MODULES = {"asyncio", "socket", "selectors", "ssl", "time", "threading", "subprocess", "uvloop"}
 
 

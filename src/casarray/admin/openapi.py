@@ -133,6 +133,8 @@ _SCHEMAS: dict[str, Any] = {
             "workers",
             "started",
             "time",
+            "https_listener",
+            "pools",
         ],
         "properties": {
             "mode": {"enum": ["l4", "l7"]},
@@ -153,6 +155,16 @@ _SCHEMAS: dict[str, Any] = {
             "workers": _INT,
             "started": {**_NUM, "description": "Epoch seconds."},
             "time": {**_NUM, "description": "When this snapshot was taken (epoch seconds)."},
+            "https_listener": {
+                **_STR,
+                "description": "address:port of the HTTPS (l4: pass-through) listener, IPv6 in brackets.",
+            },
+            "pools": {
+                "type": "object",
+                "description": "Each pool a listener picks servers from (l7: one per service; l4: 'l4'; "
+                "one per mail port, 'imap:993'), with the services a server must have available to be in it.",
+                "additionalProperties": {"type": "array", "items": _STR},
+            },
         },
     },
     "Event": {

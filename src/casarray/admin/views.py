@@ -33,6 +33,7 @@ def snapshot_json(snapshot: Snapshot, now: float) -> dict[str, Any]:
     member's `state` (so the dashboard, `ctl` and scripts colour a cell the same way)."""
     data = dataclasses.asdict(snapshot)
     data["services"] = list(snapshot.services)
+    data["pools"] = {name: list(needs) for name, needs in snapshot.pools.items()}
     data["servers"] = list(data["servers"])
     for server_view, server in zip(snapshot.servers, data["servers"], strict=True):
         for name, member in server["members"].items():

@@ -1,54 +1,36 @@
-"""The `casarray` command line. Thin: parses arguments, calls the library, prints, exits.
+"""The `casarray` command line: the typer application is `casarray.cli.root.app`.
 
-Exit codes (DESIGN.md §4): 0 success, 1 failed check or bad input, 2 usage error.
+`main()` first offers the arguments to the fast path of `casarray ctl health` (cli/health.py), which
+keepalived and BGP watchers run every second: it answers before typer, rich, httpx and the config
+models are imported. Everything else, and `ctl health` in any other form, goes to the typer app.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    from casarray.cli.root import app
 
-from casarray import __version__
-from casarray.cli import announce, core, ctl, lab, namespace, tools
-
-app = typer.Typer(
-    name="casarray",
-    help="Exchange client access behind one name: Layer-4/Layer-7 balancer and namespace toolkit.\n\n"
-    "Verbs that read the balancer's config (run, check, doctor, export, ctl) take -c FILE; without it "
-    "they use ./casarray.yaml, else /etc/casarray/casarray.yaml.\n\n"
-    "Example: casarray check -c casarray.yaml && casarray run -c casarray.yaml",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain help (click's layout): flags show no "<bool>" type, and text wraps to any terminal.
-    rich_markup_mode=None,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"casarray {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    ] = False,
-) -> None:
-    """Exchange client access behind one name: Layer-4/Layer-7 balancer and namespace toolkit."""
-
-
-core.register(app)
-lab.register(app)
-tools.register(app)
-announce.register(app)
-ctl.register(app)
-app.add_typer(namespace.app, name="namespace", short_help="Plan, script and verify the Exchange URLs.")
+__all__ = ["app", "main"]
 
 
 def main() -> None:
+    from casarray.cli.health import fast_main
+
+    code = fast_main(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
+    from casarray.cli.root import app
+
     app()
+
+
+def __getattr__(name: str) -> Any:
+    # `from casarray.cli import app` (tests, tools): imported on first use, not with the package.
+    if name == "app":
+        from casarray.cli.root import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -52,6 +52,7 @@ from casarray.exchange import catalog
 from casarray.health.checker import HealthChecker, HttpsProbe, Probe, probe_https
 from casarray.health.mail import MailProbe, MailProtocolName, probe_mail
 from casarray.health.state import CheckResult, HealthState, Transition
+from casarray.netaddr import join_host_port
 
 log = logging.getLogger("casarray")
 
@@ -199,7 +200,12 @@ class MailPool:
 
     @property
     def service(self) -> str:
-        return f"{self.protocol}:{self.port}"
+        return mail_service(self.protocol, self.port)
+
+
+def mail_service(protocol: str, port: int) -> str:
+    """The name of a mail port's pool and of its members' service: "imap:993"."""
+    return f"{protocol}:{port}"
 
 
 class PoolBuilder:
@@ -934,7 +940,25 @@ def snapshot_of(
         reloads,
         workers,
         started,
+        join_host_port(config.listen.address, config.listen.https_port),
+        pools_of(config),
     )
+
+
+def pools_of(config: Config) -> dict[str, tuple[str, ...]]:
+    """Each pool a listener picks servers from, with the services a server must have available to be
+    in it: l7 routes each service on its own; l4 sees no paths (ServerState.serves_all); a mail port
+    has its one service."""
+    pools: dict[str, tuple[str, ...]]
+    if config.mode == "l7":
+        pools = {name: (name,) for name in config.services}
+    else:
+        pools = {"l4": config.required_services}
+    for protocol, settings in _mail_protocols(config):
+        for port in settings.ports:
+            name = mail_service(protocol, port)
+            pools[name] = (name,)
+    return pools
 
 
 def _epoch(loop_time: float) -> float:

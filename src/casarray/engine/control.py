@@ -82,6 +82,12 @@ class Snapshot:
     reloads: int = 0
     workers: int = 1
     started: float = 0.0  # epoch seconds
+    # What `casarray ctl health` needs to judge this node: where the HTTPS listener is ("10.0.1.250:443",
+    # "[2001:db8::1]:443"), and each pool a listener picks servers from with the services a server must
+    # have available to be in it (l7: one pool per service; l4: "l4", every required service; one per
+    # mail port, "imap:993").
+    https_listener: str = ""
+    pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class Control(Protocol):

@@ -83,6 +83,8 @@ class FakeControl:
             tls_handshake_failures=3,
             reloads=self.reloads,
             started=1700000000.0,
+            https_listener="10.0.1.250:443",
+            pools={name: (name,) for name in SERVICES},
         )
 
     def events(self, since: float = 0.0) -> Sequence[Event]:
