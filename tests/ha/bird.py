@@ -40,13 +40,14 @@ class Bird:
     proc: Proc
 
     @classmethod
-    def start(cls, namespace: Namespace, label: str, config_text: str) -> Bird:
+    def start(cls, namespace: Namespace, label: str, config_text: str, socket: Path | None = None) -> Bird:
         """`bird -f` in `namespace` with `config_text` (written to <dir>/<ns>.<label>.conf); its stderr in
-        <dir>/<ns>.<label>.log. Waits until its control socket answers."""
+        <dir>/<ns>.<label>.log; its control socket `socket` (default <dir>/<ns>.<label>.ctl). Waits until
+        the socket answers."""
         topology = namespace.topology
         config = topology.directory / f"{namespace.label}.{label}.conf"
         config.write_text(config_text)
-        socket = topology.directory / f"{namespace.label}.{label}.ctl"
+        socket = socket or topology.directory / f"{namespace.label}.{label}.ctl"
         if len(str(socket)) > _SOCKET_PATH_LIMIT:
             socket = Path(tempfile.mkdtemp(prefix="cabird")) / f"{namespace.label}.{label}.ctl"
         proc = namespace.start(label, BIRD, "-f", "-c", str(config), "-s", str(socket))
@@ -90,6 +91,11 @@ class Bird:
         """The next hops of every route BIRD holds for `prefix` (`show route for`)."""
         out = self.birdc("show", "route", "for", prefix).stdout
         return set(re.findall(r"via (\S+) on ", out))
+
+    def has_route(self, prefix: str) -> bool:
+        """Whether BIRD's table holds a route for exactly `prefix` (a blackhole route has no next hop)."""
+        done = self.birdc("show", "route", prefix, check=False)
+        return any(line.split()[:1] == [prefix] for line in done.stdout.splitlines())
 
     def stop(self) -> None:
         self.proc.kill()

@@ -2,7 +2,7 @@
 
 Announcing is enabling the static protocol that holds the VIP's route (`birdc enable casarray_vip4`),
 withdrawing is disabling it; BGP then sends the UPDATE to every router. The command carries a message
-that BIRD shows next to the protocol in `birdc show protocols`, so an operator sees why.
+that BIRD shows as the protocol's "Message:" in `birdc show protocols all`, so an operator sees why.
 
 BIRD 2's answers (nest/proto.c, proto_cmd_enable / proto_cmd_disable), after its "BIRD 2.0.x ready."
 greeting: "<name>: enabled", "<name>: already enabled", "<name>: disabled", "<name>: already disabled".
@@ -19,7 +19,7 @@ from casarray.errors import CasarrayError
 DEFAULT_SOCKET = "/run/bird/bird.ctl"  # Debian's bird2 (bird.service runs `bird -s` there)
 DEFAULT_BIRDC = "birdc"
 
-MESSAGE_LIMIT = 120  # characters of the reason shown in `show protocols`
+MESSAGE_LIMIT = 120  # characters of the reason shown in `show protocols all`
 
 
 class BirdError(CasarrayError):

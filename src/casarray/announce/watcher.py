@@ -26,40 +26,9 @@ from casarray.health.state import CheckResult, HealthState
 
 log = logging.getLogger("casarray.announce")
 
-Check = Callable[[], Awaitable[CheckResult]]  # is this node's casarray healthy?
-
-
-def command_check(argv: Sequence[str], timeout: float) -> Check:
-    """A check that runs `argv`: exit status 0 is healthy (HAProxy's external-check codes PROCOK,
-    PROCERR, PROCTOUT); the reason is the last line it printed."""
-
-    async def check() -> CheckResult:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        except OSError as exc:
-            return CheckResult(False, "PROCERR", f"cannot run {argv[0]}: {exc.strerror or exc}", 0.0)
-        try:
-            output, _ = await asyncio.wait_for(proc.communicate(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            return CheckResult(
-                False, "PROCTOUT", f"no answer within {format_duration(timeout)}", loop.time() - started
-            )
-        lines = output.decode("utf-8", "replace").strip().splitlines()
-        ok = proc.returncode == 0
-        reason = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-        return CheckResult(ok, "PROCOK" if ok else "PROCERR", reason, loop.time() - started)
-
-    return check
+# Is this node's casarray healthy? `ok` and `reason` say so; `code` is "ok" or "fail", as `casarray ctl
+# health` prints them (cli/announce.py runs that check in-process).
+Check = Callable[[], Awaitable[CheckResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,4 +157,4 @@ class Announcer:
 
 def _reason(result: CheckResult) -> str:
     """The message BIRD shows next to the protocol."""
-    return f"casarray announce: {'healthy' if result.ok else 'not healthy'}: {result.code} {result.reason}"
+    return f"casarray announce: {result.code}: {result.reason}"

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from casarray.announce.bird import DEFAULT_BIRDC, DEFAULT_SOCKET
-from casarray.announce.watcher import Announcer, Birdc, command_check
-from casarray.cli.core import ConfigOption, config_path, errors_to_exit, load_or_exit, setup_logging
+from casarray.announce.watcher import Announcer, Birdc, Check
+from casarray.cli import health
+from casarray.cli.core import ConfigOption, config_path, errors_to_exit, fail, load_or_exit, setup_logging
+from casarray.config.model import Config
 from casarray.config.units import parse_duration
 from casarray.export.bird import announced_addresses, static_protocols
+from casarray.health.state import CheckResult
 
 
 def announce(
@@ -37,7 +40,7 @@ def announce(
 ) -> None:
     """Announce listen.address, the VIP, through BIRD while casarray is healthy; withdraw it when not.
 
-    Every interval it runs 'casarray ctl health -c FILE --exit-code'; while that passes it keeps BIRD's
+    Every interval it asks what 'casarray ctl health -c FILE' answers; while casarray is healthy it keeps BIRD's
     static protocol casarray_vip4 (casarray_vip6) enabled, so BGP announces the VIP to the routers (bird.conf
     from 'casarray export bird'); after --fall failures in a row it disables it, and BGP withdraws the VIP.
     One log line per transition, on stderr. Runs until SIGTERM or SIGINT, then withdraws the VIP.
@@ -55,11 +58,8 @@ def announce(
     with errors_to_exit():
         routes = [f"{address}/{address.max_prefixlen}" for address in announced_addresses(cfg)]
         protocols = static_protocols(cfg)
+    check = _health_check(cfg, timeout=max(every, 1.0))
     setup_logging(log_level)
-    check = command_check(
-        [sys.executable, "-m", "casarray", "ctl", "health", "-c", str(Path(path)), "--exit-code"],
-        timeout=max(every, 2.0),
-    )
     announcer = Announcer(
         protocols,
         routes,
@@ -70,6 +70,37 @@ def announce(
         fall=fall,
     )
     asyncio.run(_run(announcer))
+
+
+def _health_check(cfg: Config, timeout: float) -> Check:
+    """`casarray ctl health -c FILE`, in this process (no interpreter started every second): the admin
+    API answers, the HTTPS listener accepts, every pool has a server."""
+    if cfg.admin is None:
+        raise fail(
+            "the config has no admin: section: casarray's health is read from its admin API "
+            "(add admin: {listen: 127.0.0.1:9090})"
+        )
+    url = cfg.admin.listen
+    token = _token(cfg.admin.token_file)
+
+    async def check() -> CheckResult:
+        started = time.monotonic()
+        outcome = await asyncio.to_thread(health.check, url, token, (), timeout)
+        return CheckResult(
+            outcome.ok, "ok" if outcome.ok else "fail", outcome.reason, time.monotonic() - started
+        )
+
+    return check
+
+
+def _token(path: str | None) -> str | None:
+    """The admin token when the config names a readable one; reads on loopback need none."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 async def _run(announcer: Announcer) -> None:
