@@ -111,6 +111,7 @@ def no_system_config() -> None:
         ("export", "haproxy"),
         ("export", "keepalived"),
         ("export", "bird", "--router", "10.0.1.1", "--asn", "65000"),
+        ("announce",),
     ],
 )
 def test_without_c_every_verb_reads_casarray_yaml_in_the_working_directory(

@@ -1,13 +1,19 @@
 """What `casarray announce` says to BIRD and how it reads BIRD's answers (announce/bird.py), with the texts
-BIRD 2.0.12's birdc prints."""
+BIRD 2.0.12's birdc prints; the command's refusals. Its loop runs against a real BIRD and casarray in
+tests/ha/test_announce.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from typer.testing import CliRunner
 
 from casarray.announce.bird import MESSAGE_LIMIT, BirdError, Reply, command, message, parse_reply
+from casarray.cli import app
 
 READY = "BIRD 2.0.12 ready.\n"
+runner = CliRunner()
 
 
 def test_commands_carry_the_reason_as_a_bird_string() -> None:
@@ -64,3 +70,22 @@ def test_anything_else_is_an_error_naming_the_command(enable: bool, output: str,
         parse_reply("casarray_vip4", enable, output)
     assert said in str(caught.value)
     assert "ready." not in str(caught.value)
+
+
+def test_the_command_needs_the_admin_api_and_a_sane_interval(tmp_path: Path) -> None:
+    """casarray's health is read from its admin API: without `admin:` nothing could be checked."""
+    conf = tmp_path / "casarray.yaml"
+    conf.write_text(
+        "namespace: outlook.alwayshotcafe.com\nlisten: {address: 10.0.9.1}\nservers: [{name: MB1, address: 10.0.1.11}]\n"
+    )
+    done = runner.invoke(app, ["announce", "-c", str(conf)])
+    assert done.exit_code == 1
+    assert done.stderr.startswith("error: the config has no admin: section")
+    conf.write_text(conf.read_text() + "admin: {listen: 127.0.0.1:9090}\n")
+    for interval in ("0", "2m", "soon"):
+        assert runner.invoke(app, ["announce", "-c", str(conf), "--interval", interval]).exit_code == 2
+    unusable = conf.read_text().replace("10.0.9.1", "0.0.0.0")
+    conf.write_text(unusable)
+    done = runner.invoke(app, ["announce", "-c", str(conf)])
+    assert done.exit_code == 1
+    assert done.stderr.startswith("error: listen.address: 0.0.0.0 is not an address a router can send")
