@@ -123,22 +123,26 @@ def build(
     array.sims(servers)
     config = array.config(VIP, extra="log: {access: true, format: json}\n")
     nodes = []
+    exported: dict[bool, str] = {}
     for number, node_bfd in enumerate(bfd, 1):
         node = array.node(f"node{number}", host=10 + number)
         node.namespace.run("ip", "address", "add", f"{VIP}/32", "dev", "lo")
         node.namespace.route("default", ROUTER)
         node.start_casarray(config)
         assert node.config is not None
-        # The same command on every node, the same file out: BIRD takes each node's own address as its
-        # router id (the VIP is on lo, never chosen).
-        exported = subprocess.run(
-            casarray_args(
-                "export", "bird", "-c", str(node.config), "--router", ROUTER, "--asn", str(ROUTER_ASN),
-                "--local-asn", str(NODE_ASN), *(["--bfd"] if node_bfd else []),
-            ),
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout  # fmt: skip
-        nodes.append(EcmpNode(node, Bird.start(node.namespace, "bird", exported)))
+        if node_bfd not in exported:
+            # One file for every node (BIRD takes each node's own address as its router id; the VIP is
+            # on lo, never chosen).
+            exported[node_bfd] = subprocess.run(
+                casarray_args(
+                    "export", "bird", "-c", str(node.config), "--router", ROUTER, "--asn", str(ROUTER_ASN),
+                    "--local-asn", str(NODE_ASN), *(["--bfd"] if node_bfd else []),
+                ),
+                capture_output=True, text=True, timeout=60, check=True,
+            ).stdout  # fmt: skip
+        ecmp_node = EcmpNode(node, Bird.start(node.namespace, "bird", exported[node_bfd]))
+        ecmp_node.start_announce()
+        nodes.append(ecmp_node)
     client_ns, _ = topology.host("client", wan, host=50)
     client_ns.route("default", "10.77.1.1")
     wait_until(lambda: len(router_bird.established()) == 2, CONVERGE, 0.05, "both BGP sessions established")
@@ -162,9 +166,6 @@ def test_clients_spread_over_both_nodes_and_a_failed_node_is_withdrawn(
 ) -> None:
     ecmp = build(topology, ha_pki)
     one, two = ecmp.nodes
-    assert ecmp.next_hops() == set()  # BIRD starts with the VIP withdrawn: nothing checked casarray yet
-    for node in ecmp.nodes:
-        node.start_announce()
     for node in ecmp.nodes:
         assert node.announce is not None
         node.announce.wait_log(f"announcing {VIP}/32: casarray is healthy", timeout=CONVERGE)
@@ -206,8 +207,8 @@ def test_clients_spread_over_both_nodes_and_a_failed_node_is_withdrawn(
     one.announce.wait_log(f"announcing {VIP}/32: casarray is healthy", timeout=CONVERGE, count=2)
     ecmp.wait_next_hops(one, two)
     before = one.served()
-    client = ecmp.client("back", count=40)
-    wait_until(client.finished, 60.0, 0.1, "40 requests")
+    client = ecmp.client("back", count=20)
+    wait_until(client.finished, 60.0, 0.1, "20 requests")
     assert all(r["ok"] for r in client.results())
     wait_until(lambda: one.served() > before, 10.0, 0.1, "node1 serving again")
 
@@ -231,8 +232,6 @@ def test_a_node_that_falls_silent_is_withdrawn_by_bfd_or_the_hold_timer(
     300 ms) or by the BGP hold timer (node1, without: 3 s), and sends every client to the other node."""
     ecmp = build(topology, ha_pki, bfd=(False, True), servers=1)
     one, two = ecmp.nodes
-    for node in ecmp.nodes:
-        node.start_announce()
     ecmp.wait_next_hops(one, two)
     for cut_node, other, how, reason in ((two, one, "BFD", "BFD session down"), (one, two, "hold timer", "Hold timer expired")):  # fmt: skip
         client = ecmp.client(f"cut-{cut_node.node.label}")

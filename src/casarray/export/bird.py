@@ -14,8 +14,8 @@ may differ). What the file holds:
   nothing, `next hop self` (the router forwards the VIP to this node's own address).
 - Timers for a node that dies without closing its sessions: hold time 3 s (the smallest RFC 4271 §4.2
   allows; keepalives every second, BIRD's hold/3), or BFD (RFC 5880) at 100 ms x 3 with `--bfd`.
-  A node whose BIRD exits closes its TCP sessions and is withdrawn at once; `graceful restart off` so the
-  router does not keep a dead node's routes as stale (RFC 4724 §4.2 would have it keep them).
+  A node whose BIRD exits closes its TCP sessions and is withdrawn at once; `graceful restart off`: the
+  node never asks the router to keep its routes as stale after its session drops (RFC 4724 §4.2).
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def export_bird(config: Config, source: str, options: BirdOptions) -> str:
         "    connect delay time 1;  # first connection attempt 1 s after start (BIRD's default: 5)",
         "    connect retry time 5;  # then every 5 s until the router answers (default: 120)",
         "    error wait time 5, 60;  # back 5 s after a session error, up to 60 s when it repeats",
-        "    graceful restart off;  # a node that goes away is withdrawn at once, not kept as stale",
+        "    graceful restart off;  # the router keeps no stale route of a node that went away (RFC 4724)",
     ]
     if options.bfd:
         lines.append(
