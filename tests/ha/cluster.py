@@ -57,24 +57,34 @@ class Node:
     def label(self) -> str:
         return self.namespace.label
 
-    def start_casarray(self, config_text: str) -> Proc:
+    @property
+    def directory(self) -> Path:
+        """<dir>/<label>: this node's files (config, operator states, keepalived's)."""
+        path = self.array.topology.directory / self.label
+        path.mkdir(exist_ok=True)
+        return path
+
+    def start_casarray(self, config_text: str, wait: bool = True) -> Proc:
         """Write `config_text` to <dir>/<label>/casarray.yaml (a directory per node: each keeps its own
         operator-state file next to it, as two hosts would) and run it; wait until it listens."""
-        directory = self.array.topology.directory / self.label
-        directory.mkdir(exist_ok=True)
-        self.config = directory / "casarray.yaml"
+        self.config = self.directory / "casarray.yaml"
         self.config.write_text(config_text)
-        return self.restart_casarray()
+        return self.restart_casarray(wait)
 
-    def restart_casarray(self) -> Proc:
-        """Run casarray again with the config written by start_casarray."""
+    def restart_casarray(self, wait: bool = True) -> Proc:
+        """Run casarray again with the config written by start_casarray (log: casarray<N>.log)."""
         assert self.config is not None, "start_casarray first"
         self.runs += 1
         self.casarray = self.namespace.start(
             f"casarray{self.runs}", *casarray_args("run", "-c", str(self.config))
         )
-        self.casarray.wait_log("listening on", timeout=START_TIMEOUT)
+        if wait:
+            self.wait_casarray()
         return self.casarray
+
+    def wait_casarray(self) -> None:
+        assert self.casarray is not None
+        self.casarray.wait_log("listening on", timeout=START_TIMEOUT)
 
     def kill_casarray(self) -> None:
         """SIGKILL: the process dies at once, as in a crash (no graceful drain)."""
@@ -124,8 +134,9 @@ class Array:
     servers: list[Sim] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
 
-    def sims(self, count: int = 3, first_host: int = 21) -> list[Sim]:
-        """MB1..MB<count>, each `casarray sim-cas` in a namespace of its own on port 443."""
+    def sims(self, count: int = 3, *extra: str, first_host: int = 21) -> list[Sim]:
+        """MB1..MB<count>, each `casarray sim-cas` in a namespace of its own on port 443 (`extra`: more
+        sim-cas options, e.g. "--imap", "143")."""
         started = []
         for _ in range(count):
             name = f"MB{len(self.servers) + 1}"
@@ -134,7 +145,7 @@ class Array:
                 "sim",
                 *casarray_args(
                     "sim-cas", "--name", name, "--listen", f"{interface.address}:{HTTPS_PORT}", "--domain", DOMAIN,
-                    "--cert", str(self.pki.certificate), "--key", str(self.pki.key),
+                    "--cert", str(self.pki.certificate), "--key", str(self.pki.key), *extra,
                 ),
             )  # fmt: skip
             sim = Sim(name, ns, interface.address, proc)
@@ -146,7 +157,7 @@ class Array:
 
     def config(self, vip: str, extra: str = "", mode: str = "l7") -> str:
         """The config every node runs: the VIP on port 443, the sims, the admin API on each node's own
-        loopback, one process, quick health checks."""
+        loopback, one process, quick health checks, a short stop grace."""
         servers = "\n".join(f"  - {{name: {s.name}, address: {s.address}}}" for s in self.servers)
         tls = f"tls: {{certificate: {self.pki.certificate}, key: {self.pki.key}}}\n" if mode == "l7" else ""
         return (
@@ -157,6 +168,7 @@ class Array:
             f"upstream_tls: {{ca: {self.pki.ca}}}\n"
             f"servers:\n{servers}\n"
             "health: {interval: 1s, timeout: 1s, rise: 1, fall: 2}\n"
+            "timeouts: {grace: 1s}\n"  # a stopped node lets go quickly: the tests' teardown waits for it
             f"admin: {{listen: '{ADMIN}'}}\n"
             "workers: 1\n" + textwrap.dedent(extra)
         )

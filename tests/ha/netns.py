@@ -32,6 +32,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +41,7 @@ from tests.support import Proc, wait_until
 
 IP = "ip"
 COMMAND_TIMEOUT = 30.0  # seconds one `ip` command may take on a loaded machine
+STOP_TIMEOUT = 5.0  # seconds processes get to exit after SIGTERM on close, before SIGKILL
 
 
 class NetnsError(AssertionError):
@@ -266,11 +268,20 @@ class Topology:
         return [i for ns in self.namespaces for i in ns.interfaces.values() if i.network == segment.network]
 
     def close(self) -> None:
-        """Stop every process started here, kill whatever else still runs in these namespaces (a
-        daemon's children), delete the namespaces. Never raises: it runs after failures."""
-        for proc in reversed(self.processes):
+        """Stop every process started here (SIGTERM to all at once, SIGKILL to the process group of any
+        still running after STOP_TIMEOUT), kill whatever else still runs in these namespaces (a daemon's
+        children), delete the namespaces. Never raises: it runs after failures."""
+        for proc in self.processes:
             with contextlib.suppress(Exception):
-                proc.stop(timeout=5.0)
+                proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for proc in self.processes:
+            with contextlib.suppress(Exception):
+                try:
+                    proc.popen.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                proc.stop()  # closes the log file
         for ns in reversed(self.namespaces):
             with contextlib.suppress(Exception):
                 self._kill_rest(ns)

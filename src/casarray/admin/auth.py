@@ -28,9 +28,9 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from casarray.netaddr import split_host_port
+from casarray.netaddr import join_host_port, split_host_port
 
-__all__ = ["Access", "Policy", "Verdict", "decide", "is_loopback_host", "split_listen"]
+__all__ = ["Access", "Policy", "Verdict", "admin_url", "decide", "is_loopback_host", "split_listen"]
 
 
 class Access(enum.Enum):
@@ -64,6 +64,14 @@ def split_listen(listen: str) -> tuple[str, int]:
     if port is None:
         raise ValueError(expected)
     return host, port
+
+
+def admin_url(listen: str) -> str:
+    """The URL this machine reaches an admin API listening on `listen` at: 'http://host:port', a wildcard
+    address through loopback, an IPv6 address in brackets. ValueError as split_listen."""
+    host, port = split_listen(listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{join_host_port(host, port)}"
 
 
 def is_loopback_host(host: str) -> bool:

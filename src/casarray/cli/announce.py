@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from casarray.admin.auth import admin_url
 from casarray.announce.bird import DEFAULT_BIRDC, DEFAULT_SOCKET
 from casarray.announce.watcher import Announcer, Birdc, Check
 from casarray.cli import health
@@ -80,7 +81,10 @@ def _health_check(cfg: Config, timeout: float) -> Check:
             "the config has no admin: section: casarray's health is read from its admin API "
             "(add admin: {listen: 127.0.0.1:9090})"
         )
-    url = cfg.admin.listen
+    try:
+        url = admin_url(cfg.admin.listen)
+    except ValueError as exc:
+        raise fail(f"admin.listen: {exc}") from None
     token = _token(cfg.admin.token_file)
 
     async def check() -> CheckResult:
@@ -94,7 +98,8 @@ def _health_check(cfg: Config, timeout: float) -> Check:
 
 
 def _token(path: str | None) -> str | None:
-    """The admin token when the config names a readable one; reads on loopback need none."""
+    """The admin token when the config names a readable one: an admin API off loopback needs it for the
+    status; on loopback reads need none (an unreadable file is then no obstacle)."""
     if path is None:
         return None
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import getpass
-import ipaddress
 import json
 import os
 import re
@@ -23,7 +22,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from casarray.admin.auth import split_listen
+from casarray.admin.auth import admin_url
 from casarray.cli.core import default_config, fail
 from casarray.config import ConfigErrors, load_config
 from casarray.config.load import read_section
@@ -161,19 +160,9 @@ def _read(path: Path) -> str:
 
 def _listen_url(listen: str) -> str:
     try:
-        host, port = split_listen(listen)
+        return admin_url(listen)
     except ValueError as exc:
         raise fail(f"admin.listen: {exc}") from None
-    # A wildcard listen address is reached on this machine through loopback.
-    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
-    host = wildcard.get(host, host)
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None and literal.version == 6:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 def _call(

@@ -11,6 +11,8 @@ import asyncio
 import enum
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from casarray.cli.core import ConfigOption, config_path, errors_to_exit, load_or_exit, plural
+from casarray.config.units import parse_duration
 from casarray.doctor import failed, per_server, per_service, run_doctor, summary
 from casarray.doctor.resolution import parse_nameserver
 from casarray.errors import CasarrayError
@@ -33,7 +36,12 @@ from casarray.exchange.namespace.init import (
 from casarray.exchange.namespace.inventory import load_inventory
 from casarray.export.bird import DEFAULT_HOLD_TIME, MAX_ASN, BirdOptions, export_bird
 from casarray.export.haproxy import GeneratedFile, export_haproxy
-from casarray.export.keepalived import DEFAULT_PRIORITY, KeepalivedOptions, export_keepalived
+from casarray.export.keepalived import (
+    DEFAULT_CASARRAY,
+    DEFAULT_PRIORITY,
+    KeepalivedOptions,
+    export_keepalived,
+)
 
 export_app = typer.Typer(
     help="Write an equivalent configuration for another load balancer.",
@@ -264,12 +272,57 @@ def export_keepalived_command(
             "--peer", help="The other host's address for unicast VRRP (repeatable); default: multicast."
         ),
     ] = None,
+    nopreempt: Annotated[
+        bool,
+        typer.Option(
+            "--nopreempt", help="A host that recovers leaves the VIP where it is (one move per failure)."
+        ),
+    ] = False,
+    preempt_delay: Annotated[
+        str | None,
+        typer.Option(
+            "--preempt-delay",
+            metavar="DURATION",
+            help="A host of higher priority that recovers takes the VIP back after this long (e.g. 30s); "
+            "default: at once.",
+            show_default=False,
+        ),
+    ] = None,
+    notify_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--notify-log",
+            metavar="FILE",
+            help="Append one line per VRRP transition to FILE; default: syslog (logger -t casarray-vrrp).",
+            show_default=False,
+        ),
+    ] = None,
+    casarray: Annotated[
+        Path | None,
+        typer.Option(
+            "--casarray",
+            metavar="PATH",
+            help="The casarray command the check runs; default: this one.",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Write a keepalived.conf (keepalived 2.2) that holds listen.address, the VIP, on a pair of hosts.
+    """Write a keepalived.conf (keepalived 2.2) that holds listen.address, the VIP, on a pair of hosts:
+    it moves when `casarray ctl health` fails (needs admin: in the config).
 
-    Example: casarray export keepalived -c casarray.yaml --state BACKUP --peer 10.0.1.21
+    Example: casarray export keepalived -c casarray.yaml --state BACKUP --peer 10.0.1.21 --nopreempt
     """
+    if nopreempt and preempt_delay is not None:
+        raise typer.BadParameter(
+            "--nopreempt and --preempt-delay exclude each other", param_hint="--preempt-delay"
+        )
+    delay = None
+    if preempt_delay is not None:
+        try:
+            delay = parse_duration(preempt_delay)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--preempt-delay") from None
     config = config_path(config)
     cfg = load_or_exit(config)
     options = KeepalivedOptions(
@@ -278,6 +331,10 @@ def export_keepalived_command(
         priority=priority,
         router_id=router_id,
         peers=tuple(peer or ()),
+        casarray=str(casarray.absolute()) if casarray is not None else _this_casarray(),
+        nopreempt=nopreempt,
+        preempt_delay=delay,
+        notify_log=str(notify_log.absolute()) if notify_log is not None else None,
     )
     with errors_to_exit():
         text = export_keepalived(cfg, str(config), options)
@@ -357,6 +414,16 @@ def export_bird_command(
         typer.echo(text, nl=False)
     else:
         typer.echo(f"Wrote {output}. Check it with: bird -p -c {output}")
+
+
+def _this_casarray() -> str:
+    """The casarray command running now (its console script), else the one on PATH, else the packaged
+    path: what keepalived's check runs."""
+    running = Path(sys.argv[0])
+    if running.name == "casarray" and running.is_file():
+        return str(running.absolute())
+    found = shutil.which("casarray")
+    return str(Path(found).absolute()) if found else DEFAULT_CASARRAY
 
 
 def _write(path: Path, data: bytes, *, force: bool) -> None:

@@ -1,16 +1,21 @@
 """`casarray export keepalived`: a keepalived.conf (keepalived 2.2, Debian 12) that holds the VIP for a pair
 of casarray hosts with VRRP.
 
-One file per host: the same casarray.yaml exported twice, once with `state MASTER` (priority 150) and once
-with `state BACKUP` (priority 100). Both hosts run casarray with the same config; on the host that does not
-hold the VIP, casarray binds it through `net.ipv4.ip_nonlocal_bind=1` (docs/operations.md).
+One file per host: the same casarray.yaml exported twice, once with `--state MASTER` (priority 150) and
+once with `--state BACKUP` (priority 100). Both hosts run casarray with the same config; on the host that
+does not hold the VIP, casarray binds it through `net.ipv4.ip_nonlocal_bind=1` (docs/operations.md).
 
-- `vrrp_script`: is the local casarray alive? With `admin:` on a loopback address, an HTTP GET of the admin
-  API's `/api/status` (reads on loopback need no token) with curl; otherwise a TCP connect to the listener
-  (`nc -z`, Debian package netcat-openbsd). keepalived runs it every 2 s; two failures lower the priority
-  by `CHECK_WEIGHT`, two successes restore it.
+- `vrrp_script`: `casarray ctl health --admin URL --exit-code` every second (the fast path of ctl
+  health: no config read, no framework). It fails when casarray is not running, its listener does not
+  accept, or a pool has no server. Two failures in a row put the instance in FAULT: it gives up the VIP
+  at once (an advert with priority 0, RFC 5798 §6.4.3) and the other host takes it. A weight would only
+  lower the priority, which moves nothing under `nopreempt`.
 - `vrrp_instance`: VRRPv3 (RFC 5798), `advert_int 1`, the VIP as a host address (/32, /128) on the
-  interface, `unicast_peer` when peers are given (networks without multicast), the script tracked.
+  interface. The mail listeners listen on the same address, so one instance moves HTTPS and mail together.
+  `unicast_peer` when peers are given (networks without multicast); `nopreempt` or `preempt_delay`
+  (both need the initial state BACKUP, on both hosts: the priorities still decide the first election).
+- `notify`: one line per transition (MASTER, BACKUP, FAULT, STOP) to syslog with logger, or appended
+  to a file.
 - `virtual_router_id`: must be the same on both hosts and unique among VRRP routers on the segment;
   default `derived_router_id(namespace)`, a stable hash of the namespace in 1..255.
 """
@@ -25,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from casarray.admin.auth import is_loopback_host, split_listen
+from casarray.admin.auth import admin_url, is_loopback_host, split_listen
 from casarray.config.model import Config
 from casarray.export.haproxy import ExportError
 
@@ -34,19 +39,28 @@ KEEPALIVED_VERSION = "2.2"
 INSTANCE = "casarray_vip"
 SCRIPT = "casarray_check"
 
-CURL = "/usr/bin/curl"
-NC = "/bin/nc"  # netcat-openbsd (or netcat-traditional): both know -z and -w
+DEFAULT_CASARRAY = "/usr/local/bin/casarray"  # where `pip install casarray` puts it for root
+SH = "/bin/sh"
+LOGGER = "/usr/bin/logger"  # util-linux (Debian: bsdutils, essential)
+NOTIFY_TAG = "casarray-vrrp"
 
 DEFAULT_PRIORITY: dict[str, int] = {"MASTER": 150, "BACKUP": 100}
 
-# A failing check must take the MASTER below the BACKUP: 150 - 60 = 90 < 100. A smaller weight would leave
-# the VIP on a MASTER whose casarray is down, since its priority would still beat the BACKUP's.
-CHECK_WEIGHT = -60
+# The check: every second, each step of `ctl health` bounded by CHECK_STEP_TIMEOUT; keepalived kills a run
+# that outlasts CHECK_TIMEOUT and counts it failed. FALL failures in a row: FAULT; RISE successes: back.
+CHECK_INTERVAL = 1
+CHECK_STEP_TIMEOUT = 1
+CHECK_TIMEOUT = 3
+CHECK_FALL = 2
+CHECK_RISE = 2
+MAX_PREEMPT_DELAY = 1000.0  # keepalived's bound for preempt_delay (seconds)
 
 State = Literal["MASTER", "BACKUP"]
 
 # Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', no white space, not "." or "..".
 _IFACE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+# Paths written into a script line: absolute, and nothing keepalived or the shell would split or expand.
+_PATH = re.compile(r"^/[A-Za-z0-9_.+/-]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +70,10 @@ class KeepalivedOptions:
     priority: int | None = None  # default: DEFAULT_PRIORITY[state]
     router_id: int | None = None  # virtual_router_id; default: derived_router_id(namespace)
     peers: Sequence[str] = ()  # unicast peers (the other host's address); empty: multicast
+    casarray: str = DEFAULT_CASARRAY  # the command the check runs (absolute)
+    nopreempt: bool = False  # keep the VIP where it is when a host of higher priority comes back
+    preempt_delay: float | None = None  # seconds a host of higher priority waits before taking it back
+    notify_log: str | None = None  # append transitions to this file instead of syslog
 
 
 def derived_router_id(namespace: str) -> int:
@@ -85,7 +103,11 @@ def export_keepalived(config: Config, source: str, options: KeepalivedOptions) -
             f"virtual router id {router_id} is out of range", where="--router-id", hint="1..255"
         )
     peers = _peers(options.peers, vip)
-    check, check_why = _check(config, vip)
+    check = _check(config, options.casarray)
+    preempt = _preempt(options)
+    notify = _notify(vip, options.notify_log)
+    # keepalived honours nopreempt and preempt_delay only from the initial state BACKUP.
+    written_state = "BACKUP" if preempt else state
 
     other = "BACKUP" if state == "MASTER" else "MASTER"
     lines: list[str] = [
@@ -98,7 +120,7 @@ def export_keepalived(config: Config, source: str, options: KeepalivedOptions) -
         ),
         *_comment(
             f"This host: {state}, priority {priority}. On the other host export with --state {other} "
-            "(same config, same --router-id and --interface if given). casarray runs on both hosts; where "
+            "(same config, same options otherwise). casarray runs on both hosts; where "
             "the VIP is not local yet it binds it through net.ipv4.ip_nonlocal_bind=1 "
             "(net.ipv6.ip_nonlocal_bind=1 for an IPv6 VIP)."
         ),
@@ -110,24 +132,27 @@ def export_keepalived(config: Config, source: str, options: KeepalivedOptions) -
         "    script_user root",
         "}",
         "",
-        *_comment(" ".join(check_why)),
+        *_comment(
+            "Can the local casarray serve? It answers on its admin API, its listener accepts, every pool "
+            "has a server (casarray ctl health). Failing: FAULT, the VIP goes to the other host at once."
+        ),
         f"vrrp_script {SCRIPT} {{",
         f'    script "{check}"',
-        "    interval 2  # seconds between two checks",
-        "    timeout 2  # a check that hangs longer counts as failed",
-        "    fall 2  # two failures lower this host's priority",
-        "    rise 2  # two successes restore it",
-        f"    weight {CHECK_WEIGHT}  # failing: priority {priority} -> {max(1, priority + CHECK_WEIGHT)}, "
-        "below the other host's, which takes the VIP",
+        f"    interval {CHECK_INTERVAL}  # seconds between two checks",
+        f"    timeout {CHECK_TIMEOUT}  # a check that hangs longer counts as failed",
+        f"    fall {CHECK_FALL}  # failures in a row that put this host in FAULT",
+        f"    rise {CHECK_RISE}  # successes in a row that end the FAULT",
         "}",
         "",
         f"vrrp_instance {INSTANCE} {{",
-        f"    state {state}  # initial state; the priorities decide who holds the VIP",
+        f"    state {written_state}  # initial state; the priorities decide who holds the VIP"
+        + ("" if written_state == state else f" ({preempt[0].split()[0]} needs BACKUP on both hosts)"),
         f"    interface {interface}",
         f"    virtual_router_id {router_id}  # the same on both hosts, unique on the segment"
         + ("" if options.router_id is not None else " (derived from the namespace)"),
         f"    priority {priority}",
         "    advert_int 1",
+        *(f"    {line}" for line in preempt),
     ]
     if vip.version == 6:
         lines.append("    native_ipv6  # VRRP adverts over IPv6 (from the interface's link-local address)")
@@ -139,13 +164,17 @@ def export_keepalived(config: Config, source: str, options: KeepalivedOptions) -
         lines.append("    unicast_peer {  # unicast adverts to the other host (no multicast needed)")
         lines += [f"        {peer}" for peer in peers]
         lines.append("    }")
+    mail = " and the mail listeners" if config.mail is not None else ""
     lines += [
         "    virtual_ipaddress {",
-        f"        {vip}/{vip.max_prefixlen} dev {interface}  # listen.address, the VIP clients reach",
+        f"        {vip}/{vip.max_prefixlen} dev {interface}  # listen.address: the HTTPS listener{mail}",
         "    }",
         "    track_script {",
-        f"        {SCRIPT}",
+        f"        {SCRIPT}  # no weight: a failing check means FAULT",
         "    }",
+        "    # One line per transition (MASTER, BACKUP, FAULT, STOP); keepalived appends INSTANCE, the",
+        "    # instance's name, the new state and the priority as $1..$4.",
+        f'    notify "{notify}"',
         "}",
     ]
     return "\n".join(lines) + "\n"
@@ -200,38 +229,81 @@ def _peers(
     return found
 
 
-def _check(config: Config, vip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[str, list[str]]:
-    """The check command and the comment explaining it."""
-    if config.admin is not None:
-        try:
-            host, port = split_listen(config.admin.listen)
-        except ValueError:
-            host, port = "", 0
-        if is_loopback_host(host):
-            url_host = f"[{host}]" if ":" in host else host
-            url = f"http://{url_host}:{port}/api/status"
-            return f"{CURL} -fsS --max-time 2 -o /dev/null {url}", [
-                "Is the local casarray alive? Its admin API answers (reads on loopback need no token).",
-                "Needs curl (Debian package curl).",
-            ]
-        reason = f"admin.listen {config.admin.listen} is not loopback (reads need the token there)"
-    else:
-        reason = "no admin: section (with one on 127.0.0.1 the check asks the admin API)"
-    port = config.listen.https_port
-    if port == 0:
+def _check(config: Config, casarray: str) -> str:
+    """The check command: the fast path of `casarray ctl health` against this host's admin API."""
+    if not _PATH.match(casarray):
         raise ExportError(
-            "port 0 (any free port) cannot be checked", where="listen.https_port", hint="set the real port"
+            f"{casarray!r} is not an absolute path keepalived can run",
+            where="--casarray",
+            hint="e.g. /usr/local/bin/casarray (no spaces or quotes)",
         )
-    return f"{NC} -z -w 2 {vip} {port}", [
-        f"Is the local casarray alive? A TCP connect to the listener {vip}:{port}; {reason}.",
-        "Needs nc (Debian package netcat-openbsd). On the host without the VIP the connect reaches the",
-        "other host, so this check only guards the host holding the VIP: configure admin: for a check of",
-        "each host's own casarray.",
-    ]
+    if config.admin is None:
+        raise ExportError(
+            "keepalived's check asks casarray's admin API, and the config has none",
+            where="admin",
+            hint="add admin: {listen: 127.0.0.1:9090} (reads on loopback need no token)",
+        )
+    try:
+        host, _ = split_listen(config.admin.listen)
+        url = admin_url(config.admin.listen)
+    except ValueError as exc:
+        raise ExportError(str(exc), where="admin.listen") from None
+    command = f"{casarray} ctl health --admin {url} --timeout {CHECK_STEP_TIMEOUT} --exit-code"
+    if is_loopback_host(host):
+        return command  # reads on loopback need no token: no secret in keepalived.conf
+    token_file = config.admin.token_file
+    if token_file is None:
+        raise ExportError(
+            f"admin.listen {config.admin.listen} is not loopback, and without admin.token_file its "
+            "reads are refused",
+            where="admin",
+            hint="listen on 127.0.0.1, or set admin.token_file",
+        )
+    if not _PATH.match(token_file):
+        raise ExportError(
+            f"{token_file!r} cannot be written into a check command",
+            where="admin.token_file",
+            hint="an absolute path without spaces or quotes",
+        )
+    return f"{command} --token-file {token_file}"
+
+
+def _preempt(options: KeepalivedOptions) -> list[str]:
+    """The instance's preemption lines: none (a host of higher priority takes the VIP back at once),
+    `nopreempt`, or `preempt_delay N`."""
+    if options.nopreempt and options.preempt_delay is not None:
+        raise ExportError("--nopreempt and --preempt-delay exclude each other", where="--preempt-delay")
+    if options.nopreempt:
+        return ["nopreempt  # a host that recovers does not take the VIP back: one move per failure"]
+    delay = options.preempt_delay
+    if delay is None:
+        return []
+    if not 0 < delay <= MAX_PREEMPT_DELAY:
+        raise ExportError(
+            f"preempt delay {delay:g}s is out of range", where="--preempt-delay", hint="1ms to 1000s"
+        )
+    return [f"preempt_delay {delay:g}  # seconds a host of higher priority waits before taking the VIP back"]
+
+
+def _notify(vip: ipaddress.IPv4Address | ipaddress.IPv6Address, log_file: str | None) -> str:
+    """The notify command: one line per transition, to syslog or appended to `log_file`. keepalived
+    splits the line into arguments itself (quotes kept together) and runs it without a shell: the shell
+    here formats the line from the arguments keepalived appends."""
+    line = f"$2 entered $3 state (priority $4; VIP {vip})"
+    if log_file is None:
+        return f"{SH} -c 'exec {LOGGER} -t {NOTIFY_TAG} -- \\\"{line}\\\"' {NOTIFY_TAG}"
+    if not _PATH.match(log_file):
+        raise ExportError(
+            f"{log_file!r} cannot be written into a notify command",
+            where="--notify-log",
+            hint="an absolute path without spaces or quotes, e.g. /var/log/casarray-vrrp.log",
+        )
+    stamp = "$(date +%Y-%m-%dT%H:%M:%S%z)"
+    return f"{SH} -c 'echo \\\"{stamp} {NOTIFY_TAG}: {line}\\\" >> {log_file}' {NOTIFY_TAG}"
 
 
 __all__ = [
-    "CHECK_WEIGHT",
+    "DEFAULT_CASARRAY",
     "DEFAULT_PRIORITY",
     "KeepalivedOptions",
     "derived_router_id",
