@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 # Debian packages the tests and benchmarks drive as real peers.
-SYSTEM_PACKAGES := curl haproxy nginx-light wrk chromium chromium-driver dovecot-imapd dovecot-pop3d postfix keepalived netcat-openbsd iproute2
+SYSTEM_PACKAGES := curl haproxy nginx-light wrk chromium chromium-driver dovecot-imapd dovecot-pop3d postfix keepalived netcat-openbsd iproute2 bird2
 
 .PHONY: lab test lint types unit integration bench soak fuzz system-deps clean
 

@@ -106,7 +106,16 @@ def no_system_config() -> None:
 
 @pytest.mark.usefixtures("no_system_config")
 @pytest.mark.parametrize(
-    "verb", [("check",), ("run",), ("doctor",), ("export", "haproxy"), ("export", "keepalived")]
+    "verb",
+    [
+        ("check",),
+        ("run",),
+        ("doctor",),
+        ("export", "haproxy"),
+        ("export", "keepalived"),
+        ("export", "bird", "--router", "10.0.1.1", "--asn", "65000"),
+        ("announce",),
+    ],
 )
 def test_without_c_every_verb_reads_casarray_yaml_in_the_working_directory(
     verb: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -55,6 +55,7 @@ CORES = [
     "doctor/told.py",
     "lab/powershell",
     "health/node.py",
+    "announce/bird.py",
 ]
 IO_MODULES = {"asyncio", "socket", "selectors", "ssl", "time", "threading", "subprocess", "uvloop"}
 

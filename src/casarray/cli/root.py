@@ -10,12 +10,12 @@ from typing import Annotated
 import typer
 
 from casarray import __version__
-from casarray.cli import core, ctl, lab, namespace, tools
+from casarray.cli import announce, core, ctl, lab, namespace, tools
 
 app = typer.Typer(
     name="casarray",
     help="Exchange client access behind one name: Layer-4/Layer-7 balancer and namespace toolkit.\n\n"
-    "Verbs that read the balancer's config (run, check, doctor, export, ctl) take -c FILE; without it "
+    "Verbs that read the balancer's config (run, check, doctor, export, announce, ctl) take -c FILE; without it "
     "they use ./casarray.yaml, else /etc/casarray/casarray.yaml.\n\n"
     "Example: casarray check -c casarray.yaml && casarray run -c casarray.yaml",
     no_args_is_help=True,
@@ -45,5 +45,6 @@ def _root(
 core.register(app)
 lab.register(app)
 tools.register(app)
+announce.register(app)
 ctl.register(app)
 app.add_typer(namespace.app, name="namespace", short_help="Plan, script and verify the Exchange URLs.")

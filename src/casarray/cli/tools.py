@@ -1,4 +1,4 @@
-"""`casarray doctor`, `casarray init` and `casarray export haproxy|keepalived`. Thin: parse, call the
+"""`casarray doctor`, `casarray init` and `casarray export haproxy|keepalived|bird`. Thin: parse, call the
 library, print.
 
 Exit codes (DESIGN.md §4): 0 success, 1 a failed check or bad input (one "error: …" line on stderr),
@@ -37,6 +37,7 @@ from casarray.exchange.namespace.init import (
     write_token,
 )
 from casarray.exchange.namespace.inventory import load_inventory
+from casarray.export.bird import DEFAULT_HOLD_TIME, MAX_ASN, BirdOptions, export_bird
 from casarray.export.haproxy import GeneratedFile, export_haproxy
 from casarray.export.keepalived import (
     DEFAULT_CASARRAY,
@@ -491,6 +492,76 @@ def export_keepalived_command(
         typer.echo(f"Wrote {output}. Check it with: keepalived --config-test -f {output}")
 
 
+@export_app.command("bird")
+def export_bird_command(
+    router: Annotated[
+        list[str],
+        typer.Option(
+            "--router",
+            help="The upstream router's address, on a network this node is connected to (repeatable).",
+        ),
+    ],
+    asn: Annotated[int, typer.Option("--asn", min=1, max=MAX_ASN, help="The router's AS number.")],
+    config: ConfigOption = None,
+    local_asn: Annotated[
+        int | None,
+        typer.Option(
+            "--local-asn",
+            min=1,
+            max=MAX_ASN,
+            help="This node's AS number (the same on every node); default: --asn (iBGP).",
+        ),
+    ] = None,
+    router_id: Annotated[
+        str | None,
+        typer.Option(
+            "--router-id",
+            help="BIRD's router id, an IPv4 address (e.g. this node's own); default: BIRD takes the lowest "
+            "IPv4 address of a non-loopback interface.",
+        ),
+    ] = None,
+    bfd: Annotated[
+        bool, typer.Option("--bfd", help="Detect a dead node with BFD in 300 ms (the router must run BFD).")
+    ] = False,
+    hold_time: Annotated[
+        int,
+        typer.Option(
+            "--hold-time",
+            min=1,
+            max=65535,
+            help="BGP hold time in seconds: a silent node is withdrawn after it.",
+        ),
+    ] = DEFAULT_HOLD_TIME,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write bird.conf here instead of stdout.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a bird.conf (BIRD 2) that announces listen.address, the VIP, to the router by BGP while
+    casarray is healthy ('casarray announce' enables and withdraws it), for active/active nodes by ECMP.
+
+    Example: casarray export bird -c casarray.yaml --router 10.0.1.1 --asn 65000 --local-asn 65001
+    """
+    config = config_path(config)
+    cfg = load_or_exit(config)
+    options = BirdOptions(
+        routers=tuple(router),
+        asn=asn,
+        local_asn=local_asn,
+        router_id=router_id,
+        bfd=bfd,
+        hold_time=hold_time,
+    )
+    with errors_to_exit():
+        text = export_bird(cfg, str(config), options)
+        if output is not None:
+            _write(output, text.encode("utf-8"), force=force)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        typer.echo(f"Wrote {output}. Check it with: bird -p -c {output}")
+
+
 def _this_casarray() -> str:
     """The casarray command running now (its console script), else the one on PATH, else the packaged
     path: what keepalived's check runs."""
@@ -532,4 +603,4 @@ def _console() -> Console:
 def register(app: typer.Typer) -> None:
     app.command("doctor", short_help="Check DNS, certificates, servers and the VIP.")(doctor)
     app.command("init", short_help="Write a config from the namespace inventory.")(init)
-    app.add_typer(export_app, name="export", short_help="Write haproxy.cfg or keepalived.conf.")
+    app.add_typer(export_app, name="export", short_help="Write haproxy.cfg, keepalived.conf or bird.conf.")
