@@ -116,7 +116,7 @@ def kernel_next_hops(namespace: Namespace, address: str) -> set[str]:
 def router_config(
     router_id: str, asn: int, nodes: str, node_asn: int, vips: str, *, bfd: bool = False, hold_time: int = 3
 ) -> str:
-    """The upstream router's bird.conf (docs/high-availability-ecmp.md has the same): BGP sessions
+    """The upstream router's bird.conf (docs/high-availability.md has the same): BGP sessions
     accepted from any node of the `nodes` network (dynamic neighbors), only host routes inside `vips`
     taken from them, and every equal path of a VIP merged into one ECMP kernel route. The BGP events
     ("Hold timer expired", "BFD session down") are logged, so a test sees what took a node out."""

@@ -1,4 +1,4 @@
-"""Active/active by BGP ECMP (docs/high-availability-ecmp.md), in network namespaces.
+"""Active/active by BGP ECMP (docs/high-availability.md), in network namespaces.
 
     client 10.77.1.50 ── wan ── router (BIRD: BGP from the nodes, merge paths, L4 hash) ── lan ──┬─ node1 10.77.0.11
                                                                                                   ├─ node2 10.77.0.12
@@ -10,7 +10,7 @@ hop per node that announces it. The client asks https://VIP in a bounded loop, a
 request; which node served a request is read from each node's access log.
 
 The figures (requests failed, time until every request succeeds again) are printed; run with -s to see
-them. docs/high-availability-ecmp.md records them.
+them. docs/high-availability.md records them.
 """
 
 from __future__ import annotations
