@@ -411,7 +411,7 @@ def _valid_part(data: Any, invalid: frozenset[str]) -> Config | None:
         return None
 
 
-# Files the balancer opens at start (tls, upstream_tls.ca, the admin token): `check` says which are
+# Files the balancer opens at start (tls, upstream_tls.ca, the admin and peers tokens): `check` says which are
 # missing, at their lines, with the other problems. Paths are taken from the YAML as written, so a
 # file is checked even when a sibling setting is invalid.
 _FILE_SETTINGS: tuple[Loc, ...] = (
@@ -419,6 +419,7 @@ _FILE_SETTINGS: tuple[Loc, ...] = (
     ("tls", "key"),
     ("upstream_tls", "ca"),
     ("admin", "token_file"),
+    ("peers", "token_file"),
 )
 
 

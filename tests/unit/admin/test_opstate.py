@@ -53,7 +53,7 @@ def test_a_recorded_state_is_saved_and_read_back(tmp_path: Path) -> None:
 
 def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "casarray.yaml.state.json"
-    first = [opstate.Setting("MB2", None, Operator.DRAIN, "CU14", "ctl", 1.0)]
+    first = [opstate.Setting("MB2", None, Operator.DRAIN, "CU14", "ctl", 1.0, 1.0)]
     opstate.save(path, first)
     synced: list[int] = []
     real_fsync = os.fsync
@@ -64,7 +64,7 @@ def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="No space left"):
-        opstate.save(path, [opstate.Setting("MB2", None, Operator.READY, "", "ctl", 2.0)])
+        opstate.save(path, [opstate.Setting("MB2", None, Operator.READY, "", "ctl", 2.0, 2.0)])
     assert synced  # the data reached the disk before the rename was tried
     assert opstate.parse(path.read_bytes()) == first  # the old file is whole
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # the temporary file is gone
@@ -107,9 +107,9 @@ def test_unknown_servers_and_services_are_ignored_with_a_line(
     opstate.save(
         path,
         [
-            opstate.Setting("MB2", None, Operator.DRAIN, "CU14", "ctl", 1.0),
-            opstate.Setting("MB9", None, Operator.MAINT, "gone", "ctl", 1.0),
-            opstate.Setting("MB2", "imap:993", Operator.DRAIN, "", "ctl", 1.0),
+            opstate.Setting("MB2", None, Operator.DRAIN, "CU14", "ctl", 1.0, 1.0),
+            opstate.Setting("MB9", None, Operator.MAINT, "gone", "ctl", 1.0, 1.0),
+            opstate.Setting("MB2", "imap:993", Operator.DRAIN, "", "ctl", 1.0, 1.0),
         ],
     )
     book = opstate.Book(tmp_path / "casarray.yaml")
