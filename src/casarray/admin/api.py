@@ -23,7 +23,7 @@ from casarray.admin.metrics import CONTENT_TYPE, registry_for, render_metrics
 from casarray.admin.openapi import openapi_document
 from casarray.admin.views import OPERATOR_STATES, event_json, snapshot_json
 from casarray.engine.control import Control, OperatorState
-from casarray.engine.opstate import BY_LIMIT, REASON_LIMIT, clean_text, document, settings_of
+from casarray.engine.opstate import BY_LIMIT, REASON_LIMIT, clean_text, document, read_json, settings_of
 from casarray.engine.refusals import RefusalLog
 from casarray.errors import CasarrayError
 
@@ -277,26 +277,21 @@ class AdminApi:
     async def adopt_states(self, request: web.Request) -> web.Response:
         expected = 'expected a state document: {"version": 1, "states": [...], "node": URL}'
         try:
-            content = json.loads(await request.read())
+            content = read_json(await request.read())
             settings = settings_of(content)
-        except ValueError as exc:  # not JSON (JSONDecodeError, UnicodeDecodeError) or not states
+        except ValueError as exc:
+            log.warning("admin: 400 for POST %s from %s: %s", request.path, request.remote, exc)
             return _error(400, f"{expected} ({exc})")
-        node = content.get("node")
+        node = content.get("node") if isinstance(content, dict) else None
         sender = clean_text(node, 100) if isinstance(node, str) and node else "a peer"
         source = f"peer {sender} ({request.remote})"
         results = []
         for adoption in self.control.adopt_operators(settings, source):
             setting = adoption.setting
-            if adoption.result == "unknown":
-                log.warning(
-                    "peers: %s %s from %s not taken: %s",
-                    setting.label,
-                    setting.state.value,
-                    source,
-                    adoption.outcome,
-                )
-            elif adoption.result == "kept":
-                log.info(
+            if not adoption.holds:  # what is taken is logged by the balancer, as every state change
+                level = logging.WARNING if adoption.result == "unknown" else logging.INFO
+                log.log(
+                    level,
                     "peers: %s %s from %s not taken: %s",
                     setting.label,
                     setting.state.value,

@@ -268,10 +268,10 @@ class Admin(_Model):
 def _admin_url(value: str) -> str:
     """`http://10.0.1.2:9090` (a trailing slash allowed): the admin API of a node, returned as
     http://host:port with the host lower-cased. The admin API speaks plain HTTP (admin/server.py)."""
-    expected = f"expected an admin API URL such as http://10.0.1.2:9090, got {value!r}"
+    expected = "expected an admin API URL such as http://10.0.1.2:9090"  # the loader says what was found
     scheme, colon_slashes, rest = value.partition("://")
     if not colon_slashes:
-        raise ValueError(expected)
+        raise ValueError(f"{expected}: the scheme http:// is missing")
     if scheme.lower() != "http":
         raise ValueError(f"{expected}: the admin API speaks plain http (no TLS of its own)")
     netloc = rest.removesuffix("/")
@@ -479,7 +479,7 @@ def _peer_errors(peers: Peers, admin: Admin | None) -> list[tuple[tuple[str | in
         errors.append(
             (
                 ("peers",),
-                "peers: needs an admin: section (the other nodes reach this one through its admin API)",
+                "needs an admin: section (the other nodes reach this one through its admin API)",
             )
         )
     seen: dict[str, int] = {}

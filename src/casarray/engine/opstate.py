@@ -41,6 +41,7 @@ __all__ = [
     "load",
     "newer",
     "parse",
+    "read_json",
     "render",
     "restore",
     "save",
@@ -139,15 +140,19 @@ def render(settings: Iterable[Setting]) -> bytes:
 
 def parse(data: bytes) -> list[Setting]:
     """The settings of a state file's bytes. ValueError says what is wrong, in the admin's words."""
+    return settings_of(read_json(data))
+
+
+def read_json(data: bytes) -> object:
+    """The JSON value of a state document's bytes (a file, or a peer's request)."""
     if len(data) > MAX_BYTES:
         raise ValueError(f"{len(data)} bytes, more than a state file ever holds ({MAX_BYTES})")
     try:
-        content = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    return settings_of(content)
 
 
 def settings_of(content: object) -> list[Setting]:
