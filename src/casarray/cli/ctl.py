@@ -76,7 +76,7 @@ ServiceOpt = Annotated[
         "--service", "-s", help="Only this service's member (e.g. ews) instead of the whole server."
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer instead of text.")]
 
 
 @dataclass
@@ -456,8 +456,8 @@ def drain(
     token_file: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """No new connections or requests for SERVER; the open ones finish. With peers: in the config,
-    on every node (one line per node's answer).
+    """No new connections or requests for SERVER; the open ones finish. With a peers: section, on
+    every node (one line per node's answer; --wait waits for this node's connections).
 
     Example: casarray ctl drain MB2 --reason "CU14" --wait --timeout 30m
     """
@@ -493,14 +493,15 @@ def _state_command(state: str, doc: str) -> None:
 
 _state_command(
     "ready",
-    """SERVER takes new traffic again (when its health checks pass); with peers:, on every node.
+    """SERVER takes new traffic again (when its health checks pass); with a peers: section, on every
+    node.
 
     Example: casarray ctl ready MB2 --reason "CU14 done"
     """,
 )
 _state_command(
     "maint",
-    """Take SERVER out now: its open connections are closed; with peers:, on every node.
+    """Take SERVER out now: its open connections are closed; with a peers: section, on every node.
 
     Example: casarray ctl maint MB2 --reason "disk replacement"
     """,

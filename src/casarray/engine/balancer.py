@@ -875,8 +875,7 @@ class Balancer:
                 continue
             old = self._operator_of(setting)
             if old is None:
-                known = "the config" if self.current is None else "this node's config"
-                out.append(Adoption(setting, "unknown", f"no {setting.label} in {known}"))
+                out.append(Adoption(setting, "unknown", f"no {setting.label} in this node's config"))
                 continue
             if self.current is not None:
                 self._apply_operator(setting.server, setting.service, setting.state)
@@ -891,7 +890,8 @@ class Balancer:
 
     def _operator_of(self, setting: opstate.Setting) -> Operator | None:
         """The operator state now on the setting's server or member; None when the running config has
-        no such thing. Before the start: what the book holds (ready when nothing)."""
+        no such thing. Before the start: what the book holds (ready when nothing); one for a server the
+        config lacks is reported when the first generation restores the book."""
         current = self.current
         if current is None:
             held = self.opstates.held.get(setting.key)
