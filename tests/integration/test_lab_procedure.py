@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shlex
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -262,25 +265,70 @@ def _lab_ports() -> tuple[int, int]:
     raise AssertionError("no port free on each of 127.0.0.2-4")
 
 
-def test_the_default_lab_is_on_the_namespace_and_the_rollback_undoes_it(tmp_path: Path) -> None:
+def _start_lab(tmp_path: Path, *options: str) -> tuple[Proc, int, Path]:
+    """`casarray lab` as a user starts it, on free ports (its DNS server too); waits until it runs and
+    the namespace answers through the balancer. (The balancer's workers may still be starting when its
+    port first accepts: a slow handshake is asked again.)"""
     port, sim_port = _lab_ports()
     directory = tmp_path / "lab-run"
-    lab = Proc(
-        casarray(
-            "lab",
-            "--dir",
-            str(directory),
-            "--port",
-            str(port),
-            "--sim-port",
-            str(sim_port),
-            "--admin-port",
-            "0",
-        ),
-        tmp_path / "lab.log",
-    )
+    ports = ["--port", str(port), "--sim-port", str(sim_port), "--admin-port", "0"]
+    dns = ["--dns-port", str(free_port(kind=socket.SOCK_DGRAM))]
+    lab = Proc(casarray("lab", "--dir", str(directory), *ports, *dns, *options), tmp_path / "lab.log")
+    lab.wait_log("lab running:", timeout=90)
+
+    def answers() -> bool:
+        try:
+            response = https_request(
+                "127.0.0.1", port, "/owa/healthcheck.htm", directory / "ca.pem", host=NAMESPACE
+            )
+        except OSError:
+            return False
+        return response.status == 200
+
+    wait_until(answers, timeout=90, what="the namespace answering through the balancer")
+    return lab, port, directory
+
+
+def _client_check_as_printed(log: str) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """Run the client check exactly as the lab printed it (docs/lab.md: the seed's third step)."""
+    (line,) = [line for line in log.splitlines() if " doctor -c " in line and " --user " in line]
+    command, _, comment = line.strip().partition("     (")
+    # A wide terminal, so that no URL is folded across lines of the table.
+    env = {**os.environ, "COLUMNS": "300"}
+    done = subprocess.run(shlex.split(command), capture_output=True, text=True, env=env, timeout=300)
+    assert PASSWORD not in done.stdout + done.stderr
+    return comment, done
+
+
+def test_the_lab_as_installed_fails_the_printed_client_check_naming_the_servers(tmp_path: Path) -> None:
+    lab, _, directory = _start_lab(tmp_path, "--as-installed")
     try:
-        lab.wait_log("lab running:", timeout=90)
+        log = lab.log
+        assert "namespace-apply.ps1" not in log
+        assert f"--user {USER} --password-file {directory / 'alice.password'}" in log
+        comment, done = _client_check_as_printed(log)
+        assert comment.startswith("fails: every server tells clients its own name")
+        assert done.returncode == 1, done.stdout + done.stderr
+        for server in ("mb1", "mb2", "mb3"):
+            assert f"https://{server}.alwayshotcafe.com/EWS/Exchange.asmx" in done.stdout
+        assert not done.stdout.rstrip().endswith(" 0 failures")
+        assert "authentication failed" not in done.stdout  # alice logged on with the UPN
+        assert "Test E-mail AutoConfiguration for alice@alwayshotcafe.com" in done.stdout
+        # The balancer's side of the same lab is fine: names on the VIP, every server healthy.
+        (line,) = [x for x in log.splitlines() if x.strip().endswith(" --nameserver " + _nameserver(log))]
+        balancer_side = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=300)
+        assert balancer_side.returncode == 0, balancer_side.stdout + balancer_side.stderr
+    finally:
+        assert lab.stop() == 0, lab.log
+
+
+def _nameserver(log: str) -> str:
+    return log.split(" --nameserver ", 1)[1].split()[0]
+
+
+def test_the_default_lab_is_on_the_namespace_and_the_rollback_undoes_it(tmp_path: Path) -> None:
+    lab, port, directory = _start_lab(tmp_path)
+    try:
         log = lab.log
         assert f"namespace {NAMESPACE} applied by {directory / 'namespace-apply.ps1'}" in log
         assert "settings changed, 0 already as wanted" in log
@@ -291,23 +339,21 @@ def test_the_default_lab_is_on_the_namespace_and_the_rollback_undoes_it(tmp_path
         assert done.exit_code == 0, done.stderr
         assert _casarray(tmp_path, "namespace", "verify", "-i", "now.json", *names).exit_code == 0
 
-        # Through the balancer, on the namespace: the servers answer as before. (The balancer's workers
-        # may still be starting when its port first accepts: a slow handshake is asked again.)
-        def answers() -> bool:
-            try:
-                response = https_request(
-                    "127.0.0.1", port, "/owa/healthcheck.htm", directory / "ca.pem", host=NAMESPACE
-                )
-            except OSError:
-                return False
-            return response.status == 200
+        # The client's side, as the lab prints it: every URL on the namespace, through the VIP.
+        comment, client = _client_check_as_printed(log)
+        assert comment.startswith("passes")
+        assert client.returncode == 0, client.stdout + client.stderr
+        assert client.stdout.rstrip().endswith(" 0 failures")
+        assert "mb1.alwayshotcafe.com" not in client.stdout
 
-        wait_until(answers, timeout=90, what="the namespace answering through the balancer")
         done = _casarray(tmp_path, "lab", "apply", "-c", config, directory / "namespace-rollback.ps1")
         assert done.exit_code == 0, done.stderr
         assert _casarray(tmp_path, "lab", "inventory", "-c", config, "-o", "back.json").exit_code == 0
         done = _casarray(tmp_path, "namespace", "verify", "-i", "back.json", *names)
         assert done.exit_code == 1
         assert "mb1.alwayshotcafe.com" in done.stdout
+        _, client = _client_check_as_printed(log)
+        assert client.returncode == 1
+        assert "https://mb2.alwayshotcafe.com/EWS/Exchange.asmx" in client.stdout
     finally:
         assert lab.stop() == 0, lab.log

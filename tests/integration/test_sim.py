@@ -568,7 +568,17 @@ def test_lab_starts_sims_and_balancer_and_stops_them(tmp_path: Path) -> None:
     port, sim_port = free_port(), free_port("127.0.0.2")
     directory = tmp_path / "lab-run"
     proc = Proc(
-        casarray("lab", "--dir", str(directory), "--port", str(port), "--sim-port", str(sim_port)),
+        casarray(
+            "lab",
+            "--dir",
+            str(directory),
+            "--port",
+            str(port),
+            "--sim-port",
+            str(sim_port),
+            "--dns-port",
+            str(free_port(kind=socket.SOCK_DGRAM)),
+        ),
         tmp_path / "lab.log",
     )
     try:
@@ -621,6 +631,8 @@ def test_lab_reports_a_child_that_dies(tmp_path: Path) -> None:
             "--sim-port",
             str(port),
             "--no-ntlm",
+            "--dns-port",
+            str(free_port(kind=socket.SOCK_DGRAM)),
         ),
         tmp_path / "lab.log",
     )
@@ -631,3 +643,29 @@ def test_lab_reports_a_child_that_dies(tmp_path: Path) -> None:
     finally:
         proc.stop()
         blocker.close()
+
+
+def test_lab_says_when_its_dns_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket(type=socket.SOCK_DGRAM) as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        dns_port = blocker.getsockname()[1]
+        done = subprocess.run(
+            casarray(
+                "lab",
+                "--dir",
+                str(tmp_path / "lab"),
+                "--port",
+                str(free_port()),
+                "--sim-port",
+                str(free_port("127.0.0.2")),
+                "--dns-port",
+                str(dns_port),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: lab DNS: cannot listen on udp 127.0.0.1:{dns_port}: Address already in use"]
+    assert "sim-cas" not in done.stdout + done.stderr  # nothing else was started

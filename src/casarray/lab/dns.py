@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -138,11 +139,13 @@ async def serve_dns(
     records: Sequence[DnsRecord], host: str, port: int
 ) -> tuple[asyncio.DatagramTransport, LabDns]:
     """The lab's DNS server on UDP host:port (port 0: any free port; the transport's sockname says)."""
-    loop = asyncio.get_running_loop()
+    # Bound here rather than by the loop, so a port in use reads the same on asyncio and uvloop.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: LabDns(records), local_addr=(host, port)
-        )
+        sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         raise LabError(f"cannot listen on udp {host}:{port}: {exc.strerror or exc}", "lab DNS") from exc
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(lambda: LabDns(records), sock=sock)
     return transport, protocol
