@@ -19,8 +19,9 @@ NAMESPACE = "outlook.alwayshotcafe.com"
 DOMAIN = "alwayshotcafe.com"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port free on `host` for TCP (or, with kind=socket.SOCK_DGRAM, UDP)."""
+    with socket.socket(type=kind) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
