@@ -18,6 +18,7 @@ status showed the change) are printed; run with -s to see them. docs/high-availa
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
 import time
@@ -190,19 +191,19 @@ def test_a_drain_on_one_node_is_in_force_on_the_other_within_a_second(agree: Agr
     wait_until(lambda: "MB2" in {r.get("server") for r in client.results()}, RUN_TIMEOUT, 0.05, "MB2 serving")
 
     figures: dict[str, float] = {}
+    who = f"{getpass.getuser()} (ctl) from 127.0.0.1"  # ctl says who made a change, from its environment
     for before, state in (("ready", "drain"), ("drain", "ready")):
-        change = f"operator: MB2 {before} -> {state} by "
+        change = f"{before} -> {state} by {who}"  # as both nodes log it, and ctl reports node2's answer
         started = time.time()
         done = one.namespace.run(
             *casarray_args("ctl", "-c", str(one.config), state, "MB2"), env={**os.environ, "COLUMNS": "200"}
         )
         returned = time.time()
         # ctl reports node2's answer: node2 took the change before node1's API answered.
-        assert done.stdout.splitlines() == [f"MB2: {state}", f"peer {url_two}: MB2: {before} -> {state} by "
-                                            f"root (ctl) from 127.0.0.1"], done.stdout  # fmt: skip
+        assert done.stdout.splitlines() == [f"MB2: {state}", f"peer {url_two}: MB2: {change}"], done.stdout
         seen = watch.wait_state("MB2", state, timeout=IN_FORCE_BOUND + RUN_TIMEOUT)
-        set_on_one = logged_at(one.casarray.log, change)
-        two.casarray.wait_log(f"{change}root (ctl) from 127.0.0.1 (from peer {url_one} (")
+        set_on_one = logged_at(one.casarray.log, f"operator: MB2 {change}")
+        two.casarray.wait_log(f"operator: MB2 {change} (from peer {url_one} (")
         figures[f"{state}: ctl took"] = round(returned - started, 3)
         figures[f"{state}: node2 showed it after node1 set it"] = round(seen - set_on_one, 3)
         figures[f"{state}: node2 showed it after ctl returned"] = round(seen - returned, 3)
