@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import http.client
 import os
 import signal
@@ -90,6 +91,13 @@ class Proc:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
+
+
+def logged_at(log: str, text: str) -> float:
+    """Epoch seconds of the log line holding `text` (lines start `2025-03-02 21:40:01,234 INFO …`)."""
+    line = next(line for line in log.splitlines() if text in line)
+    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.timestamp()
 
 
 def casarray(*args: str) -> list[str]:

@@ -3,7 +3,6 @@ admin API, in front of the same simulated Exchange servers; real `ctl`, real HTT
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import signal
@@ -21,7 +20,16 @@ import pytest
 
 from casarray.lab.pki import CertFiles
 from tests.integration.conftest import L7Lab, in_loop
-from tests.support import NAMESPACE, LoopThread, Proc, casarray, free_port, https_request, wait_until
+from tests.support import (
+    NAMESPACE,
+    LoopThread,
+    Proc,
+    casarray,
+    free_port,
+    https_request,
+    logged_at,
+    wait_until,
+)
 
 TOKEN = "peers-token-81d3"
 # Each node answers the other's push before its own API call returns; "within a second" is the goal,
@@ -207,13 +215,6 @@ def test_a_change_on_one_node_is_in_force_on_the_other(lab: PeerLab) -> None:
         ("MB3", "owa", "ready"),
     }
     assert all(s["changed"] >= s["since"] > 0 for s in kept["states"])
-
-
-def logged_at(log: str, text: str) -> float:
-    """Epoch seconds of the log line holding `text` (lines start `2025-03-02 21:40:01,234 INFO …`)."""
-    line = next(line for line in log.splitlines() if text in line)
-    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
-    return stamp.timestamp()
 
 
 def timed_change(
