@@ -143,6 +143,11 @@ def families(snap: Snapshot) -> list[Metric]:
             "Client TLS handshakes that failed.",
             snap.tls_handshake_failures,
         ),
+        CounterMetricFamily(
+            "casarray_upstream_releases",
+            "l7: idle upstream connections closed after timeouts.upstream_release (never NTLM/Negotiate ones).",
+            snap.upstream_releases,
+        ),
         CounterMetricFamily("casarray_reloads", "Configuration reloads that took effect.", snap.reloads),
         GaugeMetricFamily("casarray_workers", "Worker processes serving traffic.", snap.workers),
         GaugeMetricFamily(

@@ -135,6 +135,7 @@ _SCHEMAS: dict[str, Any] = {
             "time",
             "https_listener",
             "pools",
+            "upstream_releases",
         ],
         "properties": {
             "mode": {"enum": ["l4", "l7"]},
@@ -151,6 +152,10 @@ _SCHEMAS: dict[str, Any] = {
             },
             "queue": {**_INT, "description": "Clients waiting for a slot (l4)."},
             "tls_handshake_failures": _INT,
+            "upstream_releases": {
+                **_INT,
+                "description": "l7: idle upstream connections closed after timeouts.upstream_release.",
+            },
             "reloads": {**_INT, "description": "Reloads that took effect."},
             "workers": _INT,
             "started": {**_NUM, "description": "Epoch seconds."},

@@ -229,6 +229,20 @@ class Timeouts(_Model):
         description="l7: idle time allowed between two requests on a "
         "client connection (IIS closes idle connections after 120s).",
     )
+    # An idle upstream connection costs the balancer its TLS state (and a descriptor), and the server
+    # one of its connections, for as long as the client keeps its own (keepalive: 2 min; Outlook and
+    # browsers hold theirs far longer). Reopening costs one TCP + TLS handshake on the LAN, a few ms,
+    # on the next request. Requests of one action (a page load, an Outlook sync) follow each other
+    # within a second or two; 5 s covers such a burst, so a connection is reopened only once the user
+    # paused. Connections that carried NTLM/Negotiate are never released (proxy/session.py).
+    upstream_release: Duration = Field(
+        5.0,
+        ge=0,
+        description="l7: close the upstream connection of a client connection idle this long between "
+        "requests, unless it carried NTLM or Negotiate (those stay with their client connection for "
+        "life); the client's next request opens a new one, to the server balancing and affinity pick "
+        "then. 0 never releases (one upstream connection per client connection for its whole life).",
+    )
     body_idle: Duration = Field(
         120.0,
         gt=0,

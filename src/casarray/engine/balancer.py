@@ -1021,6 +1021,7 @@ def snapshot_of(
         started,
         join_host_port(config.listen.address, config.listen.https_port),
         pools_of(config),
+        counters.upstream_releases,
     )
 
 

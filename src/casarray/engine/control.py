@@ -89,6 +89,7 @@ class Snapshot:
     # mail port, "imap:993").
     https_listener: str = ""
     pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    upstream_releases: int = 0  # l7: idle upstream connections closed (timeouts.upstream_release)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ class FakeControl:
             queue=0,
             tls_handshake_failures=3,
             reloads=self.reloads,
+            upstream_releases=4,
             started=1700000000.0,
             https_listener="10.0.1.250:443",
             pools={name: (name,) for name in SERVICES},
