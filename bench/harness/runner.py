@@ -351,10 +351,12 @@ def _measure_idle(
 def _idle_line(suite: Suite, idle: IdleResult) -> str:
     per = idle.kib_per_connection
     line = (
-        f"[{suite.name}] idle-{idle.case:<11} {idle.target:<9} {idle.opened:,} open in {idle.open_seconds:.1f}s, "
+        f"[{suite.name}] idle-{idle.case:<11} {idle.target:<9} {idle.opened:,} open "
+        f"in {idle.open_seconds:.1f}s, "
         f"RSS {idle.rss_before_kib:,} -> {idle.rss_half_kib:,} -> {idle.rss_after_kib:,} KiB"
         + ("" if per is None else f" = {per:.2f} KiB/conn")
-        + f", fds {idle.fds_before:,} -> {idle.fds_half:,} -> {idle.fds_after:,}, still open {idle.still_open:,}"
+        + f", fds {idle.fds_before:,} -> {idle.fds_half:,} -> {idle.fds_after:,}"
+        + f", still open {idle.still_open:,}"
     )
     if idle.release_seconds is not None:
         line += f", upstreams released within {idle.release_seconds:.1f}s of the last opened"

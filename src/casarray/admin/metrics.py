@@ -145,7 +145,8 @@ def families(snap: Snapshot) -> list[Metric]:
         ),
         CounterMetricFamily(
             "casarray_upstream_releases",
-            "l7: idle upstream connections closed after timeouts.upstream_release (never NTLM/Negotiate ones).",
+            "l7: idle upstream connections closed after timeouts.upstream_release "
+            "(never one that carried NTLM/Negotiate).",
             snap.upstream_releases,
         ),
         CounterMetricFamily("casarray_reloads", "Configuration reloads that took effect.", snap.reloads),
