@@ -197,7 +197,7 @@ async def _serve(cfg: Config, config_path: Path) -> None:
             await peers.sync(at_start=True)
         await balancer.start()
         if cfg.admin is not None:
-            from casarray.admin import AdminServer
+            from casarray.admin.server import AdminServer
 
             admin = AdminServer.from_config(cfg.admin, balancer, peers)
             await admin.start()
