@@ -260,7 +260,10 @@ def test_operator_states_survive_a_reload(lab: AdminLab) -> None:
     lab.config.write_text(lab.config.read_text().replace("mode: l7", "mode: l9"))
     refused = lab.ctl("reload")
     assert refused.returncode == 1
-    assert refused.stderr.startswith("error: 409 Conflict: reload refused, the running config keeps serving:")
+    assert refused.stderr.startswith(
+        f"error: the admin API at {lab.admin_url} answered 409 Conflict: reload refused, the running config "
+        "keeps serving:"
+    )
     assert refused.stderr.count("\n") == 1
     assert lab.status()["reloads"] == 1
     assert "reload refused" in proc.log

@@ -327,7 +327,7 @@ def test_a_wrong_token_is_refused_and_said(lab: PeerLab) -> None:
     lab.write("A", peers_extra=f", token_file: {wrong}")
     lab.start("B")
     lab.start("A")
-    refused = "refused: 401 wrong token (see admin.token_file) (peers.token_file, else admin.token_file, must hold that node's admin token)"
+    refused = "answered 401 Unauthorized: wrong token (see admin.token_file) (peers.token_file, else admin.token_file, must hold that node's admin token)"
     assert f"peers: {b.url} {refused}: starting with this node's own states" in lab.log("A")
 
     drained = lab.ctl("A", "drain", "MB2")

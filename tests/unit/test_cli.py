@@ -146,7 +146,7 @@ def test_ctl_finds_it_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "casarray.yaml").write_text(VALID + f"admin: {{listen: 127.0.0.1:{port}}}\n")
     code, _, err = invoke("ctl", "status")
     assert code == 1
-    assert f"cannot reach the admin API at http://127.0.0.1:{port}" in err
+    assert f"the admin API at http://127.0.0.1:{port} does not answer" in err
 
 
 def test_each_verb_is_registered_by_the_module_root_imports_for_it() -> None:

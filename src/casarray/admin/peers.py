@@ -23,16 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from casarray.admin.api import STATES_PATH
 from casarray.admin.auth import split_listen
+from casarray.admin.client import AdminCallError, AsyncAdminClient
 from casarray.admin.server import read_token
 from casarray.config.model import Config
 from casarray.config.units import format_duration
 from casarray.engine.control import Adoption, Control
 from casarray.engine.opstate import Setting, document, newer, settings_of
-from casarray.errors import reason_of
 from casarray.netaddr import split_host_port
 
 __all__ = ["Answer", "PeerError", "Peers", "is_this_node"]
@@ -118,11 +116,8 @@ class Peers:
         self.control = control
         self.others = list(others)
         self.me = me  # this node's URL, as the others know it (for their log lines)
-        self.timeout = timeout
         self.interval = interval
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        # trust_env=False: an http_proxy meant for the internet must not capture calls between nodes.
-        self._client = httpx.AsyncClient(timeout=timeout, trust_env=False, headers=headers)
+        self._client = AsyncAdminClient(token, timeout)
         self._silent: set[str] = set()  # nodes whose last sync failed (said once, and when they are back)
         self._task: asyncio.Task[None] | None = None
 
@@ -148,33 +143,16 @@ class Peers:
         return cls(control, others, me, token, peers.timeout, peers.sync_interval)
 
     # --- the wire -------------------------------------------------------------------------------------
-    async def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    async def _call(self, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            response = await self._client.request(method, url + STATES_PATH, json=body)
-        except httpx.ConnectError as exc:
-            raise PeerError(f"does not answer ({reason_of(exc)})") from None
-        except httpx.TimeoutException:
-            raise PeerError(
-                f"did not answer within {format_duration(self.timeout)} (peers.timeout)"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise PeerError(f"failed: {reason_of(exc)}") from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if response.status_code >= 400:
-            error = data.get("error") if isinstance(data, dict) else None
-            said = " ".join(str(error or response.text.strip()[:200]).split())
-            if response.status_code in (401, 403):
-                raise PeerError(
-                    f"refused: {response.status_code} {said} (peers.token_file, else admin.token_file, "
-                    "must hold that node's admin token)"
-                )
-            raise PeerError(f"answered {response.status_code}: {said}")
-        if not isinstance(data, dict):
-            raise PeerError("did not answer JSON (is that a casarray admin API?)")
-        return data
+            return await self._client.call(method, url + STATES_PATH, body)
+        except AdminCallError as exc:
+            hint = ""
+            if exc.kind == "timeout":
+                hint = " (peers.timeout)"
+            elif exc.status in (401, 403):
+                hint = " (peers.token_file, else admin.token_file, must hold that node's admin token)"
+            raise PeerError(f"{exc}{hint}") from None
 
     async def _states(self, url: str) -> list[Setting]:
         data = await self._call("GET", url)

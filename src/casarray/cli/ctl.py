@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import httpx
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -22,12 +21,12 @@ from rich.table import Table
 from rich.text import Text
 
 from casarray.admin.auth import admin_url
+from casarray.admin.client import AdminCallError, call
 from casarray.cli.core import default_config, fail
 from casarray.config import ConfigErrors, load_config
 from casarray.config.load import read_section
 from casarray.config.model import Admin
 from casarray.config.units import format_duration, parse_duration
-from casarray.errors import reason_of
 
 app = typer.Typer(
     help="Control a running balancer through its admin API: status, drain, ready, maint, reload, events.",
@@ -167,34 +166,16 @@ def _listen_url(listen: str) -> str:
 
 def _call(
     target: Target, method: str, path: str, timeout: float = 10.0, body: dict[str, Any] | None = None
-) -> Any:
-    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
-    # trust_env=False: an http_proxy meant for the internet must not capture calls to the balancer.
+) -> dict[str, Any]:
     try:
-        with httpx.Client(base_url=target.url, timeout=timeout, trust_env=False) as client:
-            response = client.request(method, path, headers=headers, json=body)
-    except httpx.ConnectError as exc:
-        raise fail(
-            f"cannot reach the admin API at {target.url}: {reason_of(exc)} "
-            "(is `casarray run` running with an admin: section?)"
-        ) from None
-    except httpx.TimeoutException:
-        raise fail(f"the admin API at {target.url} did not answer within {timeout:.0f}s") from None
-    except httpx.HTTPError as exc:
-        raise fail(f"admin API at {target.url}: {reason_of(exc)}") from None
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if response.status_code >= 400:
-        error = data.get("error") if isinstance(data, dict) else None
-        message = f"{response.status_code} {response.reason_phrase}: {error or response.text.strip()[:200]}"
-        if response.status_code == 401 and target.note:
-            message += f" ({target.note})"
-        raise fail(" ".join(message.split()))
-    if data is None:
-        raise fail(f"{target.url}{path} did not answer JSON (is that the admin API?)")
-    return data
+        return call(method, target.url + path, token=target.token, timeout=timeout, body=body)
+    except AdminCallError as exc:
+        hint = ""
+        if exc.kind == "unreachable":
+            hint = " (is `casarray run` running with an admin: section?)"
+        elif exc.status == 401 and target.note:
+            hint = f" ({target.note})"
+        raise fail(f"the admin API at {target.url} {exc}{hint}") from None
 
 
 def _console() -> Console:
