@@ -26,7 +26,7 @@ import spnego.exceptions
 
 from casarray.doctor.certs import tls_server_end_point
 from casarray.doctor.reply import Reply, challenge_token, offered_schemes
-from casarray.health.checker import ResponseProtocol, get_request
+from casarray.health.checker import ResponseProtocol
 from casarray.health.layers import DOCTOR_WORDING, Failed, open_layers
 from casarray.health.verdict import judge
 from casarray.http.decode import ResponseStart
@@ -116,43 +116,16 @@ async def get_via(
     context: ssl.SSLContext,
     timeout: float,  # noqa: ASYNC109 - split between phases to report L4TOUT, L6TOUT or L7TOUT
 ) -> Answer:
-    """GET `path` on address:port over TLS with SNI and Host = `host`, as a client of the VIP would."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    deadline = start + timeout
-
-    def answer(ok: bool, code: str, reason: str, status: int | None = None, fe: str | None = None) -> Answer:
-        return Answer(ok, code, reason, status, fe, loop.time() - start)
-
-    opened = await open_layers(ResponseProtocol, address, port, deadline, (context, host), DOCTOR_WORDING)
-    if isinstance(opened, Failed):
-        return answer(False, opened.code, opened.reason)
-    transport, protocol = opened
-    try:
-        transport.write(get_request(path, host, "casarray-doctor"))
-        try:
-            async with asyncio.timeout_at(deadline):
-                await protocol.finished
-        except TimeoutError:
-            return answer(False, "L7TOUT", "no complete response before the timeout")
-        except ProtocolError as exc:
-            return answer(False, "L7RSP", f"bad response: {exc}")
-        except (ssl.SSLError, OSError) as exc:
-            return answer(False, "L7RSP", f"connection error: {exc}")
-        response = protocol.response
-        assert response.head is not None
-        if response.cut_short:
-            return answer(False, "L7RSP", "bad response: connection closed in the middle of the body")
-        ok, code, reason = judge(response.head.status, response.body)
-        return answer(ok, code, reason, response.head.status, fe_server(response))
-    finally:
-        transport.abort()
-
-
-def fe_server(response: ResponseStart) -> str | None:
-    """The X-FEServer header: the Exchange server that answered (the last one, if repeated)."""
-    value = response.header(b"x-feserver")
-    return None if value is None else value.decode("latin-1")
+    """GET `path` on address:port over TLS with SNI and Host = `host`, as a client of the VIP would
+    (`fetch`), judged like the balancer's health check."""
+    start = asyncio.get_running_loop().time()
+    fetched = await fetch(address, port, host, "GET", path, context, timeout)
+    duration = asyncio.get_running_loop().time() - start
+    reply = fetched.reply
+    if reply is None:
+        return Answer(False, fetched.code, fetched.reason, None, None, duration)
+    ok, code, reason = judge(reply.status, reply.body)
+    return Answer(ok, code, reason, reply.status, reply.fe_server, duration)
 
 
 # -- a client's requests -----------------------------------------------------------------------------

@@ -23,9 +23,10 @@ from casarray.doctor.checks import (
     via_row,
     via_targets,
 )
+from casarray.doctor.reply import Reply
 from casarray.doctor.resolution import Resolution, judge, parse_nameserver, resolve
 from casarray.doctor.rows import Row, failed, summary
-from casarray.doctor.wire import Answer, PeerCertificate, fe_server
+from casarray.doctor.wire import Answer, PeerCertificate
 from casarray.health.state import CheckResult
 from casarray.http.decode import ResponseStart
 from casarray.http.errors import ProtocolError
@@ -186,8 +187,10 @@ def test_connect_address_of_an_unspecified_vip_is_loopback() -> None:
 def test_fe_server_and_status_from_the_proxys_reader() -> None:
     response = ResponseStart()
     response.feed(b"HTTP/1.1 200 OK\r\nx-feserver:  MB1 \r\nContent-Length: 5\r\n\r\n200 O")
-    assert (response.status, fe_server(response), response.body) == (200, "MB1", b"200 O")
-    assert fe_server(ResponseStart()) is None
+    assert (response.status, response.header(b"x-feserver"), response.body) == (200, b"MB1", b"200 O")
+    assert ResponseStart().header(b"x-feserver") is None
+    assert Reply(200, "OK", (("x-feserver", "MB1"),), b"").fe_server == "MB1"  # the name in any case
+    assert Reply(200, "OK", (), b"").fe_server is None
     with pytest.raises(ProtocolError, match="malformed status line"):
         ResponseStart().feed(b"SSH-2.0-OpenSSH\r\n\r\n")
 
