@@ -326,31 +326,41 @@ class _Client:
         fetched = await self.post(url, host, port, schema, address)
         return self.read_pox(check, candidate, fetched, address)
 
-    def read_pox(self, check: str, candidate: Candidate, fetched: Fetched, address: str) -> _Outcome:
-        url, method = candidate.url, candidate.method
+    def answered(self, check: str, url: str, lead: str, fetched: Fetched) -> Reply | None:
+        """The reply to read on; None once the step is failed: no reply, or no log-on (the credentials
+        refused, or a 401 the client cannot log on past: `logon_failed`). `lead` starts the detail."""
         reply = fetched.reply
         if reply is None:
-            self.step(check, url, "fail", f"{method}: {fetched.code} {fetched.reason}")
+            self.step(check, url, "fail", f"{lead}{fetched.code} {fetched.reason}")
             return None
         by = _by(reply)
         if fetched.refused:
-            self.step(check, url, "fail", self.refused_text(fetched, reply))
-            self.logon_failed = True
-            return _STOP
-        if reply.status == 401:
-            self.logon_failed = True
+            login = self.options.credentials.login if self.options.credentials else "?"
+            detail = (
+                f"authentication failed: {reply.fe_server or 'the server'} refused the credentials of "
+                f"{login} ({fetched.auth}, then 401 again): wrong password, or not this user's login"
+            )
+        elif reply.status == 401:
             offered = ", ".join(offered_schemes(reply.all("WWW-Authenticate"))) or "no scheme"
             if self.options.credentials is None:
-                self.step(
-                    check,
-                    url,
-                    "fail",
-                    f"{method}: asks for credentials ({offered}){by}; give --password-file to see "
-                    "what it tells the user",
+                detail = (
+                    f"{lead}asks for credentials ({offered}){by}; give --password-file to see what it "
+                    "tells the user"
                 )
             else:
-                self.step(check, url, "fail", f"{method}: 401 offering {offered}{by}: cannot log on")
-            return _STOP
+                detail = f"{lead}401 offering {offered}{by}: cannot log on"
+        else:
+            return reply
+        self.step(check, url, "fail", detail)
+        self.logon_failed = True
+        return None
+
+    def read_pox(self, check: str, candidate: Candidate, fetched: Fetched, address: str) -> _Outcome:
+        url, method = candidate.url, candidate.method
+        reply = self.answered(check, url, f"{method}: ", fetched)
+        if reply is None:
+            return None if fetched.reply is None else _STOP
+        by = _by(reply)
         if reply.status in (301, 302, 303, 307, 308):
             location = reply.header("Location") or ""
             self.step(check, url, "ok", f"{method}: {reply.status} to {location}{by}")
@@ -380,13 +390,6 @@ class _Client:
             return _Redirect(answer.address, address=True)
         self.step(check, url, "ok", f"{method}: settings, {len(answer.urls)} URLs{by}")
         return _Found(url, address, answer, reply.fe_server)
-
-    def refused_text(self, fetched: Fetched, reply: Reply) -> str:
-        login = self.options.credentials.login if self.options.credentials else "?"
-        return (
-            f"authentication failed: {reply.fe_server or 'the server'} refused the credentials of {login} "
-            f"({fetched.auth}, then 401 again): wrong password, or not this user's login"
-        )
 
     async def post(
         self, url: str, host: str, port: int, schema: Schema, address: str, *, mapi: bool = True
@@ -427,13 +430,10 @@ class _Client:
 
         async def once() -> str | None:
             fetched = await self.post(found.url, host, port, schema, found.address, mapi=mapi)
-            if fetched.reply is None:
-                self.step(check, found.url, "fail", f"asked again: {fetched.code} {fetched.reason}")
-                return None
             outcome = self.read_pox(check, candidate, fetched, found.address)
             if isinstance(outcome, _Found):
                 self.record(outcome.settings, outcome.fe_server)
-            return fetched.reply.fe_server
+            return None if fetched.reply is None else fetched.reply.fe_server
 
         await self.round_robin(found.fe_server if mapi else None, once)
 
@@ -480,15 +480,11 @@ class _Client:
                 headers=_JSON,
                 credentials=self.options.credentials,
             )
-            reply = fetched.reply
+            reply = self.answered(check, url, "", fetched)
             if reply is None:
-                self.step(check, url, "fail", f"{fetched.code} {fetched.reason}")
-                return None
+                return None if fetched.reply is None else fetched.reply.fe_server
             by = _by(reply)
-            if fetched.refused:
-                self.step(check, url, "fail", self.refused_text(fetched, reply))
-                self.logon_failed = True
-            elif reply.status in (301, 302, 303, 307, 308):
+            if reply.status in (301, 302, 303, 307, 308):
                 location = reply.header("Location") or ""
                 refusal = self.policy.refusal(location, 0)
                 self.tell(f"v2 {protocol} redirect", location, reply.fe_server or "?")
@@ -498,9 +494,6 @@ class _Client:
                     "fail" if refusal else "ok",
                     f"{reply.status} to {location}{by} {refusal or ''}",
                 )
-            elif reply.status == 401:
-                offered = ", ".join(offered_schemes(reply.all("WWW-Authenticate"))) or "no scheme"
-                self.step(check, url, "fail", f"asks for credentials ({offered}){by}")
             else:
                 try:
                     answer = parse_v2(reply.body, protocol)
@@ -567,27 +560,14 @@ class _Client:
             return UrlRow(told.protocol, url, by, place, via, "", "fail", f"{parts.scheme}: not asked")
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         fetched = await fetch(self.vip, port, host, "GET", target, self.context, self.timeout)
+        followed = ""
+        if fetched.reply is not None and (slash := trailing_slash(url, fetched.reply)) is not None:
+            followed = f"{fetched.reply.status} to {slash}, then "
+            fetched = await fetch(self.vip, port, host, "GET", slash, self.context, self.timeout)
         reply = fetched.reply
         if reply is None:
-            return UrlRow(
-                told.protocol,
-                url,
-                by,
-                place,
-                via,
-                "",
-                "fail",
-                f"through the VIP: {fetched.code} {fetched.reason}",
-            )
-        followed = ""
-        slash = trailing_slash(url, reply)
-        if slash is not None:
-            followed = f"{reply.status} to {slash}, then "
-            fetched = await fetch(self.vip, port, host, "GET", slash, self.context, self.timeout)
-            if fetched.reply is None:
-                detail = f"through the VIP: {followed}{fetched.code} {fetched.reason}"
-                return UrlRow(told.protocol, url, by, place, via, "", "fail", detail)
-            reply = fetched.reply
+            detail = f"through the VIP: {followed}{fetched.code} {fetched.reason}"
+            return UrlRow(told.protocol, url, by, place, via, "", "fail", detail)
         status, text = judge_reply(service_of(url), reply)
         return UrlRow(
             told.protocol,
