@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import ssl
 import subprocess
@@ -298,6 +299,20 @@ def l7(tmp_path: Path, pki: CertFiles) -> Iterator[L7Lab]:
 
 def get(lab: L7Lab, port: int, path: str, **kw: Any) -> Any:
     return https_request("127.0.0.1", port, path, lab.pki.ca, **kw)
+
+
+def post_sim_settings(
+    address: str, port: int, ca: Path, change: dict[str, Any], host: str | None = None
+) -> dict[str, Any]:
+    """One change through a simulated server's control port (POST /_sim/settings, with Host and SNI
+    `host`, else the address); it must be taken (200): the server's settings document it answers."""
+    resp = https_request(
+        address, port, "/_sim/settings", ca, method="POST", host=host or address,
+        body=json.dumps(change).encode(), headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert resp.status == 200, resp.body
+    document: dict[str, Any] = json.loads(resp.body)
+    return document
 
 
 def session(lab: L7Lab, port: int) -> requests.Session:
