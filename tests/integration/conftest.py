@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import ssl
+import subprocess
 import textwrap
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -158,13 +162,7 @@ class L7Lab:
         through). The config file is the process's last argument (`proc.args[-1]`)."""
         port = free_port()
         http = f", http_port: {http_port}" if http_port else ""
-        servers = (
-            servers
-            if servers is not None
-            else "\n".join(
-                f"  - {{name: {s.name}, address: {s.host}, port: {s.port}}}" for s in self.sims.values()
-            )
-        )
+        servers = servers if servers is not None else self.servers_yaml()
         listener_tls = tls or f"{{certificate: {self.pki.certificate}, key: {self.pki.key}}}"
         text = (
             f"namespace: {NAMESPACE}\nautodiscover: autodiscover.alwayshotcafe.com\nmode: {mode}\n"
@@ -184,6 +182,13 @@ class L7Lab:
         proc.wait_log("listening on")
         return proc, port
 
+    def servers_yaml(self, sims: Iterable[SimCas] | None = None) -> str:
+        """The `servers:` entries for `sims` (all of them, in order, by default)."""
+        return "\n".join(
+            f"  - {{name: {s.name}, address: {s.host}, port: {s.port}}}"
+            for s in (self.sims.values() if sims is None else sims)
+        )
+
     def recorded(self) -> int:
         return sum(len(s.state.requests) for s in self.sims.values())
 
@@ -192,6 +197,83 @@ class L7Lab:
             proc.stop()
         for sim in self.sims.values():
             self.loop.run(sim.stop())
+
+
+ADMIN_TOKEN = "integration-token-5f2c"
+
+
+class NodeLab(L7Lab):
+    """The l7 lab plus balancer nodes: `casarray run` processes with the admin API on loopback, all
+    holding the one admin token (ADMIN_TOKEN, in `token_file`)."""
+
+    def __init__(self, directory: Path, pki: CertFiles, loop: LoopThread) -> None:
+        super().__init__(directory, pki, loop)
+        self.token_file = directory / "admin.token"
+        self.token_file.write_text(ADMIN_TOKEN + "\n")
+        self.token_file.chmod(0o600)
+
+    def write_node(
+        self,
+        config: Path,
+        port: int,
+        admin_port: int,
+        *,
+        mode: str,
+        workers: int,
+        timeouts: str,
+        extra: str = "",
+    ) -> None:
+        """A node's config: the client listener on 127.0.0.1:`port`, the admin API on `admin_port`, the
+        simulated servers, fast health checks; `extra` adds top-level keys."""
+        tls = f"tls: {{certificate: {self.pki.certificate}, key: {self.pki.key}}}\n" if mode == "l7" else ""
+        config.write_text(
+            textwrap.dedent(f"""\
+            namespace: {NAMESPACE}
+            mode: {mode}
+            listen: {{address: 127.0.0.1, https_port: {port}}}
+            upstream_tls: {{ca: {self.pki.ca}}}
+            health: {{interval: 200ms, timeout: 1s, rise: 1, fall: 1}}
+            timeouts: {timeouts}
+            workers: {workers}
+            admin: {{listen: '127.0.0.1:{admin_port}', token_file: {self.token_file}}}
+            """)
+            + extra
+            + tls
+            + "servers:\n"
+            + self.servers_yaml()
+            + "\n"
+        )
+
+    def start_node(self, config: Path, log: Path, *, wait: bool = True, timeout: float = 15.0) -> Proc:
+        """`casarray run -c config`; with `wait`, until its admin API is up."""
+        proc = Proc(casarray("run", "-c", str(config)), log)
+        self.procs.append(proc)
+        if wait:
+            proc.wait_log("admin API and dashboard on", timeout=timeout)
+        return proc
+
+    def ctl_node(self, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        """`casarray ctl -c config ARGS...`."""
+        return subprocess.run(
+            casarray("ctl", "-c", str(config), *args),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            # `ctl status` fits COLUMNS when it is set (and the test runner may export one): wide here,
+            # so the one-table form is what the assertions read.
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    def spread_node(self, port: int, path: str, n: int) -> Counter[str]:
+        """Which servers answer `n` requests for `path` through the node listening on `port`."""
+        counts: Counter[str] = Counter()
+        for _ in range(n):
+            response = https_request("127.0.0.1", port, path, self.pki.ca)
+            assert response.status == 200, response
+            counts[response.server] += 1
+        return counts
 
 
 L = TypeVar("L", bound=L7Lab)
@@ -217,6 +299,20 @@ def l7(tmp_path: Path, pki: CertFiles) -> Iterator[L7Lab]:
 
 def get(lab: L7Lab, port: int, path: str, **kw: Any) -> Any:
     return https_request("127.0.0.1", port, path, lab.pki.ca, **kw)
+
+
+def post_sim_settings(
+    address: str, port: int, ca: Path, change: dict[str, Any], host: str | None = None
+) -> dict[str, Any]:
+    """One change through a simulated server's control port (POST /_sim/settings, with Host and SNI
+    `host`, else the address); it must be taken (200): the server's settings document it answers."""
+    resp = https_request(
+        address, port, "/_sim/settings", ca, method="POST", host=host or address,
+        body=json.dumps(change).encode(), headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert resp.status == 200, resp.body
+    document: dict[str, Any] = json.loads(resp.body)
+    return document
 
 
 def session(lab: L7Lab, port: int) -> requests.Session:

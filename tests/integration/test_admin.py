@@ -3,11 +3,9 @@ Exchange servers (in a loop thread) behind it and real clients on loopback."""
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import subprocess
-import textwrap
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from casarray.lab.pki import CertFiles
-from tests.integration.conftest import L7Lab, in_loop
+from tests.integration.conftest import ADMIN_TOKEN, NodeLab, in_loop
 from tests.support import (
     NAMESPACE,
     LoopThread,
@@ -32,18 +30,14 @@ from tests.support import (
     wait_until,
 )
 
-TOKEN = "integration-token-5f2c"
 EWS = "/EWS/Exchange.asmx"
 
 
-class AdminLab(L7Lab):
+class AdminLab(NodeLab):
     """The l7 lab (simulated servers on a loop thread) plus a balancer with the admin API."""
 
     def __init__(self, directory: Path, pki: CertFiles, loop: LoopThread) -> None:
         super().__init__(directory, pki, loop)
-        self.token_file = directory / "admin.token"
-        self.token_file.write_text(TOKEN + "\n")
-        self.token_file.chmod(0o600)
         self.config = directory / "casarray.yaml"
         self.port = 0
         self.admin_url = ""
@@ -54,33 +48,17 @@ class AdminLab(L7Lab):
         self.port = free_port()
         admin_port = admin_port or free_port()
         self.admin_url = f"http://127.0.0.1:{admin_port}"
-        tls = f"tls: {{certificate: {self.pki.certificate}, key: {self.pki.key}}}\n" if mode == "l7" else ""
-        servers = "\n".join(
-            f"  - {{name: {s.name}, address: {s.host}, port: {s.port}}}" for s in self.sims.values()
+        self.write_node(
+            self.config,
+            self.port,
+            admin_port,
+            mode=mode,
+            workers=workers,
+            timeouts="{grace: 2s, upstream_release: 0}",
         )
-        self.config.write_text(
-            textwrap.dedent(f"""\
-            namespace: {NAMESPACE}
-            mode: {mode}
-            listen: {{address: 127.0.0.1, https_port: {self.port}}}
-            upstream_tls: {{ca: {self.pki.ca}}}
-            health: {{interval: 200ms, timeout: 1s, rise: 1, fall: 1}}
-            timeouts: {{grace: 2s, upstream_release: 0}}
-            workers: {workers}
-            admin: {{listen: '127.0.0.1:{admin_port}', token_file: {self.token_file}}}
-            servers:
-            """)
-            + servers
-            + "\n"
-            + tls
-        )
-        proc = Proc(casarray("run", "-c", str(self.config)), self.dir / f"run-{self.port}.log")
-        self.procs.append(proc)
-        if wait:
-            proc.wait_log("admin API and dashboard on")
-        return proc
+        return self.start_node(self.config, self.dir / f"run-{self.port}.log", wait=wait)
 
-    def api(self, method: str, path: str, token: str | None = TOKEN) -> httpx.Response:
+    def api(self, method: str, path: str, token: str | None = ADMIN_TOKEN) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         with httpx.Client(base_url=self.admin_url, timeout=10, trust_env=False) as client:
             return client.request(method, path, headers=headers)
@@ -95,28 +73,13 @@ class AdminLab(L7Lab):
         return next(s for s in self.status()["servers"] if s["name"] == name)
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            casarray("ctl", "-c", str(self.config), *args),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            # `ctl status` fits COLUMNS when it is set (and the test runner may export one): wide here,
-            # so the one-table form is what the assertions read.
-            env={**os.environ, "COLUMNS": "200"},
-        )
+        return self.ctl_node(self.config, *args)
 
     def get(self, path: str) -> Response:
         return https_request("127.0.0.1", self.port, path, self.pki.ca)
 
     def spread(self, path: str, n: int) -> Counter[str]:
-        counts: Counter[str] = Counter()
-        for _ in range(n):
-            response = self.get(path)
-            assert response.status == 200, response
-            counts[response.server] += 1
-        return counts
+        return self.spread_node(self.port, path, n)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from casarray.doctor.rows import UrlRow
 from casarray.doctor.wire import Credentials, Fetched, fetch
 from casarray.lab.pki import CertFiles
 from casarray.lab.sim import SimCas, parse_description
-from tests.integration.conftest import L7Lab, in_loop
+from tests.integration.conftest import L7Lab, in_loop, post_sim_settings
 from tests.integration.test_doctor import start_dns
 from tests.support import DOMAIN, NAMESPACE, free_port, https_request
 
@@ -162,11 +162,7 @@ class ClientLab:
 
     def set(self, sim: SimCas, change: dict[str, Any]) -> None:
         """One Set-… on one server, through its control port (POST /_sim/settings)."""
-        resp = https_request(
-            sim.host, sim.port, "/_sim/settings", self.lab.pki.ca, method="POST", host=sim.fqdn,
-            body=json.dumps(change).encode(), headers={"Content-Type": "application/json"},
-        )  # fmt: skip
-        assert resp.status == 200, resp.body
+        post_sim_settings(sim.host, sim.port, self.lab.pki.ca, change, host=sim.fqdn)
 
     def move_to_the_namespace(self, sim: SimCas) -> None:
         base = f"https://{NAMESPACE}:{self.port}"

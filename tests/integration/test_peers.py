@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,19 +18,15 @@ import httpx
 import pytest
 
 from casarray.lab.pki import CertFiles
-from tests.integration.conftest import L7Lab, in_loop
+from tests.integration.conftest import ADMIN_TOKEN, NodeLab, in_loop
 from tests.support import (
-    NAMESPACE,
     LoopThread,
     Proc,
-    casarray,
     free_port,
-    https_request,
     logged_at,
     wait_until,
 )
 
-TOKEN = "peers-token-81d3"
 # Each node answers the other's push before its own API call returns; "within a second" is the goal,
 # the bound leaves room for a loaded CI machine.
 BOUND = 5.0
@@ -50,14 +45,11 @@ class Node:
         return f"http://127.0.0.1:{self.admin_port}"
 
 
-class PeerLab(L7Lab):
+class PeerLab(NodeLab):
     """Simulated servers on a loop thread and two nodes, A and B, that name each other in peers:."""
 
     def __init__(self, directory: Path, pki: CertFiles, loop: LoopThread) -> None:
         super().__init__(directory, pki, loop)
-        self.token_file = directory / "admin.token"
-        self.token_file.write_text(TOKEN + "\n")
-        self.token_file.chmod(0o600)
         self.nodes = {
             name: Node(name, directory / f"node-{name}.yaml", free_port(), free_port()) for name in "AB"
         }
@@ -65,34 +57,23 @@ class PeerLab(L7Lab):
     def write(self, name: str, workers: int = 1, peers_extra: str = "", timeout: str = "2s") -> None:
         """The same config on both nodes but for the ports this node listens on (one machine)."""
         node = self.nodes[name]
-        servers = "\n".join(
-            f"  - {{name: {s.name}, address: {s.host}, port: {s.port}}}" for s in self.sims.values()
-        )
         nodes = ", ".join(n.url for n in self.nodes.values())
-        node.config.write_text(
-            textwrap.dedent(f"""\
-            namespace: {NAMESPACE}
-            mode: l4
-            listen: {{address: 127.0.0.1, https_port: {node.port}}}
-            upstream_tls: {{ca: {self.pki.ca}}}
-            health: {{interval: 200ms, timeout: 1s, rise: 1, fall: 1}}
-            timeouts: {{grace: 1s}}
-            workers: {workers}
-            admin: {{listen: '127.0.0.1:{node.admin_port}', token_file: {self.token_file}}}
-            peers: {{nodes: [{nodes}], timeout: {timeout}, sync_interval: 1s{peers_extra}}}
-            servers:
-            """)
-            + servers
-            + "\n"
+        self.write_node(
+            node.config,
+            node.port,
+            node.admin_port,
+            mode="l4",
+            workers=workers,
+            timeouts="{grace: 1s}",
+            extra=f"peers: {{nodes: [{nodes}], timeout: {timeout}, sync_interval: 1s{peers_extra}}}\n",
         )
 
     def start(self, name: str) -> Proc:
         node = self.nodes[name]
         if not node.config.exists():
             self.write(name)
-        node.proc = Proc(casarray("run", "-c", str(node.config)), self.dir / f"node-{name}-{time.time()}.log")
-        self.procs.append(node.proc)
-        node.proc.wait_log("admin API and dashboard on", timeout=60)  # B's workers start slowly when loaded
+        # B's workers start slowly when loaded
+        node.proc = self.start_node(node.config, self.dir / f"node-{name}-{time.time()}.log", timeout=60)
         return node.proc
 
     def stop(self, name: str) -> None:
@@ -106,7 +87,7 @@ class PeerLab(L7Lab):
         return proc.log
 
     def post(self, name: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         with httpx.Client(base_url=self.nodes[name].url, timeout=30, trust_env=False) as client:
             return client.post(path, headers=headers, json=body)
 
@@ -117,23 +98,10 @@ class PeerLab(L7Lab):
         return str(view["members"][service]["operator"] if service else view["operator"])
 
     def ctl(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            casarray("ctl", "-c", str(self.nodes[name].config), *args),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "COLUMNS": "200"},
-        )
+        return self.ctl_node(self.nodes[name].config, *args)
 
     def spread(self, name: str, n: int) -> Counter[str]:
-        counts: Counter[str] = Counter()
-        for _ in range(n):
-            response = https_request("127.0.0.1", self.nodes[name].port, "/owa/", self.pki.ca)
-            assert response.status == 200, response
-            counts[response.server] += 1
-        return counts
+        return self.spread_node(self.nodes[name].port, "/owa/", n)
 
 
 @pytest.fixture

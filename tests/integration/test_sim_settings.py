@@ -24,6 +24,7 @@ from casarray.exchange.namespace.verify import verify
 from casarray.lab import autodiscover as ad
 from casarray.lab.pki import CertFiles
 from casarray.lab.sim import SimCas
+from tests.integration.conftest import post_sim_settings
 from tests.support import DOMAIN, NAMESPACE, LoopThread, Proc, casarray, free_port, wait_until
 
 
@@ -98,45 +99,29 @@ def test_get_settings_is_this_servers_inventory_and_the_org_is_their_concatenati
 def test_post_changes_one_object_and_answers_the_new_document(sims: list[SimCas], pki: CertFiles) -> None:
     mb1 = sims[0]
     url = f"https://{NAMESPACE}/EWS/Exchange.asmx"
-    status, document = call(
+    document = post_sim_settings(
         mb1.host,
         mb1.port,
         pki.ca,
-        "POST",
-        "/_sim/settings",
         {"Kind": "VirtualDirectory", "Type": "WebServices", "Set": {"InternalUrl": url, "ExternalUrl": url}},
-        host_header="mb1.alwayshotcafe.com",  # the server's own name is allowed, like an IP address
+        host="mb1.alwayshotcafe.com",  # the server's own name is allowed, like an IP address
     )
-    assert status == 200
     ews = next(v for v in document["VirtualDirectories"] if v["Type"] == "WebServices")
     assert (ews["InternalUrl"], ews["ExternalUrl"]) == (url, url)
     assert settings_of(mb1, pki.ca) == document
     assert mb1.settings.vdir("WebServices").external_url == url
     assert settings_of(sims[1], pki.ca)["VirtualDirectories"] != document["VirtualDirectories"]
 
-    status, document = call(
-        mb1.host,
-        mb1.port,
-        pki.ca,
-        "POST",
-        "/_sim/settings",
-        {
-            "Kind": "OutlookAnywhere",
-            "Set": {"ExternalHostname": NAMESPACE, "ExternalClientsRequireSsl": True},
-        },
-    )
-    assert status == 200
+    change = {
+        "Kind": "OutlookAnywhere",
+        "Set": {"ExternalHostname": NAMESPACE, "ExternalClientsRequireSsl": True},
+    }
+    document = post_sim_settings(mb1.host, mb1.port, pki.ca, change)
     assert document["OutlookAnywhere"][0]["ExternalHostname"] == NAMESPACE
     assert document["OutlookAnywhere"][0]["ExternalClientsRequireSsl"] is True
-    status, document = call(
-        mb1.host,
-        mb1.port,
-        pki.ca,
-        "POST",
-        "/_sim/settings",
-        {"Kind": "ClientAccessService", "Set": {"AutoDiscoverServiceInternalUri": None}},
-    )
-    assert (status, document["ClientAccessServices"][0]["AutoDiscoverServiceInternalUri"]) == (200, None)
+    change = {"Kind": "ClientAccessService", "Set": {"AutoDiscoverServiceInternalUri": None}}
+    document = post_sim_settings(mb1.host, mb1.port, pki.ca, change)
+    assert document["ClientAccessServices"][0]["AutoDiscoverServiceInternalUri"] is None
 
 
 @pytest.mark.parametrize(
@@ -229,7 +214,7 @@ def test_sim_cas_starts_from_a_settings_file_and_logs_each_change(tmp_path: Path
             "Type": "Ecp",
             "Set": {"InternalUrl": f"https://{NAMESPACE}/ecp"},
         }
-        assert call("127.0.0.3", port, pki.ca, "POST", "/_sim/settings", change)[0] == 200
+        post_sim_settings("127.0.0.3", port, pki.ca, change)
         proc.wait_log(
             "MB2: Set-EcpVirtualDirectory MB2\\ecp (Default Web Site): InternalUrl "
             f"'https://mb2.alwayshotcafe.com/ecp' -> 'https://{NAMESPACE}/ecp'"
@@ -343,7 +328,7 @@ def test_pox_with_ntlm_tells_the_settings_and_follows_a_change_at_once(
                 "Set": {"ExternalHostname": NAMESPACE, "ExternalClientsRequireSsl": True},
             },
         ):
-            assert call(ntlm_sim.host, ntlm_sim.port, pki.ca, "POST", "/_sim/settings", change)[0] == 200
+            post_sim_settings(ntlm_sim.host, ntlm_sim.port, pki.ca, change)
         resp = s.post(url, data=pox_body(f"{USER}@{DOMAIN}"))  # same connection, still alice
         told = urls_told(resp.content)
         assert told["EXPR/EwsUrl"] == [f"https://{NAMESPACE}/EWS/Exchange.asmx"]

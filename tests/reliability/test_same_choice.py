@@ -51,10 +51,7 @@ def two_nodes(lab: L7Lab, settings: str, mode: str = "l7") -> tuple[int, int]:
     """Node A (one process) and node B (a supervisor and two workers), the same `settings`; node B
     lists the servers in the opposite order (the choice must not depend on it)."""
     _, port_a = lab.balancer(settings, mode=mode)
-    reversed_servers = "\n".join(
-        f"  - {{name: {s.name}, address: {s.host}, port: {s.port}}}"
-        for s in reversed(list(lab.sims.values()))
-    )
+    reversed_servers = lab.servers_yaml(reversed(lab.sims.values()))
     node_b, port_b = lab.balancer(settings + "workers: 2\n", servers=reversed_servers, mode=mode)
     node_b.wait_log("2 workers serving", timeout=60)
     return port_a, port_b

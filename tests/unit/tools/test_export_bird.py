@@ -10,8 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from casarray.cli import app
-from casarray.config import parse_config
-from casarray.config.model import Config
 from casarray.errors import CasarrayError
 from casarray.export.bird import (
     BirdOptions,
@@ -19,40 +17,11 @@ from casarray.export.bird import (
     export_bird,
     static_protocols,
 )
+from tests.support import NAMESPACE
+from tests.unit.tools.conftest import block, cfg, lines, yaml
 
-NAMESPACE = "outlook.alwayshotcafe.com"
 BIRD = Path("/usr/sbin/bird")
 runner = CliRunner()
-
-
-def yaml(*, vip: str = "10.0.1.250", extra: str = "") -> str:
-    return (
-        f"namespace: {NAMESPACE}\nlisten: {{address: '{vip}', https_port: 443}}\n"
-        "servers:\n  - {name: MB1, address: 10.0.1.11}\n  - {name: MB2, address: 10.0.1.12}\n" + extra
-    )
-
-
-def cfg(**kwargs: str) -> Config:
-    return parse_config(yaml(**kwargs))
-
-
-def lines(text: str) -> list[str]:
-    """Statement lines without comments."""
-    out = [line.split("  #", 1)[0].strip() for line in text.splitlines()]
-    return [line for line in out if line and not line.startswith("#")]
-
-
-def block(text: str, header: str) -> list[str]:
-    """The statements of the top-level block opened by `header {`."""
-    body = lines(text)
-    start = body.index(header + " {") + 1
-    depth, out = 1, []
-    for line in body[start:]:
-        depth += line.count("{") - line.count("}")
-        if depth == 0:
-            return out
-        out.append(line)
-    raise AssertionError(f"{header} is not closed")
 
 
 def test_ipv4_vip_announced_to_one_router_over_ibgp_by_default() -> None:

@@ -13,15 +13,10 @@ from casarray.config import parse_config
 from casarray.config.model import Config
 from casarray.errors import CasarrayError
 from casarray.export.haproxy import address, export_haproxy, identifier, quote
-from casarray.lab.pki import CertFiles, make_lab_pki
+from casarray.lab.pki import CertFiles
+from tests.support import NAMESPACE
 
-NAMESPACE = "outlook.alwayshotcafe.com"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
-    return make_lab_pki(tmp_path_factory.mktemp("pki"))
 
 
 def cfg(pki: CertFiles, extra: str = "", mode: str = "l4") -> Config:

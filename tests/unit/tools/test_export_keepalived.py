@@ -12,8 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from casarray.cli import app
-from casarray.config import parse_config
-from casarray.config.model import Config
 from casarray.errors import CasarrayError
 from casarray.export.keepalived import (
     DEFAULT_CASARRAY,
@@ -21,47 +19,12 @@ from casarray.export.keepalived import (
     derived_router_id,
     export_keepalived,
 )
-from casarray.lab.pki import CertFiles, make_lab_pki
+from casarray.lab.pki import CertFiles
+from tests.support import NAMESPACE
+from tests.unit.tools.conftest import block, cfg, lines, yaml
 
-NAMESPACE = "outlook.alwayshotcafe.com"
 KEEPALIVED = Path("/usr/sbin/keepalived")
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
-    return make_lab_pki(tmp_path_factory.mktemp("pki"))
-
-
-def yaml(pki: CertFiles, *, mode: str = "l4", vip: str = "10.0.1.250", extra: str = "") -> str:
-    tls = f"tls: {{certificate: {pki.certificate}, key: {pki.key}}}\n" if mode == "l7" else ""
-    return (
-        f"namespace: {NAMESPACE}\nmode: {mode}\nlisten: {{address: '{vip}', https_port: 443}}\n{tls}"
-        "servers:\n  - {name: MB1, address: 10.0.1.11}\n  - {name: MB2, address: 10.0.1.12}\n" + extra
-    )
-
-
-def cfg(pki: CertFiles, **kwargs: str) -> Config:
-    return parse_config(yaml(pki, **kwargs))
-
-
-def lines(text: str) -> list[str]:
-    """Statement lines without comments."""
-    out = [line.split("  #", 1)[0].strip() for line in text.splitlines()]
-    return [line for line in out if line and not line.startswith("#")]
-
-
-def block(text: str, header: str) -> list[str]:
-    """The statements of the top-level block opened by `header {`."""
-    body = lines(text)
-    start = body.index(header + " {") + 1
-    depth, out = 1, []
-    for line in body[start:]:
-        depth += line.count("{") - line.count("}")
-        if depth == 0:
-            return out
-        out.append(line)
-    raise AssertionError(f"{header} is not closed")
 
 
 ADMIN = "admin: {listen: 127.0.0.1:9090}\n"

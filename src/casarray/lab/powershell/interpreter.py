@@ -21,7 +21,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from tree_sitter import Node
 
@@ -582,25 +582,9 @@ class Interpreter:
         node: Node,
     ) -> None:
         by_name = {p.name.lower(): p for p in declared}
-        values: dict[str, Any] = {}
-        positional: list[_Positional] = []
-        index = 0
-        while index < len(tokens):
-            token = tokens[index]
-            index += 1
-            if isinstance(token, _Positional):
-                positional.append(token)
-                continue
-            parameter = _match(by_name, token.name, owner, token.node)
-            if parameter.switch:
-                values[parameter.name] = to_bool(token.value) if token.explicit else True
-            elif token.explicit:
-                values[parameter.name] = token.value
-            elif index < len(tokens) and isinstance(tokens[index], _Positional):
-                values[parameter.name] = tokens[index].value
-                index += 1
-            else:
-                raise RuntimeFault(f"Missing an argument for parameter '{parameter.name}'.", token.node)
+        values, positional = _bind_named(
+            tokens, lambda token: _match(by_name, token.name, owner, token.node), RuntimeFault
+        )
         open_slots = [p for p in declared if not p.switch and p.name not in values]
         for token in positional:
             if not open_slots:
@@ -741,25 +725,10 @@ class Interpreter:
         return []
 
     def _bind_command(self, command: Command, tokens: list[_Named | _Positional]) -> dict[str, Any]:
-        args: dict[str, Any] = {}
-        positional: list[Any] = []
-        index = 0
-        while index < len(tokens):
-            token = tokens[index]
-            index += 1
-            if isinstance(token, _Positional):
-                positional.append(token.value)
-                continue
-            param = command.find(token.name)
-            if param.switch:
-                args[param.name] = to_bool(token.value) if token.explicit else True
-            elif token.explicit:
-                args[param.name] = token.value
-            elif index < len(tokens) and isinstance(tokens[index], _Positional):
-                args[param.name] = tokens[index].value
-                index += 1
-            else:
-                raise CmdletError(f"Missing an argument for parameter '{param.name}'.")
+        args, rest = _bind_named(
+            tokens, lambda token: command.find(token.name), lambda message, _node: CmdletError(message)
+        )
+        positional = [token.value for token in rest]
         slots = sorted(
             (p for p in command.params if p.position is not None and p.name not in args), key=_position
         )
@@ -1495,6 +1464,49 @@ def _match(by_name: dict[str, _Parameter], name: str, owner: str, node: Node) ->
             f"Parameter cannot be processed because the parameter name '{name}' is ambiguous.", node
         )
     raise RuntimeFault(f"{owner}: A parameter cannot be found that matches parameter name '{name}'.", node)
+
+
+class _Bindable(Protocol):
+    """A parameter as the binding of named arguments sees it: a function's or a cmdlet's."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def switch(self) -> bool: ...
+
+
+def _bind_named(
+    tokens: list[_Named | _Positional],
+    find: Callable[[_Named], _Bindable],
+    fault: Callable[[str, Node], Exception],
+) -> tuple[dict[str, Any], list[_Positional]]:
+    """The named arguments' values by parameter name, and the positional arguments left, in order.
+
+    A switch takes no argument unless written -Name:value; another parameter takes -Name:value or the
+    argument after its name (about_Parameters). `find` matches a name to its parameter; `fault` makes
+    the error for a parameter left without its argument.
+    """
+    values: dict[str, Any] = {}
+    positional: list[_Positional] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        if isinstance(token, _Positional):
+            positional.append(token)
+            continue
+        parameter = find(token)
+        if parameter.switch:
+            values[parameter.name] = to_bool(token.value) if token.explicit else True
+        elif token.explicit:
+            values[parameter.name] = token.value
+        elif index < len(tokens) and isinstance(tokens[index], _Positional):
+            values[parameter.name] = tokens[index].value
+            index += 1
+        else:
+            raise fault(f"Missing an argument for parameter '{parameter.name}'.", token.node)
+    return values, positional
 
 
 def _split_common(tokens: list[_Named | _Positional]) -> tuple[dict[str, Any], list[_Named | _Positional]]:
