@@ -70,7 +70,7 @@ def test_the_printed_ctl_command_runs_as_printed(tmp_path: Path, monkeypatch: py
         ["/bin/sh", "-c", status], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
     )
     assert done.returncode == 1, (status, done.stderr)  # 127: command not found
-    assert f"cannot reach the admin API at http://127.0.0.1:{port}" in done.stderr
+    assert f"the admin API at http://127.0.0.1:{port} does not answer" in done.stderr
 
 
 def make_dry_run(target: str) -> str:
