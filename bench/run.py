@@ -46,6 +46,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="SUITE",
         help="run only this suite (repeatable; l4 or l7); default: l4, then l7",
     )
+    parser.add_argument(
+        "--shape",
+        choices=("production", "bare"),
+        default="production",
+        help="l7: production (default) health-checks the origin every 2 s in both balancers, as a "
+        "deployment does; bare runs without checks (the bench's shape before it measured production's)",
+    )
     parser.add_argument("--duration", type=float, help="seconds per measurement (overrides --quick)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per target before measuring")
     parser.add_argument(
@@ -104,6 +111,7 @@ def main(argv: list[str]) -> int:
                 nginx=tools["nginx"],
                 haproxy=tools["haproxy"],
                 wrk=tools["wrk"],
+                shape=args.shape,
             )
             found_versions = versions(ctx)
             result = run_suite(suite, ctx, stack, durations, idle_connections=args.idle_connections)

@@ -35,6 +35,9 @@ class Context:
     nginx: str
     haproxy: str
     wrk: str
+    # "production": the balancers health-check the origin as a deployment does (every CHECK_INTERVAL);
+    # "bare": no health checks, the shape of the bench before it measured production's (--shape bare).
+    shape: str = "production"
 
 
 @dataclass(slots=True)

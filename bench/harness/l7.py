@@ -24,6 +24,12 @@ SMALL_PATH = "/owa/small.txt"
 SMALL_SIZE = 100
 LARGE_PATH = "/owa/big.bin"
 LARGE_SIZE = 1024 * 1024
+# The production shape (Context.shape): both balancers check the origin every CHECK_INTERVAL over HTTPS,
+# GET /owa/healthcheck.htm answered as Exchange's Managed Availability does ("200 OK<br/>FQDN").
+# casarray checks each of its 9 services (as it does in production), HAProxy its one backend.
+CHECK_INTERVAL = "2s"
+CHECK_PATH = "/owa/healthcheck.htm"
+CHECK_BODY = "200 OK<br/>N1.alwayshotcafe.com"
 
 # The vdirs casarray forwards (first path segment, case-insensitive); the HAProxy reference gets the
 # same rule so both refuse the same requests.
@@ -86,7 +92,8 @@ def start_origin(ctx: Context, stack: ExitStack, pki: Pki) -> Origin:
                     ssl_certificate {pki.certificate};
                     ssl_certificate_key {pki.key};
                     ssl_protocols TLSv1.2 TLSv1.3;
-                    ssl_session_cache shared:TLS:10m;"""
+                    ssl_session_cache shared:TLS:10m;
+                    location ~ ^/[^/]+/healthcheck\\.htm$ {{ return 200 "{CHECK_BODY}"; }}"""
             ),
             f"listen {LOOPBACK}:{origin.plain_port} backlog=4096;",
         ],
@@ -116,6 +123,14 @@ def start_haproxy_http(
         ),
         "    ",
     )
+    checks, check = "", ""
+    if ctx.shape == "production":
+        checks = (
+            "    option httpchk\n"
+            f"    http-check send meth GET uri {CHECK_PATH} ver HTTP/1.1 hdr Host {NAMESPACE}\n"
+            '    http-check expect string "200 OK"\n'
+        )
+        check = f" check inter {CHECK_INTERVAL} check-sni {NAMESPACE}"
     conf = directory / "haproxy.cfg"
     conf.write_text(
         textwrap.dedent(
@@ -147,12 +162,12 @@ def start_haproxy_http(
                 default_backend origin_tls
 
             backend origin_tls
-                server N1 {LOOPBACK}:{origin.tls_port} ssl verify required ca-file {pki.ca} sni str({NAMESPACE}) alpn http/1.1
+                server N1 {LOOPBACK}:{origin.tls_port} ssl verify required ca-file {pki.ca} sni str({NAMESPACE}) alpn http/1.1{check}
 
             frontend plain
                 bind {LOOPBACK}:{plain_port}
             """
-        )
+        ).replace("backend origin_tls\n", "backend origin_tls\n" + checks)
         + rules
         + textwrap.dedent(
             f"""\
@@ -172,8 +187,10 @@ def start_haproxy_http(
     return target
 
 
-def casarray_l7_config(port: int, pki: Pki, origin: Origin) -> str:
-    """casarray.yaml (DESIGN §3): TLS to clients, re-encrypted to nginx, one server, no health checks."""
+def casarray_l7_config(port: int, pki: Pki, origin: Origin, shape: str) -> str:
+    """casarray.yaml (DESIGN §3): TLS to clients, re-encrypted to nginx, one server; its 9 services
+    health-checked every CHECK_INTERVAL in the production shape, no checks in the bare one."""
+    health = f"{{interval: {CHECK_INTERVAL}}}" if shape == "production" else "{enabled: false}"
     return textwrap.dedent(
         f"""\
         # Written by bench/run.py for one benchmark run.
@@ -190,8 +207,7 @@ def casarray_l7_config(port: int, pki: Pki, origin: Origin) -> str:
           server_name: {NAMESPACE}
         servers:
           - {{name: N1, address: {LOOPBACK}, port: {origin.tls_port}}}
-        health:
-          enabled: false
+        health: {health}
         workers: 1  # one worker against HAProxy's one thread; RSS and CPU are read off this process
         """
     )
@@ -203,7 +219,7 @@ def start_casarray_l7(
     target = launch_casarray(
         ctx,
         stack,
-        lambda port: casarray_l7_config(port, pki, origin),
+        lambda port: casarray_l7_config(port, pki, origin, ctx.shape),
         ca=pki.ca,
         plain_skip=NO_PLAIN_MODE,
         label=label,

@@ -22,7 +22,7 @@ HEADERS: Row = [
     f"CPU s/1k {REFERENCE}",
     f"CPU s/1k {CANDIDATE}",
 ]
-LATENCY_HEADERS: Row = ["scenario", *(f"{name} p99" for name in TARGET_ORDER)]
+LATENCY_HEADERS: Row = ["scenario", *(f"{name} p99" for name in TARGET_ORDER), "ratio", "target", "result"]
 IDLE_HEADERS: Row = [
     "case",
     "balancer",
@@ -174,6 +174,10 @@ def latency_rows(result: SuiteResult) -> list[Row]:
             found = outcome.measurements.get(name)
             p99 = found.wrk.p99_ms if found else None
             cells.append("—" if p99 is None else f"{p99:.2f} ms")
+        ratio, goal, passed = outcome.p99_ratio, outcome.scenario.p99_target, outcome.p99_passed
+        cells.append("—" if ratio is None else f"{ratio:.2f}")
+        cells.append("—" if goal is None else f"≤ {goal:.2f}")
+        cells.append("info" if goal is None else "—" if passed is None else "PASS" if passed else "FAIL")
         table.append(cells)
     return table
 
@@ -182,6 +186,12 @@ def notes(result: SuiteResult, machine: dict[str, Any], duration_s: float) -> li
     lines = [
         *result.suite.notes,
         f"wrk -t1, {duration_s:g}s per cell; nginx worker_processes 1; haproxy nbthread 1.",
+        f"Shape: {result.shape}"
+        + (
+            " (l7: both balancers health-check the origin every 2 s, as in a deployment)."
+            if result.shape == "production"
+            else " (no health checks: --shape bare)."
+        ),
         f"No CPU pinning: wrk, nginx and the balancer share {machine['usable_cpus']} CPU(s) "
         f"({machine['cpu_model']}), so the balancer competes with the load generator and the origin.",
         "CPU s/1k req = balancer user+sys CPU seconds (from /proc/<pid>/stat) per 1 000 requests.",

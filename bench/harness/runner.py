@@ -75,11 +75,28 @@ class ScenarioResult:
         return self.passes(self.scenario.target_ratio)
 
     @property
+    def p99_ratio(self) -> float | None:
+        """casarray's p99 latency ÷ HAProxy's; None without both."""
+        found = [self.measurements.get(name) for name in (REFERENCE, CANDIDATE)]
+        reference, candidate = (m.wrk.p99_ms if m is not None else None for m in found)
+        if reference is None or candidate is None or reference == 0:
+            return None
+        return candidate / reference
+
+    @property
+    def p99_passed(self) -> bool | None:
+        ratio, goal = self.p99_ratio, self.scenario.p99_target
+        return None if ratio is None or goal is None else ratio <= goal
+
+    @property
     def verdicts(self) -> list[bool | None]:
-        """One per goal (the scenario's own and each AlsoTarget); empty when it has none."""
+        """One per goal (the scenario's own, each AlsoTarget, the p99 one); empty when it has none."""
         goals = [self.scenario.target_ratio] if self.scenario.target_ratio is not None else []
         goals += [also.target_ratio for also in self.scenario.also]
-        return [self.passes(goal) for goal in goals]
+        verdicts = [self.passes(goal) for goal in goals]
+        if self.scenario.p99_target is not None:
+            verdicts.append(self.p99_passed)
+        return verdicts
 
     def to_json(self) -> dict[str, Any]:
         s = self.scenario
@@ -97,6 +114,11 @@ class ScenarioResult:
             "ratio": self.ratio,
             "passed": self.passed,
             "also": [_also_json(self, also) for also in s.also],
+            "p99_target": None
+            if s.p99_target is None
+            else f"{CANDIDATE} p99 <= {s.p99_target:g} x {REFERENCE}",
+            "p99_ratio": self.p99_ratio,
+            "p99_passed": self.p99_passed,
             "results": {name: m.to_json(s) for name, m in self.measurements.items()},
             "skipped": self.skipped,
         }
@@ -119,6 +141,7 @@ class SuiteResult:
     scenarios: list[ScenarioResult]
     idle: list[IdleResult] = field(default_factory=list)
     idle_skipped: dict[str, str] = field(default_factory=dict)
+    shape: str = "production"  # Context.shape: health checks on (production) or off (bare)
 
     def idle_case(self, result: IdleResult) -> IdleCase:
         spec = self.suite.idle
@@ -278,7 +301,7 @@ def run_suite(
             outcome.measurements[target.name] = measurement
             log(_progress_line(suite, scenario, measurement))
         results.append(outcome)
-    result = SuiteResult(suite, targets, results)
+    result = SuiteResult(suite, targets, results, shape=ctx.shape)
     if suite.idle is not None:
         _measure_idle(suite, targets, result, durations, idle_connections)
     return result
