@@ -24,6 +24,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.exchange import catalog
@@ -130,6 +132,8 @@ class Site(Protocol):
     def count(self, service: str, status: int) -> None: ...
 
 
+# Compiled by mypyc (casarray/compiled.py): the unit tests' site is a Python subclass.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SiteSettings:
     """What a session reads of its listener's configuration, derived once per listener (not per
     request): engine/l7.py's L7Frontend and the unit tests' site both start from it."""
