@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from casarray import __version__
+from casarray import __version__, compiled
 from casarray.cli import announce, core, ctl, lab, namespace, tools
 
 app = typer.Typer(
@@ -28,7 +28,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"casarray {__version__}")
+        typer.echo(f"casarray {__version__} ({compiled.current().describe()})")
         raise typer.Exit()
 
 
@@ -36,7 +36,12 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version, and whether the data plane runs compiled or as pure Python, and exit.",
+        ),
     ] = False,
 ) -> None:
     """Exchange client access behind one name: Layer-4/Layer-7 balancer and namespace toolkit."""
