@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 import tomllib
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -25,6 +26,8 @@ from typing import Any
 
 from setuptools import Distribution, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+from setuptools.errors import CCompilerError
 
 MYPY = "mypy==2.4.1"  # mypyc is part of mypy; pinned so that every build compiles the same code
 PACKAGE_DIR = os.path.join("src", "casarray")
@@ -68,22 +71,34 @@ class CompiledDistribution(Distribution):
     def has_ext_modules(self) -> bool:
         # Extensions are made by build_ext itself (mypyc runs only when something is built, not when
         # pip asks for metadata); this tells setuptools there will be some, and tags the wheel for
-        # this platform.
+        # this platform. A pure build runs no build_ext and makes a py3-none-any wheel.
         return not PURE
+
+
+def _places(command: build_ext | build_py) -> list[str]:
+    """Where a build's modules go: the build directory, and src/ for an editable install."""
+    places = [command.build_lib]
+    if getattr(command, "inplace", False) or command.editable_mode:
+        places.append(os.path.dirname(PACKAGE_DIR))
+    return places
+
+
+class BuildPure(build_py):
+    """build_py that, for a pure build, writes its record and removes compiled modules left by an
+    earlier build (an editable install's are in src/, where they would shadow the .py files)."""
+
+    def run(self) -> None:
+        super().run()
+        if PURE:
+            _say(f"{compiled.PURE_ENV}=1: installing the pure Python package")
+            _finish(_places(self), [], {"pure": f"{compiled.PURE_ENV}=1 at install"})
 
 
 class BuildCompiled(build_ext):
     """build_ext that asks mypyc for the extensions, and falls back to the pure package when it fails."""
 
     def run(self) -> None:
-        # Where the build's modules go: the build directory, and src/ for an editable install.
-        places = [self.build_lib]
-        if self.inplace or self.editable_mode:
-            places.append(os.path.dirname(PACKAGE_DIR))
-        if PURE:
-            _say(f"{compiled.PURE_ENV}=1: installing the pure Python package")
-            self._finish(places, [], {"pure": f"{compiled.PURE_ENV}=1 at install"})
-            return
+        places = _places(self)
         try:
             # mypyc runs here, when something is built, not whenever setuptools finalizes build_ext
             # (pip's metadata step does too). Then setuptools prepares the extensions as any other:
@@ -96,7 +111,7 @@ class BuildCompiled(build_ext):
             reason = f"compiling with mypyc failed at install: {_one_line(exc)}"
             _say(f"{reason}; installing the pure Python package")
             self.extensions = []
-            self._finish(places, [], {"pure": reason, "failed": True})
+            _finish(places, [], {"pure": reason, "failed": True})
             return
         from mypy.version import __version__ as mypyc_version
 
@@ -108,7 +123,7 @@ class BuildCompiled(build_ext):
         }
         built = [self.get_ext_filename(self.get_ext_fullname(ext.name)) for ext in self.extensions]
         _say(f"compiled with mypyc {mypyc_version}: {len(compiled.MODULES)} modules")
-        self._finish(places, built, {"mypyc": mypyc_version, "sources": sources})
+        _finish(places, built, {"mypyc": mypyc_version, "sources": sources})
 
     def _mypycify(self) -> list[Any]:
         from mypyc.build import mypycify
@@ -120,21 +135,22 @@ class BuildCompiled(build_ext):
         # their own dependencies (YAML, HTTP clients ...) are not in the build environment.
         return mypycify([*paths, "--follow-imports=silent"], group_name="casarray", opt_level="3")
 
-    def _finish(self, places: list[str], built: list[str], record: dict[str, Any]) -> None:
-        """Write the record, and remove every compiled module this build did not make (from an earlier
-        build: it would shadow its .py file)."""
-        keep = {os.path.normpath(path) for path in built}
-        for root in places:
-            found = [name for name in _listdir(root) if name.startswith(compiled.LIBRARY + ".")]
-            for directory, _, files in os.walk(os.path.join(root, "casarray")):
-                found += [os.path.relpath(os.path.join(directory, name), root) for name in files]
-            for path in found:
-                if path not in keep and any(path.endswith(suffix) for suffix in EXTENSION_SUFFIXES):
-                    os.remove(os.path.join(root, path))
-            os.makedirs(os.path.join(root, "casarray"), exist_ok=True)
-            with open(os.path.join(root, "casarray", compiled.RECORD), "w", encoding="utf-8") as file:
-                json.dump(record, file, indent=1, sort_keys=True)
-                file.write("\n")
+
+def _finish(places: list[str], built: list[str], record: dict[str, Any]) -> None:
+    """Write the record, and remove every compiled module this build did not make (from an earlier
+    build: it would shadow its .py file)."""
+    keep = {os.path.normpath(path) for path in built}
+    for root in places:
+        found = [name for name in _listdir(root) if name.startswith(compiled.LIBRARY + ".")]
+        for directory, _, files in os.walk(os.path.join(root, "casarray")):
+            found += [os.path.relpath(os.path.join(directory, name), root) for name in files]
+        for path in found:
+            if path not in keep and any(path.endswith(suffix) for suffix in EXTENSION_SUFFIXES):
+                os.remove(os.path.join(root, path))
+        os.makedirs(os.path.join(root, "casarray"), exist_ok=True)
+        with open(os.path.join(root, "casarray", compiled.RECORD), "w", encoding="utf-8") as file:
+            json.dump(record, file, indent=1, sort_keys=True)
+            file.write("\n")
 
 
 def _listdir(path: str) -> list[str]:
@@ -145,11 +161,16 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return "mypyc reported errors (pip install -v shows them)"
     text = " ".join(str(exc).split())
+    if isinstance(exc, CCompilerError):  # its text is the whole command line
+        status = re.search(
+            r"(failed with exit (code|status)|non-zero exit status) -?\d+|No such file or directory", text
+        )
+        return f"the C compiler failed ({status.group(0) if status else type(exc).__name__}; pip install -v shows why)"
     return f"{type(exc).__name__}: {text}"[:300]
 
 
 setup(
     distclass=CompiledDistribution,
-    cmdclass={"build_ext": BuildCompiled},
+    cmdclass={"build_ext": BuildCompiled, "build_py": BuildPure},
     setup_requires=_build_requirements(),
 )
