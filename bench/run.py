@@ -5,7 +5,7 @@
 Starts nginx (origin), HAProxy (reference) and casarray (candidate) on 127.0.0.1, runs each scenario
 against each of them, prints a table with the targets and writes bench/results/<time>-<suite>.json.
 Suites run in order: l4 (TCP pass-through), then l7 (TLS terminated and re-encrypted, plus memory per
-idle keep-alive connection).
+idle keep-alive connection, with the upstream connection pinned and released).
 Every process it starts runs in its own process group and is stopped on exit, Ctrl-C or error.
 See bench/README.md for how to read the numbers.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import http.client
 import os
 import signal
@@ -19,8 +20,9 @@ NAMESPACE = "outlook.alwayshotcafe.com"
 DOMAIN = "alwayshotcafe.com"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port free on `host` for TCP (or, with kind=socket.SOCK_DGRAM, UDP)."""
+    with socket.socket(type=kind) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
@@ -89,6 +91,13 @@ class Proc:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
+
+
+def logged_at(log: str, text: str) -> float:
+    """Epoch seconds of the log line holding `text` (lines start `2025-03-02 21:40:01,234 INFO …`)."""
+    line = next(line for line in log.splitlines() if text in line)
+    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.timestamp()
 
 
 def casarray(*args: str) -> list[str]:

@@ -43,7 +43,10 @@ class Target:
 
     `port` speaks TLS when `ca` is set (the CA its certificate is verified against in the sanity
     check; wrk itself verifies nothing). `plain_port` is the same target without TLS on either side,
-    for the suites that have a plain case; `plain_skip` says why a target has none.
+    for the suites that have a plain case; `plain_skip` says why a target has none. `relaunch(label)`,
+    when set, starts a fresh process of the same target (its files under `label`): a measurement of
+    memory starts from a process that never held connections, not from one whose freed memory would
+    be reused.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Target:
     ca: Path | None = None
     plain_port: int | None = None
     plain_skip: str | None = None
+    relaunch: Callable[[str], Target] | None = None
 
     @property
     def available(self) -> bool:
@@ -242,12 +246,14 @@ def launch_casarray(
     *,
     ca: Path | None = None,
     plain_skip: str | None = None,
+    label: str = "casarray",
 ) -> Target:
-    """casarray with the casarray.yaml `config_for(listen_port)`; a skipped Target when it cannot run."""
+    """casarray with the casarray.yaml `config_for(listen_port)`; a skipped Target when it cannot run.
+    Its files go to the run's directory under `label`."""
     reason = casarray_unavailable(ctx)
     if reason is not None:
         return Target("casarray", None, None, skip_reason=reason, ca=ca, plain_skip=plain_skip)
-    directory = ctx.workdir / "casarray"
+    directory = ctx.workdir / label
     directory.mkdir()
     port = free_port()
     conf = directory / "casarray.yaml"

@@ -1,12 +1,19 @@
 """Memory per idle connection: many TLS keep-alive clients that made one request and stay open.
 
-wrk cannot do this (it keeps every connection busy), so a small asyncio client does: it opens
-`count` TLS connections to the balancer (each completes a handshake and one GET, then goes quiet),
-waits for the balancer's resident set to settle, reads it, and closes them all. The figure is
-(RSS with the idle connections − RSS before) / connections, from /proc/<pid>/status VmRSS.
+wrk cannot do this (it keeps every connection busy), so a small asyncio client does: it opens TLS
+connections to the balancer (each completes a handshake and one GET, then goes quiet), waits for the
+balancer's resident set to settle, reads it, and closes them all at the end.
 
-Everything stays on 127.0.0.0/8. Client sockets are bound to 127.0.0.2–127.0.0.17 in turn, so the
-ephemeral ports of one source address (and any TIME_WAIT left by earlier scenarios) never run out.
+It opens them in two halves and reads the memory after each: the figure is the second half's cost,
+(RSS after − RSS at half time) / connections of the second half, from /proc/<pid>/status VmRSS — what
+one more idle connection costs a process that has already held as many, once what the first half
+allocated only for a while (handshakes, and upstream connections a balancer released) is there to be
+reused, as it is in a balancer that runs for days. The first half's own figure, (RSS at half time −
+RSS before) / its connections, is kept too.
+
+When the balancer is expected to release idle upstream connections (`released`), each reading waits
+until its descriptors show one per client connection (the upstream ones closed), so the figure is what
+an idle client connection costs once its upstream connection is gone.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ CONCURRENCY = 100  # handshakes in flight at once
 PER_CONNECTION_TIMEOUT_S = 10.0
 # Descriptors a balancer needs besides its connections (listener, epoll, log, stdio, …): a margin.
 FD_MARGIN = 100
+# How long a balancer that releases idle upstream connections gets to do it once the last client
+# connection is open (casarray: timeouts.upstream_release, 5 s by default, plus one sweep tick).
+RELEASE_WAIT_S = 60.0
 
 
 @dataclass(slots=True)
@@ -35,27 +45,41 @@ class IdleResult:
     """One idle-connection measurement against one balancer. Memory in KiB (1 KiB = 1 024 bytes)."""
 
     target: str
+    case: str  # the IdleCase key: "pinned" or "released"
     requested: int
-    opened: int
+    opened: int  # both halves
     failed: int
     still_open: int
-    open_seconds: float
+    open_seconds: float  # both halves
     rss_before_kib: int
     rss_after_kib: int
     fds_before: int
     fds_after: int
+    opened_first: int = 0  # the first half
+    rss_half_kib: int = 0  # after the first half (and, when released, its releases)
+    fds_half: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     note: str | None = None
+    release_seconds: float | None = None  # released: the longer wait for one descriptor per client
 
     @property
     def kib_per_connection(self) -> float | None:
-        if self.opened == 0:
+        """The second half's cost per connection (see the module)."""
+        second = self.opened - self.opened_first
+        if second <= 0 or self.opened_first == 0:
             return None
-        return (self.rss_after_kib - self.rss_before_kib) / self.opened
+        return (self.rss_after_kib - self.rss_half_kib) / second
+
+    @property
+    def kib_first_half(self) -> float | None:
+        if self.opened_first == 0:
+            return None
+        return (self.rss_half_kib - self.rss_before_kib) / self.opened_first
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["kib_per_connection"] = self.kib_per_connection
+        data["kib_first_half"] = self.kib_first_half
         return data
 
 
@@ -72,7 +96,7 @@ def fd_budget(requested: int, descriptors_per_connection: int) -> tuple[int, str
     return fits, (
         f"{requested:,} requested but the open-files limit here is {limit:,} and cannot be raised; "
         f"each idle client connection holds {descriptors_per_connection} descriptors in the balancer "
-        f"(the client's and its pinned upstream connection), so {fits:,} were opened"
+        f"(the client's and, until it is released, its upstream connection), so {fits:,} were opened"
     )
 
 
@@ -146,6 +170,7 @@ async def _hold(
     request: bytes,
     deadline_s: float,
     result: IdleResult,
+    released: bool,
 ) -> None:
     context = _client_context(ca)
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -172,9 +197,8 @@ async def _hold(
                 key = f"{type(exc).__name__}: {exc}"[:160]
                 result.errors[key] = result.errors.get(key, 0) + 1
 
-    started = time.monotonic()
-    tasks = [asyncio.create_task(worker(i)) for i in range(count)]
-    try:
+    async def open_half(indices: range) -> None:
+        tasks = [asyncio.create_task(worker(i)) for i in indices]
         _done, pending = await asyncio.wait(tasks, timeout=deadline_s)
         for task in pending:
             task.cancel()
@@ -182,9 +206,11 @@ async def _hold(
             await asyncio.gather(*pending, return_exceptions=True)
             stopped = f"opening stopped after {deadline_s:.0f}s with {len(pending):,} connections not done"
             result.note = f"{result.note}; {stopped}" if result.note else stopped
-        result.open_seconds = time.monotonic() - started
-        result.opened = len(held)
 
+    async def settle() -> tuple[int, int]:
+        """Wait for the releases (if any), then for the RSS to settle; (RSS, descriptors)."""
+        if released:
+            await _wait_released(pid, result, len(held))
         # Let the balancer finish what the last connections started, then wait for its RSS to settle.
         previous = -1
         for _ in range(20):
@@ -193,8 +219,20 @@ async def _hold(
             if previous >= 0 and abs(current - previous) <= max(64, current // 500):
                 break
             previous = current
-        result.rss_after_kib = rss_kib(pid)
-        result.fds_after = fd_count(pid)
+        return rss_kib(pid), fd_count(pid)
+
+    half = count // 2
+    try:
+        started = time.monotonic()
+        await open_half(range(half))
+        result.open_seconds = time.monotonic() - started
+        result.opened_first = len(held)
+        result.rss_half_kib, result.fds_half = await settle()
+        started = time.monotonic()
+        await open_half(range(half, count))
+        result.open_seconds += time.monotonic() - started
+        result.opened = len(held)
+        result.rss_after_kib, result.fds_after = await settle()
         result.still_open = sum(
             1 for reader, writer in held if not reader.at_eof() and not writer.is_closing()
         )
@@ -206,11 +244,31 @@ async def _hold(
                 await asyncio.gather(*(w.wait_closed() for _, w in held), return_exceptions=True)
 
 
+async def _wait_released(pid: int, result: IdleResult, clients: int) -> None:
+    """Until the balancer holds one descriptor per client connection: every upstream connection closed
+    (timeouts.upstream_release, then one sweep tick). A note says so when that does not happen."""
+    opened = time.monotonic()
+    wanted = result.fds_before + clients + max(10, clients // 100)
+    while time.monotonic() - opened < RELEASE_WAIT_S:
+        if fd_count(pid) <= wanted:
+            waited = time.monotonic() - opened
+            result.release_seconds = max(result.release_seconds or 0.0, waited)
+            return
+        await asyncio.sleep(0.5)
+    missing = (
+        f"the upstream connections were not released within {RELEASE_WAIT_S:.0f}s "
+        f"({fd_count(pid):,} descriptors, {wanted:,} expected at most)"
+    )
+    result.note = f"{result.note}; {missing}" if result.note else missing
+    result.release_seconds = None
+
+
 def measure_idle(
     name: str,
     pid: int,
     port: int,
     *,
+    case: str,
     count: int,
     requested: int,
     ca: Path,
@@ -218,10 +276,13 @@ def measure_idle(
     request: bytes,
     deadline_s: float = 180.0,
     capped: str | None = None,
+    released: bool = False,
 ) -> IdleResult:
-    """Open `count` idle TLS connections to the balancer `pid` listening on `port`; see the module."""
+    """Open `count` idle TLS connections to the balancer `pid` listening on `port`; see the module.
+    `released`: read the memory once the balancer has closed their upstream connections."""
     result = IdleResult(
         target=name,
+        case=case,
         requested=requested,
         opened=0,
         failed=0,
@@ -240,7 +301,7 @@ def measure_idle(
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        runner.run(_hold(pid, port, count, ca, server_name, request, deadline_s, result))
+        runner.run(_hold(pid, port, count, ca, server_name, request, deadline_s, result, released))
     _wait_closed(pid, result.fds_before)
     return result
 

@@ -97,9 +97,12 @@ def start_origin(ctx: Context, stack: ExitStack, pki: Pki) -> Origin:
     return origin
 
 
-def start_haproxy_http(ctx: Context, stack: ExitStack, pki: Pki, origin: Origin, maxconn: int) -> Target:
-    """HAProxy `mode http`, one thread, TLS on both sides (plus a plain frontend for the plain case)."""
-    directory = ctx.workdir / "haproxy"
+def start_haproxy_http(
+    ctx: Context, stack: ExitStack, pki: Pki, origin: Origin, maxconn: int, label: str = "haproxy"
+) -> Target:
+    """HAProxy `mode http`, one thread, TLS on both sides (plus a plain frontend for the plain case);
+    its files under `label` in the run's directory."""
+    directory = ctx.workdir / label
     directory.mkdir()
     port, plain_port = free_port(), free_port()
     vdirs = " ".join(VDIRS)
@@ -164,7 +167,9 @@ def start_haproxy_http(ctx: Context, stack: ExitStack, pki: Pki, origin: Origin,
     stack.callback(proc.stop)
     proc.wait_listening(port, START_TIMEOUT_S)
     proc.wait_listening(plain_port, START_TIMEOUT_S)
-    return Target("haproxy", port, proc, ca=pki.ca, plain_port=plain_port)
+    target = Target("haproxy", port, proc, ca=pki.ca, plain_port=plain_port)
+    target.relaunch = lambda label: start_haproxy_http(ctx, stack, pki, origin, maxconn, label)
+    return target
 
 
 def casarray_l7_config(port: int, pki: Pki, origin: Origin) -> str:
@@ -192,11 +197,16 @@ def casarray_l7_config(port: int, pki: Pki, origin: Origin) -> str:
     )
 
 
-def start_casarray_l7(ctx: Context, stack: ExitStack, pki: Pki, origin: Origin) -> Target:
-    return launch_casarray(
+def start_casarray_l7(
+    ctx: Context, stack: ExitStack, pki: Pki, origin: Origin, label: str = "casarray"
+) -> Target:
+    target = launch_casarray(
         ctx,
         stack,
         lambda port: casarray_l7_config(port, pki, origin),
         ca=pki.ca,
         plain_skip=NO_PLAIN_MODE,
+        label=label,
     )
+    target.relaunch = lambda label: start_casarray_l7(ctx, stack, pki, origin, label)
+    return target

@@ -12,7 +12,7 @@ from typing import Any
 from .backends import Context, Target, check_response
 from .idle import IdleResult, fd_budget, measure_idle
 from .procs import BenchError, cpu_seconds
-from .suites import CANDIDATE, REFERENCE, TARGET_ORDER, AlsoTarget, Scenario, Suite
+from .suites import CANDIDATE, REFERENCE, TARGET_ORDER, AlsoTarget, IdleCase, Scenario, Suite
 from .wrk import WrkResult, run_wrk
 
 
@@ -120,21 +120,41 @@ class SuiteResult:
     idle: list[IdleResult] = field(default_factory=list)
     idle_skipped: dict[str, str] = field(default_factory=dict)
 
+    def idle_case(self, result: IdleResult) -> IdleCase:
+        spec = self.suite.idle
+        assert spec is not None
+        return next(case for case in spec.cases if case.key == result.case)
+
+    def idle_ratio(self, result: IdleResult) -> float | None:
+        """The candidate's KiB per connection ÷ the reference's in the same case; None without both."""
+        reference = next((r for r in self.idle if r.target == REFERENCE and r.case == result.case), None)
+        if result.target != CANDIDATE or reference is None:
+            return None
+        mine, theirs = result.kib_per_connection, reference.kib_per_connection
+        if mine is None or theirs is None or theirs <= 0:
+            return None
+        return mine / theirs
+
     def idle_passed(self, result: IdleResult) -> bool | None:
-        """Within the memory goal, with every connection opened and still open; None: no figure."""
-        spec, per_connection = self.suite.idle, result.kib_per_connection
-        if spec is None or per_connection is None:
+        """Within the case's goal, with every connection opened and still open (and, for a released
+        case, the upstream connections released); None: no ratio."""
+        ratio = self.idle_ratio(result)
+        if ratio is None:
             return None
         complete = result.failed == 0 and result.still_open == result.opened
-        return complete and per_connection <= spec.target_kib
+        if self.idle_case(result).released:
+            complete = complete and result.release_seconds is not None
+        return complete and ratio <= self.idle_case(result).target_ratio
 
     @property
     def missed(self) -> bool:
         """A goal was missed or could not be judged (casarray not measured)."""
         verdicts = [v for outcome in self.scenarios for v in outcome.verdicts]
         verdicts += [self.idle_passed(r) for r in self.idle if r.target == CANDIDATE]
-        if self.suite.idle is not None and not any(r.target == CANDIDATE for r in self.idle):
-            verdicts.append(None)
+        if self.suite.idle is not None:
+            for case in self.suite.idle.cases:
+                if not any(r.target == CANDIDATE and r.case == case.key for r in self.idle):
+                    verdicts.append(None)
         return any(v is not True for v in verdicts)
 
 
@@ -277,48 +297,69 @@ def _measure_idle(
     count, capped = fd_budget(wanted, spec.descriptors_per_connection)
     if capped:
         log(f"[{suite.name}] idle connections: {capped}")
-    for target in targets:
-        if target.name not in spec.targets:
-            continue
-        if not target.available or target.process is None or target.ca is None or target.port is None:
-            result.idle_skipped[target.name] = target.skip_reason or "not available"
-            continue
-        time.sleep(durations.settle_s)
-        log(f"[{suite.name}] idle memory: opening {count:,} TLS keep-alive connections to {target.name}")
-        try:
-            idle = measure_idle(
-                target.name,
-                target.process.pid,
-                target.port,
-                count=count,
-                requested=wanted,
-                ca=target.ca,
-                server_name=spec.server_name,
-                request=spec.request(),
-                capped=capped,
-            )
-        except BenchError as exc:
-            if _lost(target) is None:
-                raise
-            log(f"[{suite.name}] idle memory via {target.name}: {exc}")
-        lost = _lost(target)
-        if lost is not None:
-            target.skip_reason = lost
-            result.idle_skipped[target.name] = lost
-            log(f"[{suite.name}] {target.name} is gone: {lost}")
-            continue
-        result.idle.append(idle)
-        log(_idle_line(suite, idle))
+    for case in spec.cases:
+        for target in targets:
+            if target.name not in spec.targets:
+                continue
+            key = f"{target.name} ({case.key})"
+            if not target.available or target.relaunch is None:
+                result.idle_skipped[key] = target.skip_reason or "not available"
+                continue
+            # A fresh process per case: memory freed by an earlier measurement would be reused by the
+            # next one and hide its cost.
+            fresh = target.relaunch(f"{target.name}-idle-{case.key}")
+            try:
+                if not fresh.available or fresh.process is None or fresh.ca is None or fresh.port is None:
+                    result.idle_skipped[key] = fresh.skip_reason or "did not start"
+                    continue
+                time.sleep(durations.settle_s)
+                log(
+                    f"[{suite.name}] idle memory ({case.key}): opening {count:,} TLS keep-alive "
+                    f"connections to a fresh {target.name}"
+                )
+                try:
+                    idle = measure_idle(
+                        target.name,
+                        fresh.process.pid,
+                        fresh.port,
+                        case=case.key,
+                        count=count,
+                        requested=wanted,
+                        ca=fresh.ca,
+                        server_name=spec.server_name,
+                        request=spec.request(case),
+                        capped=capped,
+                        # HAProxy with `http-reuse never` keeps every server connection: nothing to wait for.
+                        released=case.released and target.name == CANDIDATE,
+                    )
+                except BenchError as exc:
+                    if _lost(fresh) is None:
+                        raise
+                    log(f"[{suite.name}] idle memory via {target.name}: {exc}")
+                lost = _lost(fresh)
+                if lost is not None:
+                    result.idle_skipped[key] = lost
+                    log(f"[{suite.name}] {target.name} ({case.key}) is gone: {lost}")
+                    continue
+                result.idle.append(idle)
+                log(_idle_line(suite, idle))
+            finally:
+                if fresh.process is not None:
+                    fresh.process.stop()  # its memory and descriptors back before the next one
 
 
 def _idle_line(suite: Suite, idle: IdleResult) -> str:
     per = idle.kib_per_connection
     line = (
-        f"[{suite.name}] idle-memory      {idle.target:<9} {idle.opened:,} open in {idle.open_seconds:.1f}s, "
-        f"RSS {idle.rss_before_kib:,} -> {idle.rss_after_kib:,} KiB"
+        f"[{suite.name}] idle-{idle.case:<11} {idle.target:<9} {idle.opened:,} open "
+        f"in {idle.open_seconds:.1f}s, "
+        f"RSS {idle.rss_before_kib:,} -> {idle.rss_half_kib:,} -> {idle.rss_after_kib:,} KiB"
         + ("" if per is None else f" = {per:.2f} KiB/conn")
-        + f", fds {idle.fds_before:,} -> {idle.fds_after:,}, still open {idle.still_open:,}"
+        + f", fds {idle.fds_before:,} -> {idle.fds_half:,} -> {idle.fds_after:,}"
+        + f", still open {idle.still_open:,}"
     )
+    if idle.release_seconds is not None:
+        line += f", upstreams released within {idle.release_seconds:.1f}s of the last opened"
     if idle.failed:
         line += f", FAILED {idle.failed:,}: {idle.errors}"
     return line

@@ -7,6 +7,7 @@ re-encrypts to an HTTPS origin, and also measures memory per idle connection.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -64,18 +65,46 @@ class Scenario:
 
 
 @dataclass(frozen=True, slots=True)
+class IdleCase:
+    """One way a client connection sits idle: what its one request carries, and the goal (casarray's
+    KiB per connection ÷ HAProxy's in the same case, at most)."""
+
+    key: str
+    title: str
+    target_ratio: float
+    headers: tuple[str, ...] = ()
+    released: bool = False  # casarray closes the idle upstream connection: measure after it did
+
+
+@dataclass(frozen=True, slots=True)
 class IdleSpec:
-    """Memory per idle keep-alive connection: `count` TLS clients, one GET of `path` each, then quiet."""
+    """Memory per idle keep-alive connection: `count` TLS clients, one GET of `path` each, then quiet;
+    once per case, each time in a fresh process of each balancer."""
 
     count: int
     path: str
     server_name: str
-    target_kib: float
+    cases: tuple[IdleCase, ...]
     targets: tuple[str, ...] = ("haproxy", "casarray")
-    descriptors_per_connection: int = 2  # client + pinned upstream, in the balancer
+    descriptors_per_connection: int = 2  # client + upstream in the balancer (until a release)
 
-    def request(self) -> bytes:
-        return f"GET {self.path} HTTP/1.1\r\nHost: {self.server_name}\r\nUser-Agent: casarray-bench\r\n\r\n".encode()
+    def request(self, case: IdleCase) -> bytes:
+        extra = "".join(f"{header}\r\n" for header in case.headers)
+        return (
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.server_name}\r\nUser-Agent: casarray-bench\r\n"
+            f"{extra}\r\n"
+        ).encode()
+
+
+def ntlm_negotiate() -> str:
+    """`Authorization: NTLM <NEGOTIATE_MESSAGE>`, the first leg of an NTLM handshake (MS-NLMP 2.2.1.1),
+    as pyspnego's NTLM client writes it."""
+    import spnego
+
+    client = spnego.client("bench", "bench", hostname=NAMESPACE, protocol="ntlm")
+    token = client.step()
+    assert token is not None
+    return "Authorization: NTLM " + base64.b64encode(token).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +240,32 @@ L7 = Suite(
         ),
     ),
     setup=_setup_l7,
-    idle=IdleSpec(count=10_000, path=L7_SMALL_PATH, server_name=NAMESPACE, target_kib=10.0),
+    idle=IdleSpec(
+        count=10_000,
+        path=L7_SMALL_PATH,
+        server_name=NAMESPACE,
+        cases=(
+            # An NTLM client: its first request carries an NTLM NEGOTIATE message, so casarray marks
+            # the upstream connection private and keeps it for the client connection's life. The
+            # origin (nginx) ignores it and answers 200: what the balancer keeps per connection does not
+            # depend on whether the server checked the token. HAProxy (`http-reuse never`) keeps the
+            # server connection of every client connection, NTLM or not.
+            IdleCase(
+                key="pinned",
+                title="pinned upstream (the request carried Authorization: NTLM)",
+                target_ratio=1.0,
+                headers=(ntlm_negotiate(),),
+            ),
+            # Anonymous (or Basic, Bearer, forms): casarray closes the upstream connection once the
+            # client connection has been idle for timeouts.upstream_release (5 s); HAProxy keeps it.
+            IdleCase(
+                key="released",
+                title="upstream released (anonymous request, after timeouts.upstream_release)",
+                target_ratio=0.6,
+                released=True,
+            ),
+        ),
+    ),
     notes=(
         "keepalive-100B and tls-bridged are one measurement judged against two goals: casarray always "
         "terminates TLS and re-encrypts (SSL bridging), so its keep-alive case is the TLS-bridged case "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 
 class CasarrayError(Exception):
     """An error an operator can act on: what went wrong, where, and a hint how to fix it."""
@@ -27,3 +30,16 @@ class InventoryError(CasarrayError):
 
 class StartupError(CasarrayError):
     """The balancer could not start (port in use, unreadable certificate, unresolvable server)."""
+
+
+def reason_of(exc: BaseException) -> str:
+    """An exception in words for one log or error line. A failure to connect says what the system said
+    ("Connection refused"), found down the chain of causes (an HTTP client wraps it in "All connection
+    attempts failed"); anything else, its first line without the "[Errno 111] " before the words."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
+    text = (str(exc) or type(exc).__name__).splitlines()[0]
+    return re.sub(r"^\[Errno -?\d+\] ", "", text)

@@ -65,3 +65,16 @@ def _port(text: str) -> int:
     if port > 65535:
         raise ValueError(f"port {port} is out of range (0-65535)")
     return port
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for loopback IP literals (any of 127.0.0.0/8, ::1) and the name localhost.
+
+    Other names count as not loopback: what they resolve to can change after start-up."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

@@ -1,5 +1,6 @@
 """An Exchange array and casarray nodes inside a `Topology` (tests/ha/netns.py): simulated servers each
-in a namespace of its own, balancer nodes sharing one config, clients that ask the VIP in a loop.
+in a namespace of its own, balancer nodes sharing one config, clients that ask the VIP in a loop, and
+watchers of a node's operator states.
 
     array = Array(topo, lan, pki)            # lan: a Segment, pki: the lab PKI (tests/ha/conftest.py)
     array.sims(3)                             # MB1..MB3 on .21-.23, port 443
@@ -8,6 +9,8 @@ in a namespace of its own, balancer nodes sharing one config, clients that ask t
     node.start_casarray(config)               # casarray run, log in <dir>/node1.casarray.log
     client = array.client("client", VIP)      # tests/ha/client.py in its own namespace
     client.results()                          # one dict per request so far
+    watch = array.watch("watch", "http://10.77.0.12:9090", token_file, namespace=client.namespace)
+    watch.wait_state("MB2", "drain")          # tests/ha/status.py: when node2's status first showed it
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ HTTPS_PORT = 443
 ADMIN = "127.0.0.1:9090"  # each node's own loopback: the same admin.listen in every node's config
 START_TIMEOUT = 60.0  # seconds a python child may take to be ready on a loaded machine
 CLIENT = Path(__file__).with_name("client.py")
+STATUS = Path(__file__).with_name("status.py")
 
 
 def casarray_args(*args: str) -> list[str]:
@@ -130,6 +134,42 @@ class Client:
 
 
 @dataclass
+class Watch:
+    """tests/ha/status.py watching one node's operator states from a namespace."""
+
+    namespace: Namespace
+    out: Path
+    proc: Proc
+
+    def changes(self) -> list[tuple[float, dict[str, str]]]:
+        """(when it was seen, epoch seconds; each server's operator state) for every change so far."""
+        if not self.out.exists():
+            return []
+        found = []
+        for line in self.out.read_text(encoding="utf-8").splitlines():
+            try:
+                change = json.loads(line)
+            except ValueError:
+                break  # being written: left for the next call
+            found.append((change["t"], change["states"]))
+        return found
+
+    def wait_state(self, server: str, state: str, timeout: float = 30.0) -> float:
+        """Wait until the node's status shows `server` in `state`; when the watcher first saw it."""
+
+        def seen() -> float | None:
+            changes = self.changes()
+            if changes and changes[-1][1].get(server) == state:
+                return changes[-1][0]
+            return None
+
+        wait_until(lambda: seen() is not None, timeout, 0.01, f"{server} {state} in {self.out.name}")
+        when = seen()
+        assert when is not None
+        return when
+
+
+@dataclass
 class Array:
     """Simulated Exchange servers, casarray nodes and clients on one segment."""
 
@@ -160,9 +200,11 @@ class Array:
             sim.proc.wait_log("listening on", timeout=START_TIMEOUT)
         return started
 
-    def config(self, vip: str, extra: str = "", mode: str = "l7") -> str:
-        """The config every node runs: the VIP on port 443, the sims, the admin API on each node's own
-        loopback, one process, quick health checks, a short stop grace."""
+    def config(
+        self, vip: str, extra: str = "", mode: str = "l7", admin: str = f"{{listen: '{ADMIN}'}}"
+    ) -> str:
+        """The config every node runs: the VIP on port 443, the sims, the admin API (default: on each
+        node's own loopback), one process, quick health checks, a short stop grace."""
         servers = "\n".join(f"  - {{name: {s.name}, address: {s.address}}}" for s in self.servers)
         tls = f"tls: {{certificate: {self.pki.certificate}, key: {self.pki.key}}}\n" if mode == "l7" else ""
         return (
@@ -174,7 +216,7 @@ class Array:
             f"servers:\n{servers}\n"
             "health: {interval: 1s, timeout: 1s, rise: 1, fall: 2}\n"
             "timeouts: {grace: 1s}\n"  # a stopped node lets go quickly: the tests' teardown waits for it
-            f"admin: {{listen: '{ADMIN}'}}\n"
+            f"admin: {admin}\n"
             "workers: 1\n" + textwrap.dedent(extra)
         )
 
@@ -198,10 +240,13 @@ class Array:
         interval: float = 0.05,
         timeout: float = 1.0,
         port: int = HTTPS_PORT,
+        sources: tuple[str, ...] = (),
+        cookies: tuple[str, ...] = (),
     ) -> Client:
         """tests/ha/client.py asking https://<address>/owa/healthcheck.htm (SNI and Host the namespace),
         a new connection per request, bounded by `count` and `duration`. In `namespace`, or a new one
-        on the segment."""
+        on the segment. Request N is sent from the Nth of `sources` and with the Nth of `cookies` in
+        turn (default: the namespace's own address, no cookie)."""
         if namespace is None:
             namespace, _ = self.topology.host(label, self.segment)
         out = self.topology.directory / f"{label}.requests.jsonl"
@@ -210,5 +255,19 @@ class Array:
             sys.executable, str(CLIENT), "--address", address, "--port", str(port), "--host", NAMESPACE,
             "--ca", str(self.pki.ca), "--out", str(out), "--count", str(count), "--duration", str(duration),
             "--interval", str(interval), "--timeout", str(timeout),
+            *(f"--source={source}" for source in sources), *(f"--cookie={cookie}" for cookie in cookies),
         )  # fmt: skip
         return Client(namespace, out, proc)
+
+    def watch(self, label: str, admin: str, token_file: Path, *, namespace: Namespace) -> Watch:
+        """tests/ha/status.py in `namespace`, asking the admin API at `admin` (http://host:port) every
+        10 ms for 120 s at most; returns once it has its first answer."""
+        out = self.topology.directory / f"{label}.states.jsonl"
+        proc = namespace.start(
+            label,
+            sys.executable, str(STATUS), "--url", admin, "--token-file", str(token_file), "--out", str(out),
+            "--duration", "120", "--interval", "0.01",
+        )  # fmt: skip
+        watch = Watch(namespace, out, proc)
+        wait_until(watch.changes, START_TIMEOUT, 0.05, f"the first answer of {admin}/api/status")
+        return watch

@@ -6,6 +6,7 @@ Where `ip netns add` is not permitted the test is skipped, with the reason.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,16 +16,31 @@ from casarray.lab.pki import CertFiles, make_lab_pki
 from tests.ha.netns import Topology, unavailable_reason
 
 
-@pytest.fixture
-def topology(tmp_path: Path) -> Iterator[Topology]:
+@contextlib.contextmanager
+def _topology(directory: Path) -> Iterator[Topology]:
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"network namespaces are not available: {reason}")
-    topo = Topology(tmp_path)
+    topo = Topology(directory)
     try:
         yield topo
     finally:
         topo.close()
+
+
+@pytest.fixture
+def topology(tmp_path: Path) -> Iterator[Topology]:
+    with _topology(tmp_path) as topo:
+        yield topo
+
+
+@pytest.fixture(scope="module")
+def module_topology(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Topology]:
+    """One Topology for every test of a module (tests that share an expensive setup, in file order)."""
+    with _topology(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])) as topo:
+        yield topo
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import requests
 
 from casarray.lab.pki import CertFiles, make_lab_pki
 from casarray.lab.sim import SimCas
@@ -215,3 +217,22 @@ def l7(tmp_path: Path, pki: CertFiles) -> Iterator[L7Lab]:
 
 def get(lab: L7Lab, port: int, path: str, **kw: Any) -> Any:
     return https_request("127.0.0.1", port, path, lab.pki.ca, **kw)
+
+
+def session(lab: L7Lab, port: int) -> requests.Session:
+    """A requests session that connects to the balancer for the namespace (like curl --resolve)."""
+    from requests.adapters import HTTPAdapter
+
+    class Resolve(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["ssl_context"] = ssl.create_default_context(cafile=str(lab.pki.ca))
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.connection_pool_kw["server_hostname"] = NAMESPACE
+            self.poolmanager.connection_pool_kw["assert_hostname"] = NAMESPACE
+
+    s = requests.Session()
+    s.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment must not interfere
+    s.mount("https://", Resolve())
+    s.headers["Host"] = NAMESPACE
+    s.base_url = f"https://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    return s

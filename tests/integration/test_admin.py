@@ -65,7 +65,7 @@ class AdminLab(L7Lab):
             listen: {{address: 127.0.0.1, https_port: {self.port}}}
             upstream_tls: {{ca: {self.pki.ca}}}
             health: {{interval: 200ms, timeout: 1s, rise: 1, fall: 1}}
-            timeouts: {{grace: 2s}}
+            timeouts: {{grace: 2s, upstream_release: 0}}
             workers: {workers}
             admin: {{listen: '127.0.0.1:{admin_port}', token_file: {self.token_file}}}
             servers:
@@ -138,7 +138,9 @@ def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: s
 
 
 class KeptConnection:
-    """One client connection through the balancer, kept open across requests (HTTP/1.1 keep-alive)."""
+    """One client connection through the balancer, kept open across requests (HTTP/1.1 keep-alive).
+    Its upstream connection stays open with it while idle: the lab sets `upstream_release: 0`, as an
+    NTLM client's would stay (docs/l7.md)."""
 
     def __init__(self, lab: AdminLab, path: str = "/owa/healthcheck.htm") -> None:
         self.path = path

@@ -16,11 +16,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import pytest
 from typer.testing import CliRunner
 
@@ -30,6 +25,8 @@ from casarray.doctor import certs, failed, run_doctor
 from casarray.doctor.rows import Row
 from casarray.doctor.wire import Answer, get_via
 from casarray.engine.balancer import Balancer
+from casarray.exchange.namespace.dns import DnsRecord
+from casarray.lab.dns import LabDns, serve_dns
 from casarray.lab.pki import CertFiles, LabCa, make_other_pki
 from casarray.lab.sim import SimCas
 from tests.integration.test_health_checks import INTERIM_THEN_CHUNKED, serve_parts
@@ -41,45 +38,23 @@ SIM_IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 FAST_HEALTH = "{interval: 200ms, timeout: 1s, rise: 1, fall: 1}"
 
 
-class FakeDns(asyncio.DatagramProtocol):
-    """A DNS server for a few names: A records, or a CNAME to another of its names (RFC 1034 §3.6.2)."""
-
-    def __init__(self, records: dict[str, list[str]]) -> None:
-        self.records = records  # name -> addresses, or ["CNAME", target]
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        query = dns.message.from_wire(data)
-        response = dns.message.make_response(query)
-        question = query.question[0]
-        name = question.name.to_text(omit_final_dot=True).lower()
-        owner = question.name
-        values = self.records.get(name)
-        if values is None:
-            response.set_rcode(dns.rcode.NXDOMAIN)
+def dns_records(records: dict[str, list[str]]) -> list[DnsRecord]:
+    """name → addresses, or ["CNAME", target], as records of the name's parent zone."""
+    found = []
+    for name, values in records.items():
+        zone = name.split(".", 1)[1]
+        if values[:1] == ["CNAME"]:
+            found.append(DnsRecord(zone, name, "CNAME", values[1]))
         else:
-            if values[0] == "CNAME":
-                response.answer.append(dns.rrset.from_text(owner, 60, "IN", "CNAME", values[1] + "."))
-                owner = dns.name.from_text(values[1])
-                values = self.records[values[1]]
-            wanted = "AAAA" if question.rdtype == dns.rdatatype.AAAA else "A"
-            matching = [v for v in values if (":" in v) == (wanted == "AAAA")]
-            if matching:
-                response.answer.append(dns.rrset.from_text_list(owner, 60, "IN", wanted, matching))
-        assert self.transport is not None
-        self.transport.sendto(response.to_wire(), addr)
+            found += [DnsRecord(zone, name, "AAAA" if ":" in v else "A", v) for v in values]
+    return found
 
 
-async def start_dns(records: dict[str, list[str]]) -> tuple[asyncio.DatagramTransport, FakeDns, int]:
+async def start_dns(records: dict[str, list[str]]) -> tuple[asyncio.DatagramTransport, LabDns, int]:
+    """The lab's DNS server (casarray.lab.dns) on 127.0.0.1 with these names only."""
     port = free_port()
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: FakeDns(records), local_addr=("127.0.0.1", port)
-    )
-    return transport, protocol, port
+    transport, server = await serve_dns(dns_records(records), "127.0.0.1", port)
+    return transport, server, port
 
 
 async def start_sims(pki: CertFiles, certificates: Sequence[CertFiles] = ()) -> list[SimCas]:
@@ -227,14 +202,15 @@ def test_l4_deployment_is_all_ok_and_names_the_answering_servers(pki: CertFiles)
             sims[1].state.set_service("ews", True)
 
             # DNS pointing elsewhere fails; the VIP plus another address warns.
-            fake.records[NAMESPACE] = ["10.9.9.9"]
-            fake.records[AUTODISCOVER] = ["127.0.0.1", "10.9.9.9", "::9"]
+            fake.records = dns_records(
+                {NAMESPACE: ["10.9.9.9"], AUTODISCOVER: ["127.0.0.1", "10.9.9.9", "::9"]}
+            )
             rows = await run_doctor(config, nameservers=nameservers)
             first, second = by(rows, "name resolves to the VIP")
             assert (first.status, second.status) == ("fail", "warn")
             assert "10.9.9.9 (DNS" in first.detail
             assert "10.9.9.9, ::9 is not the VIP 127.0.0.1" in second.detail
-            del fake.records[NAMESPACE]
+            fake.records = dns_records({AUTODISCOVER: ["127.0.0.1"]})  # the namespace gone
             rows = await run_doctor(config, nameservers=nameservers)
             assert by(rows, "name resolves to the VIP")[0].detail.startswith("no such name (NXDOMAIN")
         finally:

@@ -9,14 +9,12 @@ import ssl
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 from requests_ntlm import HttpNtlmAuth
 
 from casarray.lab.pki import CertFiles
-from tests.integration.conftest import USERS, L7Lab, get
+from tests.integration.conftest import USERS, L7Lab, get, session
 from tests.support import (
     NAMESPACE,
     Proc,
@@ -26,25 +24,6 @@ from tests.support import (
     rss_kib,
     tls_connection,
 )
-
-
-def session(lab: L7Lab, port: int) -> requests.Session:
-    """A requests session that connects to the balancer for the namespace (like curl --resolve)."""
-    from requests.adapters import HTTPAdapter
-
-    class Resolve(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["ssl_context"] = ssl.create_default_context(cafile=str(lab.pki.ca))
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.connection_pool_kw["server_hostname"] = NAMESPACE
-            self.poolmanager.connection_pool_kw["assert_hostname"] = NAMESPACE
-
-    s = requests.Session()
-    s.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment must not interfere
-    s.mount("https://", Resolve())
-    s.headers["Host"] = NAMESPACE
-    s.base_url = f"https://127.0.0.1:{port}"  # type: ignore[attr-defined]
-    return s
 
 
 def test_per_service_routing_and_failover(l7: L7Lab) -> None:

@@ -25,7 +25,7 @@ from requests_ntlm import HttpNtlmAuth
 
 from casarray.exchange import catalog
 from casarray.lab.pki import CertFiles
-from casarray.lab.sim import SimCas, parse_description, seeded_blocks
+from casarray.lab.sim import SimCas, parse_description, seeded_blocks, tls_server_end_point
 from tests.support import LoopThread, Proc, casarray, free_port, read_response, wait_until
 
 DOMAIN = "alwayshotcafe.com"
@@ -374,11 +374,11 @@ def test_ntlm_authenticates_the_connection_not_the_request(ntlm_sim: SimCas, pki
     assert users == [None, f"{NETBIOS}\\{USER}", f"{NETBIOS}\\{USER}"]  # PowerShell: no NTLM
 
 
-def _negotiate(sim: SimCas, ca: Path, scheme: str, protocol: str, **kwargs: Any) -> tuple[int, bytes]:
+def _negotiate(
+    sim: SimCas, ca: Path, scheme: str, protocol: str, login: str = f"{NETBIOS}\\{USER}", **kwargs: Any
+) -> tuple[int, bytes]:
     """Run the handshake by hand on one http.client connection, then one request without a header."""
-    ctx = spnego.client(
-        f"{NETBIOS}\\{USER}", PASSWORD, hostname="mb1.alwayshotcafe.com", protocol=protocol, **kwargs
-    )
+    ctx = spnego.client(login, PASSWORD, hostname="mb1.alwayshotcafe.com", protocol=protocol, **kwargs)
     conn = http.client.HTTPSConnection(sim.host, sim.port, context=ssl.create_default_context(cafile=str(ca)))
     try:
         token = ctx.step()
@@ -406,6 +406,47 @@ def test_negotiate_scheme_with_spnego_wrapped_ntlm(ntlm_sim: SimCas, pki: CertFi
     status, body = _negotiate(ntlm_sim, pki.ca, "Negotiate", "negotiate")
     assert status == 200
     assert parse_description(body.decode())["user"] == f"{NETBIOS}\\{USER}"
+
+
+def test_a_user_logs_on_with_the_upn_the_domain_name_or_the_bare_name(
+    loop: LoopThread, pki: CertFiles, users: Path
+) -> None:
+    """Outlook sends the UPN the user typed: NTLM then names the user `alice@<domain>` with an empty
+    domain. Every name is the same account, recorded as IIS names it (DOMAIN\\user)."""
+    upn = f"{USER}@{DOMAIN}"
+    account = f"{NETBIOS}\\{USER}"
+    for sim in _start(loop, pki, host="127.0.0.3", ntlm_users=users, extended_protection=True):
+        store = sim._ntlm_store  # the acceptor's store, derived from the users file
+        assert store is not None
+        assert store.stat().st_mode & 0o077 == 0  # this process's alone
+        for login in (upn, upn.upper(), account, USER):
+            with _session(pki.ca) as s:  # requests-ntlm: NTLM bound to the certificate it saw
+                s.auth = HttpNtlmAuth(login, PASSWORD)
+                resp = s.get(f"{sim.url}/EWS/Exchange.asmx")
+                assert resp.status_code == 200, login
+                assert parse_description(resp.text)["user"] == account
+        status, body = _negotiate(
+            sim, pki.ca, "Negotiate", "negotiate", login=upn, channel_bindings=_binding(pki.certificate)
+        )
+        assert (status, parse_description(body.decode())["user"]) == (200, account)
+        with _session(pki.ca) as s:  # the wrong password under the UPN is refused like any other
+            s.auth = HttpNtlmAuth(upn, "wrong")
+            assert s.get(f"{sim.url}/EWS/Exchange.asmx").status_code == 401
+        for login in (upn, account):  # Basic where Exchange leaves it on (Autodiscover, ActiveSync)
+            with _session(pki.ca) as s:
+                s.auth = requests.auth.HTTPBasicAuth(login, PASSWORD)
+                resp = s.get(f"{sim.url}/Microsoft-Server-ActiveSync")
+                assert resp.status_code == 200, login
+                assert parse_description(resp.text)["user"] == account
+        accepted = [r.user for r in sim.state.select(kind="vdir") if r.status == 200]
+        assert accepted == [account] * (4 + 2 + 2)  # NTLM; Negotiate and the request after it; Basic
+    assert not store.exists()  # removed when the server stops
+
+
+def _binding(certificate: Path) -> Any:
+    from spnego.channel_bindings import GssChannelBindings
+
+    return GssChannelBindings(application_data=tls_server_end_point(certificate.read_bytes()))
 
 
 def test_extended_protection_rejects_a_channel_binding_for_another_certificate(
@@ -527,7 +568,17 @@ def test_lab_starts_sims_and_balancer_and_stops_them(tmp_path: Path) -> None:
     port, sim_port = free_port(), free_port("127.0.0.2")
     directory = tmp_path / "lab-run"
     proc = Proc(
-        casarray("lab", "--dir", str(directory), "--port", str(port), "--sim-port", str(sim_port)),
+        casarray(
+            "lab",
+            "--dir",
+            str(directory),
+            "--port",
+            str(port),
+            "--sim-port",
+            str(sim_port),
+            "--dns-port",
+            str(free_port(kind=socket.SOCK_DGRAM)),
+        ),
         tmp_path / "lab.log",
     )
     try:
@@ -580,6 +631,8 @@ def test_lab_reports_a_child_that_dies(tmp_path: Path) -> None:
             "--sim-port",
             str(port),
             "--no-ntlm",
+            "--dns-port",
+            str(free_port(kind=socket.SOCK_DGRAM)),
         ),
         tmp_path / "lab.log",
     )
@@ -590,3 +643,29 @@ def test_lab_reports_a_child_that_dies(tmp_path: Path) -> None:
     finally:
         proc.stop()
         blocker.close()
+
+
+def test_lab_says_when_its_dns_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket(type=socket.SOCK_DGRAM) as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        dns_port = blocker.getsockname()[1]
+        done = subprocess.run(
+            casarray(
+                "lab",
+                "--dir",
+                str(tmp_path / "lab"),
+                "--port",
+                str(free_port()),
+                "--sim-port",
+                str(free_port("127.0.0.2")),
+                "--dns-port",
+                str(dns_port),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: lab DNS: cannot listen on udp 127.0.0.1:{dns_port}: Address already in use"]
+    assert "sim-cas" not in done.stdout + done.stderr  # nothing else was started

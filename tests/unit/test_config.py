@@ -212,3 +212,16 @@ def test_the_cookie_named_twice_is_an_error() -> None:
 def test_affinity_errors_name_the_line_and_what_is_expected(line: str, says: str) -> None:
     (problem,) = errors_of(L7 + line + "\n")
     assert problem.startswith(says), problem
+
+
+def test_upstream_release_is_a_duration_and_0_turns_it_off() -> None:
+    assert parse_config(GOOD, "casarray.yaml").timeouts.upstream_release == 5.0
+    off = parse_config(GOOD.replace("server_idle: 1h}", "server_idle: 1h, upstream_release: 0}"), "c.yaml")
+    assert off.timeouts.upstream_release == 0.0
+    slow = parse_config(GOOD.replace("server_idle: 1h}", "server_idle: 1h, upstream_release: 30s}"), "c.yaml")
+    assert slow.timeouts.upstream_release == 30.0
+    (problem,) = errors_of(GOOD.replace("server_idle: 1h}", "server_idle: 1h, upstream_release: never}"))
+    assert problem == (
+        "casarray.yaml:12: timeouts.upstream_release: found 'never'; "
+        "expected a duration such as 250ms, 5s, 1h or a number of seconds"
+    )

@@ -144,7 +144,7 @@ def test_the_longest_merge_chain_allowed_is_cheap() -> None:
     assert info.value.problems == [
         f"casarray.yaml:{END}: chain: unknown key 'chain'; expected one of: namespace, autodiscover, mode, "
         "listen, tls, upstream_tls, servers, services, l4_require, balance, affinity, retries, "
-        "affinity_cookie, trusted_proxies, host_check, health, timeouts, limits, admin, log, workers, mail"
+        "affinity_cookie, trusted_proxies, host_check, health, timeouts, limits, admin, peers, log, workers, mail"
     ]
 
 

@@ -47,7 +47,7 @@ def test_a_misspelt_key_hides_neither_missing_files_nor_other_problems(
         f"{path}:9: servers[1].name: duplicate server name 'mb1' (also servers[0])",
         f"{path}:10: balanse: unknown key 'balanse' (did you mean 'balance'?); expected one of: namespace, "
         "autodiscover, mode, listen, tls, upstream_tls, servers, services, l4_require, balance, affinity, "
-        "retries, affinity_cookie, trusted_proxies, host_check, health, timeouts, limits, admin, log, "
+        "retries, affinity_cookie, trusted_proxies, host_check, health, timeouts, limits, admin, peers, log, "
         "workers, mail",
         f"{path}:11: admin.token_file: found {str(tmp_path)!r}, which is a directory; expected a file",
     ]

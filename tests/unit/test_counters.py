@@ -26,6 +26,7 @@ counters = st.builds(
     small,
     st.dictionaries(services, st.dictionaries(st.sampled_from(["2xx", "4xx", "5xx"]), small), max_size=3),
     st.dictionaries(names, server_counters, max_size=3),
+    small,
 )
 
 
@@ -50,9 +51,11 @@ def test_a_server_in_two_pools_is_summed_under_its_name() -> None:
 
 
 def test_workers_add_up_field_by_field() -> None:
-    a = Counters(2, 10, 1, 0, 1, {"owa": {"2xx": 5}}, {"ex1": ServerCounters(1, 2, 3, 4, 5, 6, {"owa": 5})})
+    a = Counters(
+        2, 10, 1, 0, 1, {"owa": {"2xx": 5}}, {"ex1": ServerCounters(1, 2, 3, 4, 5, 6, {"owa": 5})}, 7
+    )
     b = Counters(
-        1, 5, 2, 3, 0, {"owa": {"2xx": 1, "5xx": 2}, "ews": {"2xx": 1}}, {"ex2": ServerCounters(total=9)}
+        1, 5, 2, 3, 0, {"owa": {"2xx": 1, "5xx": 2}, "ews": {"2xx": 1}}, {"ex2": ServerCounters(total=9)}, 2
     )
     total = a + b + Counters()
     assert total == Counters(
@@ -63,18 +66,19 @@ def test_workers_add_up_field_by_field() -> None:
         1,
         {"owa": {"2xx": 6, "5xx": 2}, "ews": {"2xx": 1}},
         {"ex1": ServerCounters(1, 2, 3, 4, 5, 6, {"owa": 5}), "ex2": ServerCounters(total=9)},
+        9,
     )
     assert a == Counters(
-        2, 10, 1, 0, 1, {"owa": {"2xx": 5}}, {"ex1": ServerCounters(1, 2, 3, 4, 5, 6, {"owa": 5})}
+        2, 10, 1, 0, 1, {"owa": {"2xx": 5}}, {"ex1": ServerCounters(1, 2, 3, 4, 5, 6, {"owa": 5})}, 7
     )
 
 
 def test_a_gone_worker_keeps_its_totals_not_its_gauges() -> None:
     worker = Counters(
-        4, 9, 1, 2, 0, {"owa": {"2xx": 3}}, {"ex1": ServerCounters(2, 5, 9, 1, 1, 0, {"owa": 3})}
+        4, 9, 1, 2, 0, {"owa": {"2xx": 3}}, {"ex1": ServerCounters(2, 5, 9, 1, 1, 0, {"owa": 3})}, 6
     )
     assert worker.ended() == Counters(
-        0, 9, 1, 0, 0, {"owa": {"2xx": 3}}, {"ex1": ServerCounters(0, 0, 9, 1, 1, 0, {"owa": 3})}
+        0, 9, 1, 0, 0, {"owa": {"2xx": 3}}, {"ex1": ServerCounters(0, 0, 9, 1, 1, 0, {"owa": 3})}, 6
     )
 
 

@@ -168,6 +168,25 @@ def test_expect_continue() -> None:
     assert head.expect_continue
 
 
+@pytest.mark.parametrize(
+    ("field", "scheme"),
+    [
+        (b"Authorization: NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw==\r\n", b"ntlm"),
+        (b"authorization:   Negotiate YIIHLgYGKwYBBQUCoIIHIjCCBx6g\r\n", b"negotiate"),
+        (b"AUTHORIZATION: Basic dXNlcjpwYXNz\r\n", b"basic"),
+        (b"Authorization: Bearer\r\n", b"bearer"),
+        (b"Proxy-Authorization: NTLM TlRMTVNTUAABAAAA\r\n", b""),  # the proxy's, not the server's
+        (b"X-Authorization: NTLM TlRMTVNTUAABAAAA\r\n", b""),
+        (b"", b""),
+    ],
+)
+def test_the_authorization_scheme_is_read_lower_cased(field: bytes, scheme: bytes) -> None:
+    (head, _) = RequestReader().feed(b"GET /ews/ HTTP/1.1\r\nHost: a.b\r\n" + field + b"\r\n")
+    assert isinstance(head, RequestHead)
+    assert head.auth_scheme == scheme
+    assert forward_block(head, frozenset()) == head.block  # read, never dropped
+
+
 def test_response_framings() -> None:
     reader = ResponseReader()
     (head, body, end) = reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-FEServer: MB1\r\n\r\nok")

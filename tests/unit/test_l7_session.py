@@ -2,7 +2,8 @@
 
 A recording client side, fake upstream connections and a recording shell stand in for the asyncio
 shells of engine/l7.py; time is a number the test moves. Each test is one rule of the proxy: retries,
-the balancer's own 502/504/408, pipelining, 100-continue, pinning (the NTLM rule) and cookie affinity."""
+the balancer's own 502/504/408, pipelining, 100-continue, pinning (the NTLM rule), releasing idle upstream
+connections that never carried NTLM/Negotiate, and cookie affinity."""
 
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ class FakeUpstream:
         self.server = server
         self.reader = ResponseReader()
         self.closed = False
+        self.private = False
         self.bytes_out = 0
         self.data = bytearray()
 
@@ -382,6 +384,192 @@ def test_a_pinned_connection_that_closed_between_requests_is_replaced_not_shared
     assert second is not up
     h.answer(second, ok())
     assert h.client.take() == ok() + ok()
+
+
+# --- releasing idle upstream connections (timeouts.upstream_release) --------------------------------
+RELEASE = 5.0  # the default of timeouts.upstream_release
+
+CHALLENGE_401 = b"HTTP/1.1 401 Unauthorized\r\n%s\r\nContent-Length: 0\r\n\r\n"
+
+
+def idle_exchange(h: Harness, request: bytes, answer: bytes) -> FakeUpstream:
+    """One request answered on a new upstream connection; the client connection is then idle."""
+    h.send(request)
+    up = h.connect()
+    h.answer(up, answer)
+    h.client.take()
+    assert h.session.upstream is up
+    return up
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        b"Authorization: NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw==",
+        b"Authorization: Negotiate YIIHLgYGKwYBBQUCoIIHIjCCBx6gMDAuBgkqhkiC9xIBAgI=",
+        b"authorization:  ntlm TlRMTVNTUAADAAAA",  # names and schemes are case-insensitive
+    ],
+)
+def test_a_request_carrying_ntlm_or_negotiate_makes_its_upstream_private(authorization: bytes) -> None:
+    h = Harness()
+    up = idle_exchange(h, get(b"/ews/Exchange.asmx", authorization), ok())
+    assert up.private
+    h.session.sweep(h.now + h.site.keepalive_timeout - 1)  # long past upstream_release
+    assert not up.closed
+    assert h.session.upstream is up
+    assert h.site.upstream_releases == 0
+
+
+@pytest.mark.parametrize(
+    "challenge",
+    [
+        b"WWW-Authenticate: NTLM",
+        b"WWW-Authenticate: Negotiate\r\nWWW-Authenticate: NTLM",  # IIS's usual pair
+        b'WWW-Authenticate: Basic realm="mail"\r\nWWW-Authenticate: Negotiate',
+        b'www-authenticate: Basic realm="mail", negotiate',  # several challenges in one field
+        b"WWW-Authenticate: NTLM TlRMTVNTUAACAAAADAAMADgAAAA1gonilM550+1I+dYAAAAAAAAAAJIAkgBEAAAA",
+    ],
+)
+def test_a_401_offering_ntlm_or_negotiate_makes_its_upstream_private(challenge: bytes) -> None:
+    h = Harness()
+    up = idle_exchange(h, get(b"/ews/Exchange.asmx"), CHALLENGE_401 % challenge)
+    assert up.private  # the client's NTLM answer will come on this connection
+    h.session.sweep(h.now + h.site.keepalive_timeout - 1)
+    assert not up.closed
+    assert h.session.upstream is up
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "answer"),
+    [
+        (get(b"/owa/"), ok()),  # anonymous
+        (get(b"/ews/Exchange.asmx", b"Authorization: Basic dXNlcjAxOlBhc3MtdXNlcjAx"), ok()),
+        (get(b"/ews/Exchange.asmx", b"Authorization: Bearer eyJ0eXAiOiJKV1QifQ.e30.c2ln"), ok()),
+        # Proxy-Authorization is hop-by-hop: dropped, it never reaches the server
+        (get(b"/owa/", b"Proxy-Authorization: NTLM TlRMTVNTUAABAAAA"), ok()),
+        (get(b"/ews/Exchange.asmx"), CHALLENGE_401 % b'WWW-Authenticate: Basic realm="NTLM"'),
+        (get(b"/ews/Exchange.asmx"), CHALLENGE_401 % b"WWW-Authenticate: Bearer"),
+        # a challenge in a response other than 401 asks nothing of the client
+        (get(b"/owa/"), ok(b"hello", b"WWW-Authenticate: Negotiate")),
+        (get(b"/owa/", b"X-Note: Authorization: NTLM TlRMTVNTUAABAAAA"), ok()),  # not the field
+    ],
+)
+def test_basic_bearer_and_anonymous_upstreams_are_released_when_idle(
+    request_bytes: bytes, answer: bytes
+) -> None:
+    h = Harness()
+    up = idle_exchange(h, request_bytes, answer)
+    assert not up.private
+    h.session.sweep(h.now + RELEASE - 0.5)
+    assert not up.closed
+    h.session.sweep(h.now + RELEASE)
+    assert up.closed  # closed, never handed to anyone
+    assert h.session.upstream is None
+    assert not h.client.closed  # the client connection stays
+    assert h.site.upstream_releases == 1
+    h.session.sweep(h.now + RELEASE * 2)
+    assert h.site.upstream_releases == 1  # counted once
+
+
+def test_the_next_request_after_a_release_opens_a_new_connection_balanced_anew() -> None:
+    h = Harness()  # roundrobin, affinity none: the new connection may go to the other server
+    first = idle_exchange(h, get(b"/owa/"), ok(b"one"))
+    h.now += RELEASE
+    h.session.sweep(h.now)
+    assert first.closed
+    h.send(get(b"/owa/"))
+    assert len(h.shell.opens) == 2
+    second = h.connect()
+    assert second is not first
+    assert h.opened_to() == ["MB1", "MB2"]
+    h.answer(second, ok(b"two"))
+    assert h.client.take() == ok(b"two")
+    assert first.data.count(b"GET ") == 1  # nothing more was written to the released connection
+
+
+def test_the_idle_time_counts_from_the_end_of_the_last_exchange() -> None:
+    h = Harness()
+    up = idle_exchange(h, get(b"/owa/"), ok())
+    for _ in range(3):  # a request every RELEASE - 1 seconds keeps the connection
+        h.now += RELEASE - 1
+        h.session.sweep(h.now)
+        h.send(get(b"/owa/"))
+        h.answer(up, ok())
+    assert not up.closed
+    assert len(h.shell.opens) == 1
+    h.session.sweep(h.now + RELEASE)
+    assert up.closed
+
+
+def test_an_upstream_is_never_released_with_a_response_outstanding() -> None:
+    h = Harness()
+    h.send(get(b"/owa/"))
+    up = h.connect()
+    h.session.sweep(h.now + RELEASE * 10)  # the server thinks (within timeouts.server)
+    assert not up.closed
+    h.answer(up, ok())
+    assert h.client.take() == ok()
+
+
+def test_an_upstream_is_never_released_in_the_middle_of_a_request_body() -> None:
+    h = Harness()
+    h.send(b"POST /ews/Exchange.asmx HTTP/1.1\r\nHost: " + NAMESPACE + b"\r\nContent-Length: 10\r\n\r\nhalf")
+    up = h.connect()
+    h.now += RELEASE * 3  # a pause inside the body (within body_idle and the upload rate)
+    h.session.sweep(h.now)
+    assert not up.closed
+    h.send(b"+rest!")
+    h.answer(up, ok())
+    assert h.client.take() == ok()
+
+
+def test_an_upstream_is_never_released_while_the_next_request_head_arrives() -> None:
+    h = Harness()
+    up = idle_exchange(h, get(b"/owa/"), ok())
+    h.send(b"GET /owa/next HTTP/1.1\r\nHo")  # started: no longer idle
+    h.session.sweep(h.now + RELEASE + 1)  # within timeouts.request_header (10 s)
+    assert not up.closed
+    h.send(b"st: " + NAMESPACE + b"\r\n\r\n")
+    assert up.data.count(b"GET ") == 2  # the same connection carries it
+    h.answer(up, ok())
+
+
+def test_a_streamed_response_is_not_idle() -> None:
+    h = Harness()
+    h.send(
+        b"POST /mapi/emsmdb/?MailboxId=x HTTP/1.1\r\nHost: " + NAMESPACE + b"\r\nContent-Length: 0\r\n\r\n"
+    )
+    up = h.connect()
+    # MAPI/HTTP NotificationWait: chunks with PENDING every 30 s, the final answer minutes later.
+    h.answer(up, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nPENDING\r\n\r\n")
+    for _ in range(4):
+        h.now += 30
+        h.session.sweep(h.now)
+        assert not up.closed
+        h.answer(up, b"9\r\nPENDING\r\n\r\n")
+    h.answer(up, b"4\r\nDONE\r\n0\r\n\r\n")
+    assert not h.client.closed
+    h.session.sweep(h.now + RELEASE)  # now idle: released
+    assert up.closed
+
+
+def test_upstream_release_0_never_releases() -> None:
+    h = Harness(timeouts="{upstream_release: 0}")
+    up = idle_exchange(h, get(b"/owa/"), ok())
+    h.session.sweep(h.now + h.site.keepalive_timeout - 1)
+    assert not up.closed
+    assert h.session.upstream is up
+
+
+def test_a_released_connection_that_closes_later_changes_nothing() -> None:
+    h = Harness()
+    up = idle_exchange(h, get(b"/owa/"), ok())
+    h.session.sweep(h.now + RELEASE)
+    h.lose(up)  # its connection_lost arrives after the release
+    assert not h.client.closed
+    h.send(get(b"/owa/"))
+    h.answer(h.connect(), ok())
+    assert h.client.take() == ok()
 
 
 def cookie(h: Harness, server: ServerState) -> bytes:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -23,14 +23,19 @@ from casarray.admin.metrics import CONTENT_TYPE, registry_for, render_metrics
 from casarray.admin.openapi import openapi_document
 from casarray.admin.views import OPERATOR_STATES, event_json, snapshot_json
 from casarray.engine.control import Control, OperatorState
-from casarray.engine.opstate import BY_LIMIT, REASON_LIMIT, clean_text
+from casarray.engine.opstate import BY_LIMIT, REASON_LIMIT, clean_text, document, read_json, settings_of
 from casarray.engine.refusals import RefusalLog
 from casarray.errors import CasarrayError
 
-__all__ = ["AdminApi"]
+if TYPE_CHECKING:
+    from casarray.admin.peers import Peers
+
+__all__ = ["STATES_PATH", "AdminApi"]
 
 log = logging.getLogger("casarray.admin")
 
+# Where nodes read each other's operator states and hand each other changes (admin/peers.py).
+STATES_PATH = "/api/peers/states"
 _READ_METHODS = frozenset({"GET", "HEAD"})
 # What a fresh stream replays, so the dashboard's log is not empty when it opens.
 _STREAM_BACKLOG = 100
@@ -71,10 +76,17 @@ class AdminApi:
     """The routes, bound to one Control and one access Policy."""
 
     def __init__(
-        self, control: Control, policy: Policy, *, stream_interval: float = 1.0, max_streams: int = 16
+        self,
+        control: Control,
+        policy: Policy,
+        *,
+        stream_interval: float = 1.0,
+        max_streams: int = 16,
+        peers: Peers | None = None,
     ) -> None:
         self.control = control
         self.policy = policy
+        self.peers = peers  # the other nodes, told of every change made here (admin/peers.py)
         self.stream_interval = stream_interval
         # Each stream builds a snapshot every interval on the balancer's own loop, between two
         # data-plane callbacks: 200 readers slowed client requests to ~2 s. So they are capped.
@@ -93,6 +105,8 @@ class AdminApi:
         app.router.add_post("/api/servers/{server}/{state}", self.set_server)
         app.router.add_post("/api/servers/{server}/services/{service}/{state}", self.set_member)
         app.router.add_post("/api/reload", self.reload)
+        app.router.add_get(STATES_PATH, self.peer_states)
+        app.router.add_post(STATES_PATH, self.adopt_states)
         app.router.add_get("/api/openapi.json", self.openapi)
         app.router.add_get("/metrics", self.metrics)
         return app
@@ -242,16 +256,59 @@ class AdminApi:
         log.debug(
             "admin: %s (%s) set %s to %s", request.remote, by, label, state.lower()
         )  # the balancer logs it
-        return web.json_response(
-            {
-                "server": name,
-                "service": service.lower() if service else None,
-                "state": state.lower(),
-                "reason": reason,
-                "by": by,
-                "outcome": f"{label}: {state.lower()}",
-            }
-        )
+        answer: dict[str, Any] = {
+            "server": name,
+            "service": service.lower() if service else None,
+            "state": state.lower(),
+            "reason": reason,
+            "by": by,
+            "outcome": f"{label}: {state.lower()}",
+        }
+        if self.peers is not None:
+            key = (name.lower(), service.lower() if service else None)
+            made = [s for s in self.control.operator_settings() if s.key == key]
+            answer["peers"] = [a.json() for a in await self.peers.push(made)]
+        return web.json_response(answer)
+
+    # --- between nodes (admin/peers.py) ----------------------------------------------------------------
+    async def peer_states(self, request: web.Request) -> web.Response:
+        return web.json_response(document(self.control.operator_settings()))
+
+    async def adopt_states(self, request: web.Request) -> web.Response:
+        expected = 'expected a state document: {"version": 1, "states": [...], "node": URL}'
+        try:
+            content = read_json(await request.read())
+            settings = settings_of(content)
+        except ValueError as exc:
+            log.warning("admin: 400 for POST %s from %s: %s", request.path, request.remote, exc)
+            return _error(400, f"{expected} ({exc})")
+        node = content.get("node") if isinstance(content, dict) else None
+        sender = clean_text(node, 100) if isinstance(node, str) and node else "a peer"
+        source = f"peer {sender} ({request.remote})"
+        results = []
+        for adoption in self.control.adopt_operators(settings, source):
+            setting = adoption.setting
+            if not adoption.holds:  # what is taken is logged by the balancer, as every state change
+                level = logging.WARNING if adoption.result == "unknown" else logging.INFO
+                log.log(
+                    level,
+                    "peers: %s %s from %s not taken: %s",
+                    setting.label,
+                    setting.state.value,
+                    source,
+                    adoption.outcome,
+                )
+            results.append(
+                {
+                    "server": setting.server,
+                    "service": setting.service,
+                    "state": setting.state.value,
+                    "result": adoption.result,
+                    "holds": adoption.holds,
+                    "outcome": f"{setting.label}: {adoption.outcome}",
+                }
+            )
+        return web.json_response({"results": results})
 
     async def reload(self, request: web.Request) -> web.Response:
         log.info("admin: %s asked for a reload", request.remote)

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import enum
 import hmac
-import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from casarray.netaddr import join_host_port, split_host_port
+from casarray.netaddr import is_loopback_host, join_host_port, split_host_port
 
 __all__ = ["Access", "Policy", "Verdict", "admin_url", "decide", "is_loopback_host", "split_listen"]
 
@@ -72,19 +71,6 @@ def admin_url(listen: str) -> str:
     host, port = split_listen(listen)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     return f"http://{join_host_port(host, port)}"
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for loopback IP literals (any of 127.0.0.0/8, ::1) and the name localhost.
-
-    Other names count as not loopback: what they resolve to can change after start-up."""
-    name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def _host_of(header: str) -> str:

@@ -258,7 +258,9 @@ async function act(server, state) {
     return;
   }
   if (!response.ok) { message(data.error || ("HTTP " + response.status), true); return; }
-  message(data.outcome);
+  // With peers: each other node's answer; one that did not take the change shows as an error.
+  const peers = data.peers || [];
+  message([data.outcome, ...peers.map(p => p.node + ": " + p.outcome)].join(" · "), peers.some(p => !p.ok));
 }
 
 function frame(text) {

@@ -143,6 +143,12 @@ def families(snap: Snapshot) -> list[Metric]:
             "Client TLS handshakes that failed.",
             snap.tls_handshake_failures,
         ),
+        CounterMetricFamily(
+            "casarray_upstream_releases",
+            "l7: idle upstream connections closed after timeouts.upstream_release "
+            "(never one that carried NTLM/Negotiate).",
+            snap.upstream_releases,
+        ),
         CounterMetricFamily("casarray_reloads", "Configuration reloads that took effect.", snap.reloads),
         GaugeMetricFamily("casarray_workers", "Worker processes serving traffic.", snap.workers),
         GaugeMetricFamily(

@@ -135,6 +135,7 @@ _SCHEMAS: dict[str, Any] = {
             "time",
             "https_listener",
             "pools",
+            "upstream_releases",
         ],
         "properties": {
             "mode": {"enum": ["l4", "l7"]},
@@ -151,6 +152,10 @@ _SCHEMAS: dict[str, Any] = {
             },
             "queue": {**_INT, "description": "Clients waiting for a slot (l4)."},
             "tls_handshake_failures": _INT,
+            "upstream_releases": {
+                **_INT,
+                "description": "l7: idle upstream connections closed after timeouts.upstream_release.",
+            },
             "reloads": {**_INT, "description": "Reloads that took effect."},
             "workers": _INT,
             "started": {**_NUM, "description": "Epoch seconds."},
@@ -199,6 +204,77 @@ _SCHEMAS: dict[str, Any] = {
             "reason": {**_STR, "description": "Why, as recorded (one line, at most 200 characters)."},
             "by": {**_STR, "description": "Who, as recorded: the caller's `by` (default 'api') and address."},
             "outcome": _STR,
+            "peers": {
+                "type": "array",
+                "items": _ref("PeerAnswer"),
+                "description": "With peers: in the config: each other node's answer (the change is pushed "
+                "to them before this answer).",
+            },
+        },
+    },
+    "PeerAnswer": {
+        "type": "object",
+        "required": ["node", "ok", "outcome"],
+        "properties": {
+            "node": {**_STR, "description": "The node's admin URL, as peers.nodes lists it."},
+            "ok": {"type": "boolean", "description": "The change is in force on that node."},
+            "outcome": {
+                **_STR,
+                "description": "What it did ('MB2: ready -> drain by …'), or why not ('not taken: does not "
+                "answer (Connection refused)', 'not taken: refused: 401 wrong token …').",
+            },
+        },
+    },
+    "OperatorSetting": {
+        "type": "object",
+        "required": ["server", "service", "state"],
+        "properties": {
+            "server": _STR,
+            "service": {"type": ["string", "null"], "description": "null: the whole server."},
+            "state": {"enum": list(OPERATOR_STATES)},
+            "reason": _STR,
+            "by": _STR,
+            "since": {**_NUM, "description": "Epoch seconds: when this state began."},
+            "changed": {
+                **_NUM,
+                "description": "Epoch seconds: when this setting was last written, its version (newest "
+                "wins between nodes); default: since.",
+            },
+        },
+    },
+    "OperatorStates": {
+        "type": "object",
+        "description": "The document of the state file (<config>.state.json), as nodes exchange it.",
+        "required": ["version", "states"],
+        "properties": {
+            "version": {"const": 1},
+            "states": {"type": "array", "items": _ref("OperatorSetting")},
+            "node": {**_STR, "description": "POST: the sending node's admin URL (for the log)."},
+        },
+    },
+    "Adoptions": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["server", "service", "state", "result", "holds", "outcome"],
+                    "properties": {
+                        "server": _STR,
+                        "service": {"type": ["string", "null"]},
+                        "state": {"enum": list(OPERATOR_STATES)},
+                        "result": {
+                            "enum": ["taken", "same", "kept", "unknown"],
+                            "description": "taken: newer, in force now; same: held already; kept: this "
+                            "node holds a newer one; unknown: no such server or service here.",
+                        },
+                        "holds": {"type": "boolean", "description": "The setting is in force here now."},
+                        "outcome": _STR,
+                    },
+                },
+            }
         },
     },
     "Reload": {"type": "object", "required": ["outcome"], "properties": {"outcome": _STR}},
@@ -341,6 +417,31 @@ def openapi_document() -> dict[str, Any]:
                         "403": _CHANGE_ERRORS["403"],
                     },
                 }
+            },
+            "/api/peers/states": {
+                "get": {
+                    "summary": "Every operator setting this node holds, with its version: what the other "
+                    "nodes (peers:) read at start and every peers.sync_interval.",
+                    "operationId": "peerStates",
+                    "security": [{}, {"token": []}],
+                    "responses": {"200": _json(_ref("OperatorStates"), "The settings."), **_READ_ERRORS},
+                },
+                "post": {
+                    "summary": "Settings written on another node: each newer one than this node holds is "
+                    "applied and kept (newest wins); none is pushed on to other nodes.",
+                    "operationId": "adoptStates",
+                    "security": [{"token": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("OperatorStates")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("Adoptions"), "What this node did with each setting."),
+                        "400": _error("Not a state document."),
+                        "401": _CHANGE_ERRORS["401"],
+                        "403": _CHANGE_ERRORS["403"],
+                    },
+                },
             },
             "/api/openapi.json": {
                 "get": {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,14 +20,17 @@ from casarray.config.model import Admin
 from casarray.engine.control import Control
 from casarray.errors import StartupError
 
+if TYPE_CHECKING:
+    from casarray.admin.peers import Peers
+
 __all__ = ["AdminServer", "read_token"]
 
 log = logging.getLogger("casarray.admin")
 
 
-def read_token(path: str) -> str:
+def read_token(path: str, setting: str = "admin.token_file") -> str:
     """The token file's content, white space around it stripped (an editor's final newline is not part
-    of the token). An unreadable or empty file is a start-up error, never "no token"."""
+    of the token). An unreadable or empty file is a start-up error naming `setting`, never "no token"."""
     file = Path(path)
     try:
         token = file.read_text(encoding="utf-8").strip()
@@ -35,15 +39,15 @@ def read_token(path: str) -> str:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StartupError(
             f"cannot read the token file {path!r}: {detail}",
-            "admin.token_file",
+            setting,
             "create it with one line, e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`",
         ) from None
     if not token:
-        raise StartupError(f"the token file {path!r} is empty", "admin.token_file", "write a token into it")
+        raise StartupError(f"the token file {path!r} is empty", setting, "write a token into it")
     # Group access is how the service user (or an admins group) reads a root-owned file; world access
     # hands the token to every local account.
     if mode & stat.S_IRWXO:
-        log.warning("admin: the token file %s can be read by every user (chmod o-rwx it)", path)
+        log.warning("%s: the token file %s can be read by every user (chmod o-rwx it)", setting, path)
     return token
 
 
@@ -59,16 +63,19 @@ class AdminServer:
         *,
         stream_interval: float = 1.0,
         max_streams: int = 16,
+        peers: Peers | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
         self.policy = policy
-        self.api = AdminApi(control, policy, stream_interval=stream_interval, max_streams=max_streams)
+        self.api = AdminApi(
+            control, policy, stream_interval=stream_interval, max_streams=max_streams, peers=peers
+        )
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
     @classmethod
-    def from_config(cls, admin: Admin, control: Control) -> AdminServer:
+    def from_config(cls, admin: Admin, control: Control, peers: Peers | None = None) -> AdminServer:
         """Validate `admin:` and read the token file; raises StartupError before anything is bound."""
         try:
             host, port = split_listen(admin.listen)
@@ -81,6 +88,7 @@ class AdminServer:
             port,
             Policy(loopback=is_loopback_host(host), token=token),
             max_streams=admin.max_streams,
+            peers=peers,
         )
 
     @property

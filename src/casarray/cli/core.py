@@ -90,6 +90,9 @@ def setup_logging(level: str = "info") -> None:
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx (the calls between nodes, admin/peers.py) logs every request at INFO: the peers' own lines
+    # say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def use_uvloop() -> str:
@@ -194,19 +197,31 @@ async def _serve(cfg: Config, config_path: Path) -> None:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGUSR1, balancer.reopen_logs)
     admin = None
+    peers = None
     try:
+        if cfg.peers is not None:
+            from casarray.admin.peers import Peers
+
+            # Before the first connection is accepted: the states of the other nodes, newest wins.
+            peers = await Peers.from_config(cfg, balancer)
+            await peers.sync(at_start=True)
         await balancer.start()
         if cfg.admin is not None:
             from casarray.admin import AdminServer
 
-            admin = AdminServer.from_config(cfg.admin, balancer)
+            admin = AdminServer.from_config(cfg.admin, balancer, peers)
             await admin.start()
+        if peers is not None:
+            peers.start()
         await stop.wait()
     finally:
         # The admin API goes first: no reload or operator change may race the balancer's shutdown.
         if admin is not None:
             with contextlib.suppress(Exception):
                 await admin.close()
+        if peers is not None:
+            with contextlib.suppress(Exception):
+                await peers.close()
         with contextlib.suppress(Exception):
             await balancer.stop()
 

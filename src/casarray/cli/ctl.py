@@ -7,7 +7,6 @@ import datetime
 import getpass
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from casarray.config import ConfigErrors, load_config
 from casarray.config.load import read_section
 from casarray.config.model import Admin
 from casarray.config.units import format_duration, parse_duration
+from casarray.errors import reason_of
 
 app = typer.Typer(
     help="Control a running balancer through its admin API: status, drain, ready, maint, reload, events.",
@@ -75,7 +75,7 @@ ServiceOpt = Annotated[
         "--service", "-s", help="Only this service's member (e.g. ews) instead of the whole server."
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer instead of text.")]
 
 
 @dataclass
@@ -175,13 +175,13 @@ def _call(
             response = client.request(method, path, headers=headers, json=body)
     except httpx.ConnectError as exc:
         raise fail(
-            f"cannot reach the admin API at {target.url}: {_reason(exc)} "
+            f"cannot reach the admin API at {target.url}: {reason_of(exc)} "
             "(is `casarray run` running with an admin: section?)"
         ) from None
     except httpx.TimeoutException:
         raise fail(f"the admin API at {target.url} did not answer within {timeout:.0f}s") from None
     except httpx.HTTPError as exc:
-        raise fail(f"admin API at {target.url}: {_reason(exc)}") from None
+        raise fail(f"admin API at {target.url}: {reason_of(exc)}") from None
     try:
         data = response.json()
     except ValueError:
@@ -195,11 +195,6 @@ def _call(
     if data is None:
         raise fail(f"{target.url}{path} did not answer JSON (is that the admin API?)")
     return data
-
-
-def _reason(exc: Exception) -> str:
-    text = (str(exc) or type(exc).__name__).splitlines()[0]
-    return re.sub(r"^\[Errno -?\d+\] ", "", text)  # "[Errno 111] Connection refused" -> the words
 
 
 def _console() -> Console:
@@ -397,15 +392,36 @@ def _who() -> str:
 
 
 def _set(
-    ctx: typer.Context, state: str, server: str, service: str | None, reason: str, options: Options
+    ctx: typer.Context,
+    state: str,
+    server: str,
+    service: str | None,
+    reason: str,
+    options: Options,
+    as_json: bool = False,
 ) -> Target:
+    """Set the state on the balancer, which hands it to its peers (`peers:`): one line for this node,
+    then one per peer with its answer. A peer that did not take it is an error (exit 1) after the
+    report; what the others took stays."""
     target = _target(ctx, options.config, options.admin, options.token_file)
     path = f"/api/servers/{quote(server, safe='')}"
     if service is not None:
         path += f"/services/{quote(service, safe='')}"
     result = _call(target, "POST", f"{path}/{state}", body={"reason": reason, "by": _who()})
-    outcome = str(result["outcome"])
-    typer.echo(outcome + (f" ({result['reason']})" if result.get("reason") else ""))
+    peers = result.get("peers", [])
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        outcome = str(result["outcome"])
+        typer.echo(outcome + (f" ({result['reason']})" if result.get("reason") else ""))
+        for answer in peers:
+            typer.echo(f"peer {answer['node']}: {answer['outcome']}")
+    failed = [answer["node"] for answer in peers if not answer["ok"]]
+    if failed:
+        raise fail(
+            f"{len(failed)} of {len(peers)} peer(s) did not take it: {', '.join(failed)} (it holds on this "
+            "node and on the others; a peer that missed it takes it at its next sync)"
+        )
     return target
 
 
@@ -476,8 +492,10 @@ def drain(
     config: ConfigOpt = None,
     admin: AdminOpt = None,
     token_file: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """No new connections or requests for SERVER; the open ones finish.
+    """No new connections or requests for SERVER; the open ones finish. With a peers: section, on
+    every node (one line per node's answer; --wait waits for this node's connections).
 
     Example: casarray ctl drain MB2 --reason "CU14" --wait --timeout 30m
     """
@@ -486,7 +504,7 @@ def drain(
         # Connections are counted per server: one service's cannot be told apart in l4, nor per
         # keep-alive connection in l7.
         raise typer.BadParameter("--wait waits for a whole server: leave out --service", param_hint="--wait")
-    target = _set(ctx, "drain", server, service, reason, Options(config, admin, token_file))
+    target = _set(ctx, "drain", server, service, reason, Options(config, admin, token_file), as_json)
     if wait:
         _wait_drained(target, server, seconds)
 
@@ -503,8 +521,9 @@ def _state_command(state: str, doc: str) -> None:
         config: ConfigOpt = None,
         admin: AdminOpt = None,
         token_file: TokenOpt = None,
+        as_json: JsonOpt = False,
     ) -> None:
-        _set(ctx, state, server, service, reason, Options(config, admin, token_file))
+        _set(ctx, state, server, service, reason, Options(config, admin, token_file), as_json)
 
     command.__doc__ = doc
     app.command(name=state)(command)
@@ -512,14 +531,15 @@ def _state_command(state: str, doc: str) -> None:
 
 _state_command(
     "ready",
-    """SERVER takes new traffic again (when its health checks pass).
+    """SERVER takes new traffic again (when its health checks pass); with a peers: section, on every
+    node.
 
     Example: casarray ctl ready MB2 --reason "CU14 done"
     """,
 )
 _state_command(
     "maint",
-    """Take SERVER out now: its open connections are closed.
+    """Take SERVER out now: its open connections are closed; with a peers: section, on every node.
 
     Example: casarray ctl maint MB2 --reason "disk replacement"
     """,

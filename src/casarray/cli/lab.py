@@ -192,6 +192,13 @@ def lab(
             help="Also IMAP4, POP3 and SMTP: on the servers and through the balancer (l4 listeners)."
         ),
     ] = False,
+    dns_port: Annotated[
+        int,
+        typer.Option(
+            help="Port of the lab's DNS server on udp 127.0.0.1: the namespace and Autodiscover on the "
+            "VIP, each server's FQDN on its address, for 'casarray doctor --nameserver' (0: none)."
+        ),
+    ] = 8053,
     as_installed: Annotated[
         bool,
         typer.Option(
@@ -201,12 +208,13 @@ def lab(
         ),
     ] = False,
 ) -> None:
-    """Start a lab: a CA, 3 simulated Exchange servers on 127.0.0.2-4, a config and the balancer.
+    """Start a lab: a CA, 3 simulated Exchange servers on 127.0.0.2-4, a config, the balancer, and a DNS
+    server for the lab's names.
 
     The servers' vdir URLs, Outlook Anywhere and SCP are moved to the namespace by the very scripts
     'casarray namespace' writes (collector, then apply), run by the lab's PowerShell; --as-installed
     leaves them as setup does, to rehearse that procedure with 'lab inventory' and 'lab apply'.
-    Prints what to try; Ctrl-C stops everything.
+    Prints what to try, 'casarray doctor --user' (the client's side) included; Ctrl-C stops everything.
 
     Example: casarray lab --mode l4 --mail
     """
@@ -222,6 +230,7 @@ def lab(
             mail=mail,
             admin_port=admin_port,
             as_installed=as_installed,
+            dns_port=dns_port,
         )
     except LabError as exc:
         raise _fail(str(exc)) from None

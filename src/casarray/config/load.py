@@ -412,15 +412,16 @@ def _valid_part(data: Any, invalid: frozenset[str]) -> Config | None:
         return None
 
 
-# Files the balancer opens at start (tls, upstream_tls.ca, the admin token, the affinity secrets):
-# `check` says which are missing, at their lines, with the other problems. Paths are taken from the YAML
-# as written, so a file is checked even when a sibling setting is invalid.
+# Files the balancer opens at start (tls, upstream_tls.ca, the admin and peers tokens, the affinity
+# secrets): `check` says which are missing, at their lines, with the other problems. Paths are taken
+# from the YAML as written, so a file is checked even when a sibling setting is invalid.
 _FILE_SETTINGS: tuple[Loc, ...] = (
     ("tls", "certificate"),
     ("tls", "key"),
     ("upstream_tls", "ca"),
     ("admin", "token_file"),
     ("affinity", "secret_file"),
+    ("peers", "token_file"),
 )
 
 

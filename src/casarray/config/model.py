@@ -13,6 +13,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from casarray.config.units import parse_duration, parse_size
+from casarray.netaddr import is_loopback_host, split_host_port
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -228,6 +229,20 @@ class Timeouts(_Model):
         description="l7: idle time allowed between two requests on a "
         "client connection (IIS closes idle connections after 120s).",
     )
+    # An idle upstream connection costs the balancer its TLS state (and a descriptor), and the server
+    # one of its connections, for as long as the client keeps its own (keepalive: 2 min; Outlook and
+    # browsers hold theirs far longer). Reopening costs one TCP + TLS handshake on the LAN, a few ms,
+    # on the next request. Requests of one action (a page load, an Outlook sync) follow each other
+    # within a second or two; 5 s covers such a burst, so a connection is reopened only once the user
+    # paused. Connections that carried NTLM/Negotiate are never released (proxy/session.py).
+    upstream_release: Duration = Field(
+        5.0,
+        ge=0,
+        description="l7: close the upstream connection of a client connection idle this long between "
+        "requests, unless it carried NTLM or Negotiate (those stay with their client connection for "
+        "life); the client's next request opens a new one, to the server balancing and affinity pick "
+        "then. 0 never releases (one upstream connection per client connection for its whole life).",
+    )
     body_idle: Duration = Field(
         120.0,
         gt=0,
@@ -293,6 +308,55 @@ class Admin(_Model):
         le=1024,
         description="Most /api/stream readers (dashboards) at once; beyond it 503. Each costs a "
         "snapshot per second on the balancer's own event loop.",
+    )
+
+
+def _admin_url(value: str) -> str:
+    """`http://10.0.1.2:9090` (a trailing slash allowed): the admin API of a node, returned as
+    http://host:port with the host lower-cased. The admin API speaks plain HTTP (admin/server.py)."""
+    expected = "expected an admin API URL such as http://10.0.1.2:9090"  # the loader says what was found
+    scheme, colon_slashes, rest = value.partition("://")
+    if not colon_slashes:
+        raise ValueError(f"{expected}: the scheme http:// is missing")
+    if scheme.lower() != "http":
+        raise ValueError(f"{expected}: the admin API speaks plain http (no TLS of its own)")
+    netloc = rest.removesuffix("/")
+    if not netloc or any(c in netloc for c in "/?#@"):
+        raise ValueError(f"{expected}: only http://host:port, without a path, query or user")
+    try:
+        host, port = split_host_port(netloc)
+    except ValueError as exc:
+        raise ValueError(f"{expected}: {exc}") from None
+    if not port:
+        raise ValueError(f"{expected}: the port is missing (the port of that node's admin.listen)")
+    host = host.lower()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+AdminUrl = Annotated[str, AfterValidator(_admin_url)]
+
+
+class Peers(_Model):
+    nodes: list[AdminUrl] = Field(
+        min_length=1,
+        description="Admin API URL of each node, e.g. [http://10.0.1.2:9090, http://10.0.1.3:9090]. "
+        "A node finds itself in the list by its admin.listen (the same address and port, or with a "
+        "wildcard listen address one of its own addresses and the port) and skips it, so every node can "
+        "share one file.",
+    )
+    token_file: str | None = Field(
+        None,
+        description="File holding the admin token of the other nodes; default: admin.token_file "
+        "(one token for every node).",
+    )
+    timeout: Duration = Field(
+        2.0, gt=0, description="How long a node has to answer a change pushed to it or a sync."
+    )
+    sync_interval: Duration = Field(
+        10.0,
+        gt=0,
+        description="How often the states of the other nodes are read again, so a node that missed a "
+        "change (unreachable at the time) catches up; newest wins.",
     )
 
 
@@ -373,6 +437,11 @@ class Config(_Model):
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts(), description="Timeouts.")
     limits: Limits = Field(default_factory=lambda: Limits(), description="Connection limits.")
     admin: Admin | None = Field(None, description="Admin API and dashboard.")
+    peers: Peers | None = Field(
+        None,
+        description="The other nodes of an HA pair or ECMP group: operator states (ready, drain, maint) "
+        "set on one node are applied on all, and a node that starts takes them from the others.",
+    )
     log: Log = Field(default_factory=lambda: Log(), description="Logging.")
     workers: int | None = Field(
         None,
@@ -458,4 +527,37 @@ def semantic_errors(
         )
     if config.mode == "l7" and config.tls is None and judged("mode", "tls"):
         errors.append((("mode",), "mode: l7 needs a tls: section (certificate and key clients see)"))
+    if config.peers is not None and judged("peers", "admin"):
+        errors += _peer_errors(config.peers, config.admin)
     return errors
+
+
+def _peer_errors(peers: Peers, admin: Admin | None) -> list[tuple[tuple[str | int, ...], str]]:
+    errors: list[tuple[tuple[str | int, ...], str]] = []
+    if admin is None:
+        errors.append(
+            (
+                ("peers",),
+                "needs an admin: section (the other nodes reach this one through its admin API)",
+            )
+        )
+    seen: dict[str, int] = {}
+    for i, url in enumerate(peers.nodes):
+        if url in seen:
+            errors.append((("peers", "nodes", i), f"{url} is listed twice (also nodes[{seen[url]}])"))
+        seen.setdefault(url, i)
+    beyond = [url for url in peers.nodes if not _loopback_url(url)]
+    token = peers.token_file or (admin.token_file if admin is not None else None)
+    if beyond and token is None:
+        errors.append(
+            (
+                ("peers",),
+                f"{beyond[0]} is beyond loopback, where the admin API refuses every request without "
+                "a token: set admin.token_file (the same token on every node) or peers.token_file",
+            )
+        )
+    return errors
+
+
+def _loopback_url(url: str) -> bool:
+    return is_loopback_host(split_host_port(url.removeprefix("http://"))[0])

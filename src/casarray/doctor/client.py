@@ -57,7 +57,7 @@ from casarray.doctor.discovery import (
 from casarray.doctor.reply import Reply, offered_schemes
 from casarray.doctor.resolution import is_local_address, judge, resolve, resolve_srv
 from casarray.doctor.rows import Row, Status, UrlRow
-from casarray.doctor.told import autoconfiguration, judge_reply, on_namespace, service_of
+from casarray.doctor.told import autoconfiguration, judge_reply, on_namespace, service_of, trailing_slash
 from casarray.doctor.wire import Credentials, Fetched, fetch
 from casarray.engine.tls import upstream_context
 from casarray.errors import CasarrayError
@@ -579,9 +579,25 @@ class _Client:
                 "fail",
                 f"through the VIP: {fetched.code} {fetched.reason}",
             )
+        followed = ""
+        slash = trailing_slash(url, reply)
+        if slash is not None:
+            followed = f"{reply.status} to {slash}, then "
+            fetched = await fetch(self.vip, port, host, "GET", slash, self.context, self.timeout)
+            if fetched.reply is None:
+                detail = f"through the VIP: {followed}{fetched.code} {fetched.reason}"
+                return UrlRow(told.protocol, url, by, place, via, "", "fail", detail)
+            reply = fetched.reply
         status, text = judge_reply(service_of(url), reply)
         return UrlRow(
-            told.protocol, url, by, place, via, reply.fe_server or "", worst(status, *statuses), text
+            told.protocol,
+            url,
+            by,
+            place,
+            via,
+            reply.fe_server or "",
+            worst(status, *statuses),
+            followed + text,
         )
 
 

@@ -8,7 +8,9 @@ A URL a client is told passes when
 2. its host resolves to the VIP and only to it (doctor's resolution, the same judgement as its DNS rows);
 3. a GET through the VIP gets the vdir's real answer: 200, a 401 offering a scheme the clients of that
    vdir log on with (catalog.CLIENT_AUTH), or for OWA/ECP a 302 to the forms logon page; `X-FEServer`
-   names the server that answered.
+   names the server that answered. A redirect to the very URL with a trailing slash — what IIS answers
+   for a directory asked without one, and the l7 balancer for `/owa` — is followed once, as a browser
+   follows it, and the answer there is judged.
 """
 
 from __future__ import annotations
@@ -48,6 +50,27 @@ def service_of(url: str) -> catalog.Service | None:
     """The vdir a URL addresses (the first path segment, as IIS matches it)."""
     parts = split_url(url)
     return None if parts is None else catalog.for_path(parts.path or "/")
+
+
+def trailing_slash(url: str, reply: Reply) -> str | None:
+    """The target to ask next when `reply` redirects `url` to itself with a trailing slash (same scheme,
+    host and port; the Location absolute or a path, RFC 9110 §10.2.2); None for any other answer."""
+    parts = split_url(url)
+    location = reply.header("Location")
+    if reply.status not in _REDIRECTS or parts is None or not location or (parts.path or "/").endswith("/"):
+        return None
+    to = split_url(location) if "://" in location else None
+    if to is not None and (
+        to.scheme.lower() != parts.scheme.lower()
+        or (to.hostname or "").rstrip(".") != (parts.hostname or "").rstrip(".")
+        or url_port(to) != url_port(parts)
+    ):
+        return None
+    target = to.path if to is not None else location.split("?", 1)[0]
+    query = to.query if to is not None else location.partition("?")[2]
+    if target != parts.path + "/" or query not in ("", parts.query):
+        return None
+    return target + (f"?{query}" if query else "")
 
 
 def judge_reply(service: catalog.Service | None, reply: Reply) -> tuple[Status, str]:

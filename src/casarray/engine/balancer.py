@@ -38,7 +38,7 @@ from casarray.config.secretfile import SecretFileError, affinity_warnings, read_
 from casarray.config.units import format_duration
 from casarray.engine import opstate
 from casarray.engine.accesslog import AccessLog
-from casarray.engine.control import Event, MemberView, Snapshot
+from casarray.engine.control import Adoption, Event, MemberView, Snapshot
 from casarray.engine.control import ServerView as ServerViewData
 from casarray.engine.counters import Counters, ServerCounters
 from casarray.engine.frontend import Frontend
@@ -836,6 +836,16 @@ class Balancer:
         reason: str = "",
         by: str = "",
     ) -> None:
+        name, label, old = self._apply_operator(server, service, state)
+        if not quiet:  # workers apply what the supervisor already logged
+            change = self.opstates.record(name, label or None, old, state, reason, by)
+            log.info("operator: %s%s %s", name, f"/{label}" if label else "", change)
+            self._event(name, label, old.value, state.value, "operator", change)
+
+    def _apply_operator(self, server: str, service: str | None, state: Operator) -> tuple[str, str, Operator]:
+        """Put `state` on a server (service None) or one member in every pool of the current generation;
+        (the server's name as configured, the service or "", the state it had). KeyError names what is
+        unknown."""
         current = self.current
         if current is None:
             raise KeyError("the balancer is not running")
@@ -858,15 +868,66 @@ class Balancer:
             for member in members:
                 member.operator = state
             label = members[0].service
-        if not quiet:  # workers apply what the supervisor already logged
-            change = self.opstates.record(name, label or None, old, state, reason, by)
-            log.info("operator: %s%s %s", name, f"/{label}" if label else "", change)
-            self._event(name, label, old.value, state.value, "operator", change)
         current.refresh()
         for fe in current.frontends if state is Operator.MAINT else ():
             for target in targets:
                 if target in fe.servers:
                     fe.close_server(target, label or None)
+        return name, label, old
+
+    def operator_settings(self) -> Sequence[opstate.Setting]:
+        self.opstates.load()
+        return list(self.opstates.held.values())
+
+    def adopt_operators(self, settings: Sequence[opstate.Setting], source: str) -> list[Adoption]:
+        """Settings from a peer, newest wins. Before the start (the peers are asked before the first
+        connection is accepted) they only go into the book, which the first generation restores."""
+        self.opstates.load()
+        out: list[Adoption] = []
+        for setting in settings:
+            held = self.opstates.held.get(setting.key)
+            if not opstate.newer(setting, held):
+                if held == setting:
+                    out.append(
+                        Adoption(setting, "same", f"already {setting.state.value} ({setting.describe()})")
+                    )
+                else:
+                    assert held is not None
+                    out.append(
+                        Adoption(setting, "kept", f"kept: {held.state.value} {held.describe()} is newer here")
+                    )
+                continue
+            old = self._operator_of(setting)
+            if old is None:
+                out.append(Adoption(setting, "unknown", f"no {setting.label} in this node's config"))
+                continue
+            if self.current is not None:
+                self._apply_operator(setting.server, setting.service, setting.state)
+            change = self.opstates.adopt(setting, old)
+            assert change is not None  # newer, checked above
+            log.info("operator: %s %s (from %s)", setting.label, change, source)
+            self._event(
+                setting.server, setting.service or "", old.value, setting.state.value, "operator", change
+            )
+            out.append(Adoption(setting, "taken", change))
+        return out
+
+    def _operator_of(self, setting: opstate.Setting) -> Operator | None:
+        """The operator state now on the setting's server or member; None when the running config has
+        no such thing. Before the start: what the book holds (ready when nothing); one for a server the
+        config lacks is reported when the first generation restores the book."""
+        current = self.current
+        if current is None:
+            held = self.opstates.held.get(setting.key)
+            return held.state if held is not None else Operator.READY
+        for state in current.states():
+            if state.name.lower() == setting.key[0]:
+                if setting.service is None:
+                    return state.operator
+                member = state.members.get(setting.service)
+                if member is not None:
+                    return member.operator
+        return None
 
     def counters(self) -> Counters:
         """What the current generation has counted: its listeners' counters and its servers' (a
@@ -960,6 +1021,7 @@ def snapshot_of(
         started,
         join_host_port(config.listen.address, config.listen.https_port),
         pools_of(config),
+        counters.upstream_releases,
     )
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from casarray.balance.state import Operator as OperatorState
+from casarray.engine.opstate import Setting
 
-__all__ = ["Control", "Event", "MemberView", "OperatorState", "ServerView", "Snapshot"]
+__all__ = ["Adoption", "Control", "Event", "MemberView", "OperatorState", "ServerView", "Setting", "Snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,23 @@ class Snapshot:
     # mail port, "imap:993").
     https_listener: str = ""
     pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    upstream_releases: int = 0  # l7: idle upstream connections closed (timeouts.upstream_release)
+
+
+@dataclass(frozen=True, slots=True)
+class Adoption:
+    """What a node did with an operator setting written on another node (admin/peers.py)."""
+
+    setting: Setting
+    # taken: it was newer and is in force now; same: this node held that very setting already;
+    # kept: this node holds a newer one; unknown: this node's config has no such server or service.
+    result: Literal["taken", "same", "kept", "unknown"]
+    outcome: str  # in words: "ready -> drain by alice (ctl): CU14", "kept: maint set later here …"
+
+    @property
+    def holds(self) -> bool:
+        """The node holds the setting now (the peer's word is in force there)."""
+        return self.result in ("taken", "same")
 
 
 class Control(Protocol):
@@ -104,6 +122,15 @@ class Control(Protocol):
     ) -> None:
         """Set a server's (service None) or one member's operator state, with why and by whom. KeyError
         names the unknown server or service. Survives a reload and a restart (engine/opstate.py)."""
+        ...
+
+    def operator_settings(self) -> Sequence[Setting]:
+        """Every operator setting held (the ready ones too), with its version: what peers read."""
+        ...
+
+    def adopt_operators(self, settings: Sequence[Setting], source: str) -> list[Adoption]:
+        """Apply the settings written on another node (`source`, for the log) that are newer than the
+        ones held, keep them, log one line for each that changes something; never pushes them on."""
         ...
 
     async def reload(self) -> str:

@@ -87,6 +87,7 @@ class Counters:
     tls_handshake_failures: int = 0
     requests: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # service -> "2xx" -> n
     servers: Mapping[str, ServerCounters] = field(default_factory=dict)  # by server name
+    upstream_releases: int = 0  # l7: idle upstream connections closed (timeouts.upstream_release)
 
     def __add__(self, other: Counters) -> Counters:
         requests = dict(self.requests)
@@ -104,6 +105,7 @@ class Counters:
             self.tls_handshake_failures + other.tls_handshake_failures,
             requests,
             servers,
+            self.upstream_releases + other.upstream_releases,
         )
 
     @classmethod
@@ -133,6 +135,7 @@ class Counters:
             "tls_handshake_failures": self.tls_handshake_failures,
             "requests": {service: dict(classes) for service, classes in self.requests.items()},
             "servers": {name: s.to_json() for name, s in self.servers.items()},
+            "upstream_releases": self.upstream_releases,
         }
 
     @classmethod
@@ -147,6 +150,7 @@ class Counters:
             _int(d, "tls_handshake_failures"),
             {str(k): _counts(v) for k, v in _mapping(d.get("requests", {})).items()},
             {str(k): ServerCounters.from_json(v) for k, v in _mapping(d.get("servers", {})).items()},
+            _int(d, "upstream_releases"),
         )
 
 

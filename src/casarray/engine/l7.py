@@ -65,7 +65,7 @@ class L7Upstream(asyncio.Protocol):
     """One TLS connection to one Exchange server, owned by exactly one client connection: the shell of
     the session's `UpstreamSide`. `owner` is set here once and never reassigned: the NTLM rule."""
 
-    __slots__ = ("bytes_in", "bytes_out", "closed", "owner", "reader", "server", "transport")
+    __slots__ = ("bytes_in", "bytes_out", "closed", "owner", "private", "reader", "server", "transport")
 
     def __init__(self, owner: L7Client, server: ServerState) -> None:
         self.owner: Final = owner
@@ -73,6 +73,7 @@ class L7Upstream(asyncio.Protocol):
         self.reader: Final = ResponseReader()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.closed = False
+        self.private = False  # carried NTLM/Negotiate: never released when idle (proxy/session.py)
         self.bytes_in = 0  # client -> server
         self.bytes_out = 0  # server -> client
 
@@ -275,9 +276,10 @@ class L7Frontend(SiteSettings):
         self.upstream_ssl = upstream_ssl
         self.server_name = config.check_server_name
         t = config.timeouts
-        tick = max(
-            0.02, min(t.request_header, t.keepalive, t.body_idle, t.server, t.client_idle, t.server_idle) / 4
-        )
+        bounds = [t.request_header, t.keepalive, t.body_idle, t.server, t.client_idle, t.server_idle]
+        if t.upstream_release:
+            bounds.append(t.upstream_release)
+        tick = max(0.02, min(bounds) / 4)
         self.sweeper = Sweeper(min(tick, 1.0))
         self.clients: set[L7Client] = set()
         self.maxconn_refusals = RefusalLog(
@@ -326,6 +328,7 @@ class L7Frontend(SiteSettings):
             clients_total=self.accepted_total,
             refused=self.refused,
             tls_handshake_failures=self.tls_failures,
+            upstream_releases=self.upstream_releases,
             requests=self.status_counts(),
         )
 

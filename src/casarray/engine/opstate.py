@@ -4,10 +4,12 @@ service behind the operator's back.
 
 The file is `<config>.state.json` (`casarray.yaml` -> `casarray.yaml.state.json`), one JSON object:
 
-    {"version": 1, "states": [{"server": "MB2", "service": null, "state": "drain",
-                               "reason": "CU14", "by": "alice (ctl)", "since": 1700000000.0}]}
+    {"version": 1, "states": [{"server": "MB2", "service": null, "state": "drain", "reason": "CU14",
+                               "by": "alice (ctl)", "since": 1700000000.0, "changed": 1700000000.0}]}
 
-`service` null is the whole server. `parse` and `render` are pure (bytes in, bytes out); `load` and
+`service` null is the whole server. `since` is when the state began; `changed` when the setting was last
+written (a new reason changes it, not `since`): it is the setting's version, and between nodes
+(admin/peers.py) the newest wins, per server and per member. The same document is what nodes exchange. `parse` and `render` are pure (bytes in, bytes out); `load` and
 `save` are the only I/O. A save is atomic (temporary file in the same directory, fsync, rename, fsync of
 the directory, as SQLite and PostgreSQL do for their small control files): after a crash the file holds
 either the old states or the new ones, never half of each.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -33,13 +36,19 @@ __all__ = [
     "Book",
     "Setting",
     "clean_text",
+    "describe_change",
+    "document",
     "load",
+    "newer",
     "parse",
+    "read_json",
     "render",
     "restore",
     "save",
+    "settings_of",
     "state_path",
     "unmatched",
+    "version_after",
 ]
 
 log = logging.getLogger("casarray")
@@ -61,7 +70,8 @@ class Setting:
     state: Operator
     reason: str
     by: str
-    since: float  # epoch seconds
+    since: float  # epoch seconds: when this state began
+    changed: float  # epoch seconds: when this setting was last written (its version)
 
     @property
     def key(self) -> Key:
@@ -74,6 +84,24 @@ class Setting:
     def describe(self) -> str:
         """'by alice (ctl): CU14' — who and why, for log lines and events."""
         return f"by {self.by}" + (f": {self.reason}" if self.reason else "")
+
+    @property
+    def order(self) -> tuple[float, str, str, str, float]:
+        """What "newer" compares: the version, then the rest, so that two settings written in the same
+        instant on two nodes are still ordered the same way on every node (each converges to one)."""
+        return (self.changed, self.state.value, self.reason, self.by, self.since)
+
+
+def newer(candidate: Setting, held: Setting | None) -> bool:
+    """Does `candidate` replace `held` (newest wins)? Equal settings do not."""
+    return held is None or candidate.order > held.order
+
+
+def version_after(previous: Setting | None, now: float) -> float:
+    """The version of a setting written at `now` over `previous`: a change is always newer than what it
+    replaces, even when this node's clock is behind the one that wrote `previous` (a Lamport clock's
+    rule), so a peer with a fast clock cannot undo it at the next sync."""
+    return now if previous is None else max(now, previous.changed + 0.001)
 
 
 def state_path(config_path: Path) -> Path:
@@ -89,7 +117,8 @@ def clean_text(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render(settings: Iterable[Setting]) -> bytes:
+def document(settings: Iterable[Setting]) -> dict[str, object]:
+    """The states as the JSON object of the file (and of the peers' API)."""
     states = [
         {
             "server": s.server,
@@ -98,28 +127,42 @@ def render(settings: Iterable[Setting]) -> bytes:
             "reason": s.reason,
             "by": s.by,
             "since": s.since,
+            "changed": s.changed,
         }
         for s in sorted(settings, key=lambda s: (s.key[0], s.service or ""))
     ]
-    return (json.dumps({"version": VERSION, "states": states}, indent=2, ensure_ascii=False) + "\n").encode()
+    return {"version": VERSION, "states": states}
+
+
+def render(settings: Iterable[Setting]) -> bytes:
+    return (json.dumps(document(settings), indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def parse(data: bytes) -> list[Setting]:
     """The settings of a state file's bytes. ValueError says what is wrong, in the admin's words."""
+    return settings_of(read_json(data))
+
+
+def read_json(data: bytes) -> object:
+    """The JSON value of a state document's bytes (a file, or a peer's request)."""
     if len(data) > MAX_BYTES:
         raise ValueError(f"{len(data)} bytes, more than a state file ever holds ({MAX_BYTES})")
     try:
-        document = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("states"), list):
+
+
+def settings_of(content: object) -> list[Setting]:
+    """The settings of a state document already read as JSON (a peer's request body)."""
+    if not isinstance(content, dict) or not isinstance(content.get("states"), list):
         raise ValueError('expected an object with a "states" list')
-    if document.get("version") != VERSION:
-        raise ValueError(f"version {document.get('version')!r}, expected {VERSION}")
+    if content.get("version") != VERSION:
+        raise ValueError(f"version {content.get('version')!r}, expected {VERSION}")
     out: list[Setting] = []
-    for i, item in enumerate(document["states"]):
+    for i, item in enumerate(content["states"]):
         where = f"states[{i}]"
         if not isinstance(item, dict):
             raise ValueError(f"{where}: expected an object")
@@ -133,9 +176,9 @@ def parse(data: bytes) -> list[Setting]:
         except ValueError:
             expected = ", ".join(o.value for o in Operator)
             raise ValueError(f"{where}.state: {item.get('state')!r}, expected one of {expected}") from None
-        since = item.get("since", 0.0)
-        if not isinstance(since, int | float) or isinstance(since, bool):
-            raise ValueError(f"{where}.since: expected epoch seconds")
+        since = _seconds(item.get("since", 0.0), f"{where}.since")
+        # A file written before versions: the setting is as old as its state.
+        changed = _seconds(item.get("changed", since), f"{where}.changed")
         reason, by = item.get("reason", ""), item.get("by", "")
         if not isinstance(reason, str) or not isinstance(by, str):
             raise ValueError(f"{where}: reason and by must be text")
@@ -146,10 +189,17 @@ def parse(data: bytes) -> list[Setting]:
                 state,
                 clean_text(reason, REASON_LIMIT),
                 clean_text(by, BY_LIMIT),
-                float(since),
+                since,
+                changed,
             )
         )
     return out
+
+
+def _seconds(value: object, where: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{where}: expected epoch seconds")
+    return float(value)
 
 
 def load(path: Path) -> dict[Key, Setting]:
@@ -227,10 +277,14 @@ class Book:
     def __init__(self, config_path: Path | None) -> None:
         self.path = state_path(config_path) if config_path is not None else None
         self.held: dict[Key, Setting] = {}
+        self._loaded = False
 
     def load(self) -> Callable[[ServerState], None] | None:
-        """Read the file; what puts its states on each server of the first generation (None: none)."""
-        self.held = load(self.path) if self.path is not None else {}
+        """Read the file (once: states taken from the peers before the start are not read over); what
+        puts its states on each server of the first generation (None: none)."""
+        if not self._loaded:
+            self.held = load(self.path) if self.path is not None else {}
+            self._loaded = True
         return partial(restore, saved=self.held) if self.held else None
 
     def restored(self, states: Sequence[ServerState]) -> None:
@@ -267,13 +321,23 @@ class Book:
         before = self.held.get((server.lower(), service))
         same = old is new and before is not None and before.state is new
         # `since` is when the state began: a repeated drain with a new reason does not restart it.
-        setting = Setting(server, service, new, reason, by, before.since if same and before else time.time())
-        if old is not new:
-            change = f"{old.value} -> {new.value} {setting.describe()}"
-        elif same and before is not None and before.reason != reason:
-            change = f"still {new.value}, reason now {reason!r} (was {before.reason!r}) by {by}"
-        else:
-            change = f"already {new.value}, nothing changed ({setting.describe()})"
+        now = time.time()
+        since = before.since if same and before else now
+        setting = Setting(server, service, new, reason, by, since, version_after(before, now))
+        change = describe_change(old, setting, before)
+        self._keep(setting)
+        return change
+
+    def adopt(self, setting: Setting, old: Operator) -> str | None:
+        """Take a setting written on another node if it is newer than the one held (newest wins) and
+        save the file; returns what changed, in words, or None when the one held stays."""
+        before = self.held.get(setting.key)
+        if not newer(setting, before):
+            return None
+        self._keep(setting)
+        return describe_change(old, setting, before)
+
+    def _keep(self, setting: Setting) -> None:
         self.held[setting.key] = setting
         if self.path is not None:
             try:
@@ -284,9 +348,8 @@ class Book:
                     self.path,
                     exc.strerror or exc,
                     setting.label,
-                    new.value,
+                    setting.state.value,
                 )
-        return change
 
     def why(self, server: str, service: str | None, state: Operator) -> tuple[str, str, float]:
         """(reason, by, since) of the operator state in force when it was set through the API; empty
@@ -295,3 +358,13 @@ class Book:
         if setting is None or setting.state is not state:
             return ("", "", 0.0)
         return (setting.reason, setting.by, setting.since)
+
+
+def describe_change(old: Operator, setting: Setting, before: Setting | None) -> str:
+    """A setting written over `before` (the member or server was in `old`), in words."""
+    new = setting.state
+    if old is not new:
+        return f"{old.value} -> {new.value} {setting.describe()}"
+    if before is not None and before.state is new and before.reason != setting.reason:
+        return f"still {new.value}, reason now {setting.reason!r} (was {before.reason!r}) by {setting.by}"
+    return f"already {new.value}, nothing changed ({setting.describe()})"

@@ -49,7 +49,7 @@ from casarray.engine.balancer import (
     SerialReloads,
     read_config_file,
 )
-from casarray.engine.control import Event, Snapshot
+from casarray.engine.control import Adoption, Event, Setting, Snapshot
 from casarray.engine.counters import Counters
 from casarray.engine.messages import (
     Drain,
@@ -353,6 +353,17 @@ class Supervisor:
     ) -> None:
         self.master.set_operator(server, service, state, reason=reason, by=by)
         self._broadcast(SetOperator(server, service, state.value))
+
+    def operator_settings(self) -> Sequence[Setting]:
+        return self.master.operator_settings()
+
+    def adopt_operators(self, settings: Sequence[Setting], source: str) -> list[Adoption]:
+        adopted = self.master.adopt_operators(settings, source)
+        for adoption in adopted:
+            if adoption.result == "taken":
+                setting = adoption.setting
+                self._broadcast(SetOperator(setting.server, setting.service, setting.state.value))
+        return adopted
 
     async def reload(self) -> str:
         """Check the config file, start workers on it, retire the old ones. Serialised and coalesced

@@ -32,12 +32,13 @@ _VCHAR = rb"[^\x00-\x20\x7f]"  # a value byte that is not whitespace
 # no per-byte backtracking).
 _HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:" + _VALUE + rb"*" + _VCHAR + rb")?)[ \t]*\r\n")
 _HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":" + _VALUE + rb"*\r\n)*")
-# The fields a proxy reads (framing, routing) or drops (hop-by-hop, forwarding), matched in the
-# lower-cased block (same offsets as the original); each match is "\n<name>:<value>\r" of one line.
+# The fields a proxy reads (framing, routing, connection-bound authentication) or drops (hop-by-hop,
+# forwarding), matched in the lower-cased block (same offsets as the original); each match is
+# "\n<name>:<value>\r" of one line.
 _SPECIAL = re.compile(
     rb"\n(host|content-length|transfer-encoding|connection|expect|keep-alive|proxy-connection|te|upgrade"
     rb"|trailer|proxy-authorization|proxy-authenticate|x-forwarded-for|x-forwarded-proto|x-forwarded-host"
-    rb"|forwarded|x-real-ip):[ \t]*((?:" + _VALUE + rb"*" + _VCHAR + rb")?)[ \t]*\r"
+    rb"|forwarded|x-real-ip|authorization):[ \t]*((?:" + _VALUE + rb"*" + _VCHAR + rb")?)[ \t]*\r"
 )
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) ([1-5]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
@@ -92,6 +93,7 @@ class RequestHead:
     host: bytes  # lower-cased
     expect_continue: bool
     connection: frozenset[bytes]  # tokens of the Connection header, lower-cased (hop-by-hop names)
+    auth_scheme: bytes  # the scheme of the Authorization field, lower-cased ("ntlm", "basic"); b"" if none
 
     @property
     def headers(self) -> Headers:
@@ -448,6 +450,9 @@ class RequestReader(_Framer):
         expect = values.get(b"expect")
         tokens = connection_tokens(values.get(b"connection"))
         _check_connection(tokens, 400)
+        # credentials = auth-scheme [ 1*SP ( token68 / #auth-param ) ] (RFC 9110 §11.4, §11.6.2)
+        authorization = values.get(b"authorization")
+        auth_scheme = authorization[0].partition(b" ")[0] if authorization else b""
         return RequestHead(
             method,
             target,
@@ -460,6 +465,7 @@ class RequestReader(_Framer):
             host,
             expect is not None and expect[0] == b"100-continue",
             tokens,
+            auth_scheme,
         )
 
 

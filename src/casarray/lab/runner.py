@@ -7,7 +7,12 @@ return value; the CLI prints. Layout of the lab directory:
     server.pem, server.key  the certificate every sim and the balancer present (Extended Protection
                             needs the very same certificate on the balancer and the servers)
     ntlm-users.txt          DOMAIN:user:password for the sims' NTLM acceptor (and their mail log-ins)
+    alice.password          the lab user's password, for `casarray doctor --user --password-file`
     casarray.yaml           the balancer's config (DESIGN §3)
+
+The lab also answers DNS for its names on udp 127.0.0.1 (lab/dns.py): the namespace and the Autodiscover
+name on the VIP, each server's FQDN on its own address, so `casarray doctor --nameserver` resolves what
+clients are told as the network would.
 
 With `mail`, every sim also runs IMAP4, POP3 and SMTP front ends (lab/sim_mail.py) on high ports, and
 the config gets a `mail:` section. A check knows an implicit-TLS port by its VIP number (993, 995), which
@@ -33,8 +38,10 @@ from typing import Literal
 
 from casarray.errors import CasarrayError
 from casarray.exchange import catalog
+from casarray.exchange.namespace.dns import DnsRecord
 from casarray.exchange.namespace.plan import Targets
 from casarray.lab import LabError
+from casarray.lab.dns import lab_records, serve_dns
 from casarray.lab.pki import (
     CA_FILE,
     CERT_FILE,
@@ -45,6 +52,7 @@ from casarray.lab.pki import (
     autodiscover_for,
     make_lab_pki,
     namespace_for,
+    server_fqdn,
 )
 from casarray.lab.procedure import APPLY_SCRIPT, ROLLBACK_SCRIPT, apply_namespace
 
@@ -54,6 +62,7 @@ Say = Callable[[str], None]
 CONFIG_FILE = "casarray.yaml"
 USERS_FILE = "ntlm-users.txt"
 LAB_USER = ("ALWAYSHOTCAFE", "alice", "Passw0rd!")  # NetBIOS domain, user, password (lab only)
+PASSWORD_FILE = f"{LAB_USER[1]}.password"
 FIRST_SIM_ADDRESS = 2  # MB1 on 127.0.0.2, MB2 on .3, MB3 on .4; the balancer on 127.0.0.1
 HEALTH_INTERVAL = "2s"
 START_TIMEOUT = 20.0  # seconds a child may take to accept connections
@@ -102,6 +111,7 @@ class LabPlan:
     # Leave the servers' URLs as Exchange setup does (each on its own name) instead of applying the
     # namespace with the generated apply script.
     as_installed: bool = False
+    dns_port: int = 8053  # the lab's DNS server on udp 127.0.0.1 (0: none)
     python: str = field(default=sys.executable)
 
     @property
@@ -150,6 +160,15 @@ class LabPlan:
         return self.directory / USERS_FILE
 
     @property
+    def password_file(self) -> Path:
+        return self.directory / PASSWORD_FILE
+
+    @property
+    def user_address(self) -> str:
+        """The lab user's e-mail address (and UPN): alice@<domain>."""
+        return f"{LAB_USER[1]}@{self.domain}"
+
+    @property
     def targets(self) -> Targets:
         """Where the namespace procedure moves the servers: the lab's names, on the balancer's port."""
         return Targets.build(self.namespace, autodiscover=self.autodiscover, https_port=self.port)
@@ -172,6 +191,7 @@ def plan(
     mail_tls: bool | None = None,
     admin_port: int = 9090,
     as_installed: bool = False,
+    dns_port: int = 8053,
 ) -> LabPlan:
     """What the lab will do. `mail_tls` (balancer on 993/995) defaults to whether we run as root."""
     if mode not in ("l4", "l7"):
@@ -179,6 +199,8 @@ def plan(
     for what, value in (("port", port), ("sim port", sim_port)):
         if not 1 <= value <= 65535:
             raise LabError(f"{what} {value}: expected 1..65535")
+    if not 0 <= dns_port <= 65535:
+        raise LabError(f"DNS port {dns_port}: expected 1..65535, or 0 for none")
     members = tuple(
         LabServer(name, f"127.0.0.{FIRST_SIM_ADDRESS + i}", sim_port) for i, name in enumerate(servers)
     )
@@ -187,7 +209,9 @@ def plan(
     if mail and port in {*SIM_MAIL_PORTS.values(), *VIP_TLS_PORTS.values()}:
         raise LabError(f"port {port}: the balancer's mail listeners use it; choose another")
     tls = (os.geteuid() == 0) if mail_tls is None else mail_tls
-    return LabPlan(directory, port, mode, domain, members, ntlm, mail, mail and tls, admin_port, as_installed)
+    return LabPlan(
+        directory, port, mode, domain, members, ntlm, mail, mail and tls, admin_port, as_installed, dns_port
+    )
 
 
 def _q(value: str | Path) -> str:
@@ -257,6 +281,8 @@ def prepare(p: LabPlan) -> CertFiles:
         files = make_lab_pki(p.directory, domain=p.domain, servers=[s.name for s in p.servers])
         if p.ntlm:
             p.users.write_text(":".join(LAB_USER) + "\n", encoding="utf-8")
+            p.password_file.write_text(LAB_USER[2] + "\n", encoding="utf-8")
+            p.password_file.chmod(0o600)
         p.config.write_text(render_config(p), encoding="utf-8")
     except OSError as exc:
         raise LabError(f"cannot write the lab files: {exc.strerror or exc}", str(p.directory)) from exc
@@ -307,6 +333,7 @@ def try_lines(p: LabPlan) -> list[str]:
     if p.mail:
         lines += mail_try_lines(p)
     lines += namespace_try_lines(p)
+    lines += doctor_try_lines(p)
     if p.admin_port:
         command = casarray_command(p.python)
         lines += [
@@ -359,6 +386,32 @@ def namespace_try_lines(p: LabPlan) -> list[str]:
         f"  {command} lab inventory -c {config} -o {at('inventory-after.json')} && "
         f"{command} namespace verify -i {at('inventory-after.json')} {options}",
     ]
+
+
+def doctor_try_lines(p: LabPlan) -> list[str]:
+    """`casarray doctor` from the balancer's side, then from a client's: what Autodiscover tells the lab
+    user through the VIP (docs/lab.md, the seed's third step), names resolved by the lab's DNS."""
+    command = casarray_command(p.python)
+    nameserver = f" --nameserver {p.listen_address}:{p.dns_port}" if p.dns_port else ""
+    doctor = f"{command} doctor -c {shlex.quote(str(p.config))}{nameserver}"
+    login = f" --password-file {shlex.quote(str(p.password_file))}" if p.ntlm else ""
+    verdict = (
+        "fails: every server tells clients its own name; passes after the apply script"
+        if p.as_installed
+        else "passes: every URL on the namespace, through the VIP"
+    )
+    return [
+        "Check it from the balancer's side, then from a client's (what Autodiscover tells "
+        f"{p.user_address} through the VIP):",
+        f"  {doctor}",
+        f"  {doctor} --user {p.user_address}{login}     ({verdict})",
+    ]
+
+
+def dns_records(p: LabPlan) -> list[DnsRecord]:
+    """What the lab's DNS serves: the namespace and Autodiscover on the VIP, each server on its address."""
+    servers = [(server_fqdn(s.name, p.domain), s.address) for s in p.servers]
+    return lab_records(p.namespace, p.autodiscover, p.listen_address, servers)
 
 
 def mail_try_lines(p: LabPlan) -> list[str]:
@@ -459,7 +512,16 @@ async def run_lab(p: LabPlan, say: Say, stop: asyncio.Event) -> LabOutcome:
     ]
     balancer = _Child("balancer (casarray run)", balancer_command(p), (p.listen_address, p.port), _accepts)
     children = [*sims, balancer]
+    dns: asyncio.DatagramTransport | None = None
     try:
+        if p.dns_port:
+            dns, _ = await serve_dns(dns_records(p), p.listen_address, p.dns_port)
+            first, last = p.servers[0], p.servers[-1]
+            say(
+                f"lab DNS listening on udp {p.listen_address}:{p.dns_port}: {p.namespace} and "
+                f"{p.autodiscover} -> {p.listen_address}, {server_fqdn(first.name, p.domain)}-"
+                f"{server_fqdn(last.name, p.domain)} -> {first.address}-{last.address}"
+            )
         for child in sims:
             await _spawn(child)
         await asyncio.gather(*(_wait_accepting(child, stop) for child in sims))
@@ -478,6 +540,8 @@ async def run_lab(p: LabPlan, say: Say, stop: asyncio.Event) -> LabOutcome:
         return LabOutcome(1, str(exc))
     finally:
         await _stop_all(children[::-1])
+        if dns is not None:
+            dns.close()
         say("lab stopped")
 
 

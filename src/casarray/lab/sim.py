@@ -38,6 +38,7 @@ import os
 import random
 import re
 import ssl
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -453,6 +454,18 @@ def _ntlm_user_file(path: Path) -> Iterator[None]:
             os.environ["NTLM_USER_FILE"] = old
 
 
+def _write_ntlm_store(name: str, users: Credentials) -> Path:
+    """The NTLM acceptor's store for these users (every name they may log on with, users.py), in a file
+    only this process may read; removed when the server stops."""
+    try:
+        handle, path = tempfile.mkstemp(prefix=f"casarray-{name.lower()}-ntlm-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as store:
+            store.write(users.ntlm_store())
+    except OSError as exc:
+        raise LabError(f"cannot write the NTLM store: {exc.strerror or exc}", f"sim-cas {name}") from exc
+    return Path(path)
+
+
 def server_ssl_context(certificate: Path, key: Path) -> ssl.SSLContext:
     """TLS ≥ 1.2 with ALPN http/1.1 (Exchange's IIS front end speaks HTTP/1.1 to balancers)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -513,6 +526,7 @@ class SimCas:
         self._runner: web.ServerRunner | None = None
         self._server: _SimServer | None = None
         self._bindings: spnego.channel_bindings.GssChannelBindings | None = None
+        self._ntlm_store: Path | None = None  # the acceptor's store, derived from the users file
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -531,6 +545,7 @@ class SimCas:
         ctx = server_ssl_context(self.certificate, self.key)
         if self.ntlm_users is not None:
             self.users = Credentials.from_file(self.ntlm_users, self.domain)
+            self._ntlm_store = _write_ntlm_store(self.name, self.users)
         if self.extended_protection:
             self._bindings = spnego.channel_bindings.GssChannelBindings(
                 application_data=tls_server_end_point(self.certificate.read_bytes())
@@ -543,12 +558,18 @@ class SimCas:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
+            self._remove_ntlm_store()
             reason = exc.strerror or str(exc)
             raise LabError(
                 f"cannot listen on {self.host}:{self._requested_port}: {reason}", f"sim-cas {self.name}"
             ) from exc
         self._runner, self._server = runner, server
         self._port = int(runner.addresses[0][1])
+
+    def _remove_ntlm_store(self) -> None:
+        store, self._ntlm_store = self._ntlm_store, None
+        if store is not None:
+            store.unlink(missing_ok=True)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -565,6 +586,7 @@ class SimCas:
                 if not server.live:
                     break
                 await asyncio.sleep(0.01)
+        self._remove_ntlm_store()
 
     async def __aenter__(self) -> SimCas:
         await self.start()
@@ -739,8 +761,10 @@ class SimCas:
             auth.reset()
             return self._challenge(basic_realm=realm), None
         scheme, token = parsed
+        if self._ntlm_store is None:  # not started, or stopped: nobody logs on
+            return self._challenge(basic_realm=realm), None
         try:
-            with _ntlm_user_file(self.ntlm_users):
+            with _ntlm_user_file(self._ntlm_store):
                 if (
                     auth.context is None
                     or auth.context.complete
@@ -762,7 +786,8 @@ class SimCas:
                 auth.reset()
                 return self._challenge(basic_realm=realm), None
             return self._challenge(f"{scheme} {base64.b64encode(out).decode()}"), None
-        auth.user = auth.context.client_principal or "unknown"
+        # A UPN log-on is accepted as the UPN: IIS names the account (DOMAIN\\user) whatever the name given.
+        auth.user = self.users.account(auth.context.client_principal or "unknown")
         auth.context = None
         return None, auth.user
 

@@ -1,7 +1,13 @@
 """The simulated organisation's users: who may sign in (NTLM, Basic, mail log-ins) and which mailboxes
 exist (Autodiscover). One file, `DOMAIN:user:password` lines (pyspnego's NTLM_USER_FILE format), is
 the single list: user `alice` of that file signs in as `alice`, `DOMAIN\\alice` or
-`alice@<domain>` and has the mailbox `alice@<domain>`."""
+`alice@<domain>` and has the mailbox `alice@<domain>`.
+
+pyspnego's NTLM acceptor matches the user and domain names of the AUTHENTICATE message against its
+store as they are: a client that logs on with the UPN (Outlook sends what the user typed) names the
+user `alice@<domain>` and an empty domain ([MS-NLMP] 2.2.1.3, 3.3.2: NTOWFv2 is computed over exactly
+those names). `Credentials.ntlm_store` therefore lists every name a user may give, each as the
+acceptor will look it up, and the server maps the principal it accepted back to `DOMAIN\\user`."""
 
 from __future__ import annotations
 
@@ -58,6 +64,7 @@ class Credentials:
         self._passwords: dict[str, str] = {}
         self._logons: dict[str, str] = {}  # any name a user may give → DOMAIN\user
         self._mailboxes: dict[str, Mailbox] = {}
+        self._users = tuple(users)
         for netbios, user, password in users:
             for name in (user, f"{netbios}\\{user}", f"{user}@{domain}"):
                 self._passwords[name.lower()] = password
@@ -89,6 +96,24 @@ class Credentials:
         if not self.check(user, password):
             return None
         return user if self.open else self._logons[user.lower()]
+
+    def account(self, name: str) -> str:
+        """`DOMAIN\\user` for any of a user's names (what IIS reports as the logon user); `name` itself
+        when it is none of them."""
+        return self._logons.get(name.lower(), name)
+
+    def ntlm_store(self) -> str:
+        """The NTLM acceptor's store (pyspnego's NTLM_USER_FILE, `DOMAIN:user:password` lines): each user
+        under `DOMAIN\\user`, and with an empty domain under the UPN and the bare user name, as a client
+        sends them ([MS-NLMP] 2.2.1.3)."""
+        lines = []
+        for netbios, user, password in self._users:
+            lines += [
+                f"{netbios}:{user}:{password}",
+                f":{user}@{self.domain}:{password}",
+                f":{user}:{password}",
+            ]
+        return "".join(f"{line}\n" for line in lines)
 
     def mailbox(self, address: str) -> Mailbox | None:
         """The mailbox with this SMTP address (any case), or None when there is none."""

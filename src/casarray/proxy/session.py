@@ -14,6 +14,10 @@ The rules it enforces (DESIGN.md §6, with the sources in shared research):
   whole life (`L7Upstream.owner`, `Final`). There is no pool shared between sessions: sharing would
   hand one user's authenticated connection to another (HAProxy issues 581 and 2985). A request on a
   pinned connection stays on it while its server serves the request's service.
+- An upstream connection that has carried NTLM or Negotiate (an `Authorization` in a request, or a
+  401 challenge in a response) is *private* (HAProxy's word) and stays with its client connection for
+  life. One that never did is closed once its client connection has been idle between requests for
+  `timeouts.upstream_release`: never handed to anyone, and the client's next request opens a new one.
 - Bodies stream both ways as they arrive, never buffered whole; backpressure pauses the other side.
 - What cannot be answered safely is answered by the balancer (proxy/answers.py) with one log line.
 """
@@ -21,8 +25,9 @@ The rules it enforces (DESIGN.md §6, with the sources in shared research):
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -60,6 +65,22 @@ _NO_SERVERS: tuple[ServerState, ...] = ()
 # Phases of a client connection (what the sweep's deadline means).
 IDLE, HEAD, EXCHANGE, CLOSING = 0, 1, 2, 3
 
+# Authentication schemes that authenticate the connection, not the request. NTLM over HTTP (MS-NTHT
+# §2.2, MS-NLMP's connection-oriented mode) and Negotiate (RFC 4559 §4, legs answered on the same
+# connection) leave the user's identity on the TCP connection: Windows' HTTP Server API caches NTLM
+# credentials on a keep-alive connection (its "Credential Caching" page) and IIS keeps Kerberos there
+# too (authPersistNonNTLM, on by default). Such a connection must stay with its client and may not be
+# closed under it: the client would have to authenticate again. HAProxy calls such a server
+# connection "private" and never shares it (configuration manual §4.2, http-reuse). Basic, Bearer and
+# forms (cookies) authenticate each request on its own.
+CONNECTION_AUTH: Final = frozenset({b"ntlm", b"negotiate"})
+# A 401 that offers NTLM or Negotiate (RFC 9110 §11.6.1: challenges may share one field, comma-
+# separated, or come in several): the client's answer will arrive on this connection.
+_CONNECTION_CHALLENGE: Final = re.compile(
+    rb"\nwww-authenticate:[ \t]*(?:[^\r]*,[ \t]*)?(?:ntlm|negotiate)(?![!#$%&'*+.^_`|~0-9a-z-])",
+    re.IGNORECASE,
+)
+
 
 class ClientSide(Protocol):
     """The client connection as the session writes to it (an asyncio.Transport is one)."""
@@ -82,6 +103,8 @@ class UpstreamSide(Protocol):
     def closed(self) -> bool: ...
     @property
     def bytes_out(self) -> int: ...  # server -> client bytes received on it so far
+
+    private: bool  # carried NTLM/Negotiate: stays with its client connection for life (CONNECTION_AUTH)
 
     def write(self, data: bytes) -> None: ...
     def close(self) -> None: ...
@@ -107,6 +130,7 @@ class Site(Protocol):
     """The listener's shared state as a session reads it (engine/l7.py L7Frontend is one)."""
 
     refused: int  # requests the balancer answered itself
+    upstream_releases: int  # idle upstream connections closed after timeouts.upstream_release
 
     @property
     def router(self) -> Router: ...
@@ -122,6 +146,8 @@ class Site(Protocol):
     def server_timeout(self) -> float: ...
     @property
     def body_idle(self) -> float: ...
+    @property
+    def upstream_release(self) -> float: ...  # 0: never
     @property
     def min_upload_rate(self) -> int: ...
     @property
@@ -147,10 +173,12 @@ class SiteSettings:
         self.keepalive_timeout = t.keepalive
         self.server_timeout = t.server
         self.body_idle = t.body_idle
+        self.upstream_release = t.upstream_release
         self.min_upload_rate = config.limits.min_upload_rate
         self.access: AccessLog | None = None
         self.draining = False  # the generation was replaced or is stopping: close after each response
         self.refused = 0  # requests the balancer answered itself
+        self.upstream_releases = 0  # idle upstream connections closed after timeouts.upstream_release
 
 
 class L7Session:
@@ -174,6 +202,7 @@ class L7Session:
         "events",
         "forwarded",
         "head",
+        "idle_since",
         "in_start",
         "interim",
         "now",
@@ -224,6 +253,7 @@ class L7Session:
         self.paused = False
         self.phase = IDLE
         self.deadline = 0.0
+        self.idle_since = 0.0  # when the last exchange ended (phase IDLE): for timeouts.upstream_release
         self.peer = "?"
         # The fields appended to every forwarded request; None when the peer is a trusted proxy (its
         # X-Forwarded-For is extended instead, per request).
@@ -507,8 +537,12 @@ class L7Session:
         self.process()
 
     def send_head(self, upstream: UpstreamSide, head_bytes: bytes) -> None:
-        assert self.head is not None
-        upstream.reader.expect(self.head.method)
+        head = self.head
+        assert head is not None
+        scheme = head.auth_scheme
+        if scheme and not upstream.private and scheme in CONNECTION_AUTH:
+            self.mark_private(upstream, f"the client sent Authorization: {scheme.decode('latin-1')}")
+        upstream.reader.expect(head.method)
         upstream.server.members[self.service].requests += 1
         self._out_mark = upstream.bytes_out
         upstream.write(head_bytes)
@@ -559,7 +593,7 @@ class L7Session:
                     self.bytes_out += len(event.data)
                     parts.append(event.data)
                 elif isinstance(event, ResponseHead):
-                    parts.append(self.response_head(event))
+                    parts.append(self.response_head(event, upstream))
                 else:  # End: always the last event, the reader holds what follows
                     self.send(parts)
                     if not self.interim:
@@ -586,7 +620,9 @@ class L7Session:
             else:
                 self.client.writelines(parts)
 
-    def response_head(self, head: ResponseHead) -> bytes:
+    def response_head(self, head: ResponseHead, upstream: UpstreamSide) -> bytes:
+        if head.status == 401 and not upstream.private and _CONNECTION_CHALLENGE.search(head.block):
+            self.mark_private(upstream, "the server answered 401 with an NTLM/Negotiate challenge")
         if head.status < 200:
             # 100 Continue and friends: relay and wait for the final response (RFC 9110 §15.2).
             self.interim = True
@@ -633,6 +669,7 @@ class L7Session:
             self.close()
             return
         self.phase = HEAD if self.reader.buffered else IDLE
+        self.idle_since = self.now
         site = self.site
         self.deadline = self.now + (
             site.request_header_timeout if self.reader.buffered else site.keepalive_timeout
@@ -715,6 +752,27 @@ class L7Session:
             return
         self.fail(503, f"{server.name} was marked down before answering", "DH")
 
+    def mark_private(self, upstream: UpstreamSide, why: str) -> None:
+        """The connection carries connection-bound authentication (CONNECTION_AUTH): it stays with this
+        client connection for life, never released when idle."""
+        upstream.private = True
+        log.debug("%s: upstream connection to %s is private: %s", self.peer, upstream.server.name, why)
+
+    def release_upstream(self, now: float) -> None:
+        """The client connection has been idle for timeouts.upstream_release and its upstream connection
+        never carried NTLM/Negotiate: close it (never handed on); the next request opens a new one, to
+        whichever server the balancing and affinity rules pick then."""
+        upstream = self.upstream
+        assert upstream is not None
+        self.site.upstream_releases += 1
+        log.debug(
+            "%s: upstream connection to %s released after %.1fs idle (timeouts.upstream_release)",
+            self.peer,
+            upstream.server.name,
+            now - self.idle_since,
+        )
+        self.drop_upstream()
+
     def drop_upstream(self) -> None:
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
@@ -792,6 +850,7 @@ class L7Session:
                 break
         self.head = None
         self.phase = IDLE
+        self.idle_since = self.now
         self.deadline = self.now + self.site.keepalive_timeout
         try:
             self.events = self.reader.next_message() + self.events
@@ -834,6 +893,15 @@ class L7Session:
         if self.phase == IDLE:
             if now >= self.deadline:
                 self.close()
+            elif (
+                upstream is not None
+                and not upstream.private
+                and site.upstream_release
+                and now - self.idle_since >= site.upstream_release
+            ):
+                # Idle between requests: no request is outstanding and no response under way (a
+                # streamed MAPI/RPC response is phase EXCHANGE), so nothing can be lost by closing.
+                self.release_upstream(now)
         elif self.phase == HEAD:
             if now >= self.deadline:
                 self.refuse(

@@ -10,7 +10,7 @@ import pytest
 
 from casarray.admin.auth import Policy
 from casarray.admin.server import AdminServer
-from casarray.engine.control import Event, MemberView, OperatorState, ServerView, Snapshot
+from casarray.engine.control import Adoption, Event, MemberView, OperatorState, ServerView, Setting, Snapshot
 from casarray.errors import CasarrayError
 from tests.support import LoopThread
 
@@ -34,6 +34,8 @@ class FakeControl:
         self.calls: list[tuple[str, str | None, OperatorState]] = []
         self.notes: list[tuple[str, str]] = []  # (reason, by) of each call
         self.why: dict[str, tuple[str, str, float]] = {}  # server -> (reason, by, since)
+        self.settings: list[Setting] = []  # what operator_settings gives
+        self.adopted: list[tuple[Setting, str]] = []  # (setting, source) of each adopt_operators
 
     def snapshot(self) -> Snapshot:
         servers = []
@@ -82,6 +84,7 @@ class FakeControl:
             queue=0,
             tls_handshake_failures=3,
             reloads=self.reloads,
+            upstream_releases=4,
             started=1700000000.0,
             https_listener="10.0.1.250:443",
             pools={name: (name,) for name in SERVICES},
@@ -108,6 +111,13 @@ class FakeControl:
             old = self.member_operator.get((name, service.lower()), "ready")
             self.member_operator[(name, service.lower())] = state.value
         self.log.append(Event(time.time(), name, service or "", old, state.value, "operator", "test"))
+
+    def operator_settings(self) -> Sequence[Setting]:
+        return list(self.settings)
+
+    def adopt_operators(self, settings: Sequence[Setting], source: str) -> list[Adoption]:
+        self.adopted += [(s, source) for s in settings]
+        return [Adoption(s, "taken", f"ready -> {s.state.value} {s.describe()}") for s in settings]
 
     async def reload(self) -> str:
         if self.reload_error is not None:

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from casarray.engine.control import Event, OperatorState
+from casarray.engine.control import Event, OperatorState, Setting
 from casarray.errors import ConfigError
 from tests.support import LoopThread
 from tests.unit.admin.conftest import TOKEN, Running
@@ -285,3 +285,55 @@ def test_an_operator_change_carries_its_reason_and_who(start_admin: Start) -> No
         assert "expected a JSON object" in bad.json()["error"]
         assert http.post("/api/servers/MB2/ready", json=["x"]).status_code == 400
         assert http.post("/api/servers/MB2/ready", json={"reason": 5}).status_code == 400
+
+
+def test_nodes_read_each_other_s_states_and_hand_over_changes_with_the_token(start_admin: Start) -> None:
+    running = start_admin()
+    setting = Setting("MB2", None, OperatorState.DRAIN, "CU14", "alice", 1.0, 2.0)
+    running.control.settings = [setting]
+    with client(running) as http:
+        got = http.get("/api/peers/states")  # a read: no token on loopback
+        assert got.json() == {
+            "version": 1,
+            "states": [
+                {
+                    "server": "MB2",
+                    "service": None,
+                    "state": "drain",
+                    "reason": "CU14",
+                    "by": "alice",
+                    "since": 1.0,
+                    "changed": 2.0,
+                }
+            ],
+        }
+        body = {**got.json(), "node": "http://10.0.1.2:9090"}
+        assert http.post("/api/peers/states", json=body).status_code == 401
+        assert running.control.adopted == []
+        taken = http.post("/api/peers/states", json=body, headers=AUTH)
+        assert taken.json() == {
+            "results": [
+                {
+                    "server": "MB2",
+                    "service": None,
+                    "state": "drain",
+                    "result": "taken",
+                    "holds": True,
+                    "outcome": "MB2: ready -> drain by alice: CU14",
+                }
+            ]
+        }
+        assert running.control.adopted == [(setting, "peer http://10.0.1.2:9090 (127.0.0.1)")]
+        for content, words in (
+            (b"{nope", "not JSON"),
+            (b'{"version": 2, "states": []}', "version 2, expected 1"),
+            (b'{"version": 1, "states": [{"server": "MB2", "state": "off"}]}', "states[0].state: 'off'"),
+        ):
+            refused = http.post("/api/peers/states", content=content, headers=AUTH)
+            assert refused.status_code == 400
+            error = refused.json()["error"]
+            assert error.startswith(
+                'expected a state document: {"version": 1, "states": [...], "node": URL} ('
+            )
+            assert words in error
+    assert len(running.control.adopted) == 1

@@ -50,6 +50,7 @@ def test_exposition_parses_and_matches_the_snapshot() -> None:
     assert value(got, "casarray_client_connections_total") == 14
     assert value(got, "casarray_refused_total") == 1
     assert value(got, "casarray_tls_handshake_failures_total") == 3
+    assert value(got, "casarray_upstream_releases_total") == 4
     assert value(got, "casarray_reloads_total") == 0
     assert value(got, "casarray_info", mode="l7", namespace="outlook.alwayshotcafe.com") == 1
     assert "# TYPE casarray_server_connections gauge" in text

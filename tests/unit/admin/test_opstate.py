@@ -53,7 +53,7 @@ def test_a_recorded_state_is_saved_and_read_back(tmp_path: Path) -> None:
 
 def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "casarray.yaml.state.json"
-    first = [opstate.Setting("MB2", None, Operator.DRAIN, "CU14", "ctl", 1.0)]
+    first = [opstate.Setting("MB2", None, Operator.DRAIN, "CU14", "ctl", 1.0, 1.0)]
     opstate.save(path, first)
     synced: list[int] = []
     real_fsync = os.fsync
@@ -64,7 +64,7 @@ def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="No space left"):
-        opstate.save(path, [opstate.Setting("MB2", None, Operator.READY, "", "ctl", 2.0)])
+        opstate.save(path, [opstate.Setting("MB2", None, Operator.READY, "", "ctl", 2.0, 2.0)])
     assert synced  # the data reached the disk before the rename was tried
     assert opstate.parse(path.read_bytes()) == first  # the old file is whole
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # the temporary file is gone
@@ -107,9 +107,9 @@ def test_unknown_servers_and_services_are_ignored_with_a_line(
     opstate.save(
         path,
         [
-            opstate.Setting("MB2", None, Operator.DRAIN, "CU14", "ctl", 1.0),
-            opstate.Setting("MB9", None, Operator.MAINT, "gone", "ctl", 1.0),
-            opstate.Setting("MB2", "imap:993", Operator.DRAIN, "", "ctl", 1.0),
+            opstate.Setting("MB2", None, Operator.DRAIN, "CU14", "ctl", 1.0, 1.0),
+            opstate.Setting("MB9", None, Operator.MAINT, "gone", "ctl", 1.0, 1.0),
+            opstate.Setting("MB2", "imap:993", Operator.DRAIN, "", "ctl", 1.0, 1.0),
         ],
     )
     book = opstate.Book(tmp_path / "casarray.yaml")
@@ -162,3 +162,70 @@ def test_an_unwritable_directory_is_one_line_and_the_state_still_applies(
     assert [r.levelname for r in caplog.records] == ["ERROR"]
     assert "would not be after a restart" in caplog.records[0].getMessage()
     assert book.why("MB2", None, Operator.DRAIN)[1] == "ctl"
+
+
+# --- versions: newest wins between nodes (admin/peers.py) --------------------------------------------
+
+
+def setting(state: Operator, changed: float, reason: str = "", service: str | None = None) -> opstate.Setting:
+    return opstate.Setting("MB2", service, state, reason, "alice (ctl)", changed - 1.0, changed)
+
+
+def test_each_setting_carries_its_version_and_a_file_without_one_reads_as_old_as_its_state() -> None:
+    book = opstate.Book(None)
+    book.record("MB2", None, Operator.READY, Operator.DRAIN, "CU13", "ctl")
+    first = book.held[("mb2", None)]
+    book.record("MB2", None, Operator.DRAIN, Operator.DRAIN, "CU14", "ctl")
+    second = book.held[("mb2", None)]
+    assert second.since == first.since  # the drain began then ...
+    assert second.changed > first.changed  # ... the setting was written again
+    data = b'{"version": 1, "states": [{"server": "MB2", "service": null, "state": "drain", "since": 5.0}]}'
+    assert opstate.parse(data)[0].changed == 5.0
+    assert opstate.parse(opstate.render([second])) == [second]
+
+
+@pytest.mark.parametrize("value", ["1", True, None, float("inf")])
+def test_a_version_that_is_not_epoch_seconds_is_named(value: object) -> None:
+    document = {"version": 1, "states": [{"server": "MB2", "state": "drain", "since": 1.0, "changed": value}]}
+    with pytest.raises(ValueError, match=r"^states\[0\]\.changed: expected epoch seconds$"):
+        opstate.settings_of(document)
+
+
+def test_newest_wins_and_a_tie_is_ordered_the_same_way_on_every_node() -> None:
+    old, new = setting(Operator.DRAIN, 10.0), setting(Operator.READY, 20.0)
+    assert opstate.newer(new, old)
+    assert not opstate.newer(old, new)
+    assert opstate.newer(old, None)
+    assert not opstate.newer(old, old)  # the same setting changes nothing
+    # Written in the same instant on two nodes: each node picks the same one, so they converge.
+    a, b = setting(Operator.DRAIN, 10.0), setting(Operator.MAINT, 10.0)
+    assert opstate.newer(b, a) != opstate.newer(a, b)
+
+
+def test_a_change_is_newer_than_what_it_replaces_even_behind_a_fast_clock() -> None:
+    book = opstate.Book(None)
+    ahead = setting(Operator.DRAIN, time.time() + 3600.0)  # written on a node whose clock is an hour fast
+    assert book.adopt(ahead, Operator.READY) == "ready -> drain by alice (ctl)"
+    book.record("MB2", None, Operator.DRAIN, Operator.READY, "", "bob (ctl)")
+    mine = book.held[("mb2", None)]
+    assert mine.state is Operator.READY
+    assert opstate.newer(mine, ahead)  # a sync with that node cannot bring the drain back
+    assert opstate.version_after(None, 7.0) == 7.0
+
+
+def test_adopt_takes_only_newer_settings_and_keeps_them_in_the_file(tmp_path: Path) -> None:
+    book = opstate.Book(tmp_path / "casarray.yaml")
+    book.load()
+    assert (
+        book.adopt(setting(Operator.DRAIN, 10.0, "CU14"), Operator.READY)
+        == "ready -> drain by alice (ctl): CU14"
+    )
+    assert book.adopt(setting(Operator.MAINT, 5.0), Operator.DRAIN) is None  # older: the drain stays
+    assert book.adopt(setting(Operator.DRAIN, 10.0, "CU14"), Operator.DRAIN) is None  # the same one
+    change = book.adopt(setting(Operator.DRAIN, 11.0, "CU15"), Operator.DRAIN)
+    assert change == "still drain, reason now 'CU15' (was 'CU14') by alice (ctl)"
+    kept = opstate.load(tmp_path / "casarray.yaml.state.json")
+    assert kept == {("mb2", None): setting(Operator.DRAIN, 11.0, "CU15")}
+    # Taken before the start, they are not read over by the start's load.
+    assert book.load() is not None
+    assert book.held == kept

@@ -156,7 +156,7 @@ def test_the_seed_procedure_in_memory() -> None:
     assert organization.documents() == installed
 
 
-def test_outlook_anywhere_keeps_its_ssl_flags() -> None:
+def test_outlook_anywhere_on_the_namespace_requires_ssl_and_the_rollback_restores_it() -> None:
     organization = MemoryOrganization.installed("MB1")
     inventory = parse_inventory(_collect(organization))
     plan = make_plan(inventory, Targets.build(NS), Scope.build(inventory, services=["rpc"]))
@@ -167,10 +167,14 @@ def test_outlook_anywhere_keeps_its_ssl_flags() -> None:
         "Set": {
             "InternalHostname": NS,
             "ExternalHostname": NS,
-            "InternalClientsRequireSsl": False,
-            "ExternalClientsRequireSsl": False,
+            "InternalClientsRequireSsl": True,  # setup leaves $false: Outlook would be told SSL Off
+            "ExternalClientsRequireSsl": True,
         },
     }
+    run(rollback_script(plan, inventory), organization)
+    (_, back) = organization.changes[-1]
+    assert back["Set"]["InternalClientsRequireSsl"] is False
+    assert back["Set"]["ExternalClientsRequireSsl"] is False
 
 
 def test_exchange_2013_gets_set_client_access_server() -> None:

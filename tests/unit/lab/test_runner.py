@@ -13,6 +13,7 @@ from casarray.lab import LabError
 from casarray.lab.runner import (
     LAB_USER,
     balancer_command,
+    dns_records,
     plan,
     prepare,
     render_config,
@@ -33,7 +34,12 @@ def test_plan_puts_three_servers_on_127_0_0_2_to_4(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"mode": "l5"}, "mode"), ({"port": 0}, "port 0"), ({"sim_port": 70000}, "sim port")],
+    [
+        ({"mode": "l5"}, "mode"),
+        ({"port": 0}, "port 0"),
+        ({"sim_port": 70000}, "sim port"),
+        ({"dns_port": 65536}, "DNS port 65536"),
+    ],
 )
 def test_plan_rejects_bad_input(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(LabError, match=message):
@@ -81,7 +87,41 @@ def test_prepare_writes_pki_users_and_config(tmp_path: Path) -> None:
     assert files.certificate == p.certificate
     assert files.ca == p.ca
     assert p.users.read_text() == ":".join(LAB_USER) + "\n"
+    assert p.password_file.read_text() == LAB_USER[2] + "\n"  # for doctor --user --password-file
+    assert p.password_file.stat().st_mode & 0o077 == 0
     assert p.config.read_text() == render_config(p)
+    bare = plan(tmp_path / "bare", ntlm=False)
+    prepare(bare)
+    assert not bare.password_file.exists()
+
+
+def test_the_lab_dns_serves_the_names_on_the_vip_and_each_server_on_its_address(tmp_path: Path) -> None:
+    found = [(r.name, r.type, r.data) for r in dns_records(plan(tmp_path))]
+    assert found == [
+        ("outlook.alwayshotcafe.com", "A", "127.0.0.1"),
+        ("autodiscover.alwayshotcafe.com", "A", "127.0.0.1"),
+        ("mb1.alwayshotcafe.com", "A", "127.0.0.2"),
+        ("mb2.alwayshotcafe.com", "A", "127.0.0.3"),
+        ("mb3.alwayshotcafe.com", "A", "127.0.0.4"),
+    ]
+
+
+def test_the_client_check_lines(tmp_path: Path) -> None:
+    """The lab prints doctor's two checks with its DNS server, and the client's with alice's password file;
+    as installed it says the client check fails until the apply script has run."""
+    p = plan(tmp_path, port=9443, dns_port=5353)
+    lines = [line.strip() for line in try_lines(p)]
+    doctor = f"doctor -c {p.config} --nameserver 127.0.0.1:5353"
+    assert any(line.endswith(doctor) for line in lines)
+    (user,) = [line for line in lines if " --user " in line]
+    assert user.split(" ", 1)[1].startswith(
+        f"{doctor} --user alice@alwayshotcafe.com --password-file {p.password_file}     (passes"
+    )
+    (user,) = [line for line in try_lines(plan(tmp_path, as_installed=True)) if " --user " in line]
+    assert "(fails: every server tells clients its own name; passes after the apply script)" in user
+    (user,) = [line for line in try_lines(plan(tmp_path, ntlm=False, dns_port=0)) if " --user " in line]
+    assert "--password-file" not in user
+    assert "--nameserver" not in user
 
 
 def test_try_lines_use_resolve_cacert_and_catalog_paths(tmp_path: Path) -> None:

@@ -97,13 +97,19 @@ def test_apply_call_for_owa(inventory: Callable[[str], Inventory]) -> None:
     assert expected in apply
 
 
-def test_outlook_anywhere_keeps_its_ssl_requirement(inventory: Callable[[str], Inventory]) -> None:
+def test_outlook_anywhere_on_the_namespace_requires_ssl_and_the_rollback_restores_it(
+    inventory: Callable[[str], Inventory],
+) -> None:
+    """With ClientsRequireSsl $false Autodiscover tells Outlook SSL Off: http, which the VIP does not
+    serve. The apply script sets it with each host name; the rollback puts back what was recorded."""
     apply, rollback = _scripts(inventory("two-servers-mb1corp.json"), Targets.build(NS))
     (call,) = [c for c in _calls(apply) if "'MB1\\Rpc (Default Web Site)'" in c]
     assert "'InternalHostname' = 'outlook.mb1corp.com'" in call
     assert "-With ([ordered]@{" in call
     assert "'InternalClientsRequireSsl' = $true" in call
-    assert "'ExternalClientsRequireSsl' = $false" in call  # the inventory's value, unchanged
+    assert "'ExternalClientsRequireSsl' = $true" in call  # recorded $false
+    (back,) = [c for c in _calls(rollback) if "'MB1\\Rpc (Default Web Site)'" in c]
+    assert "'ExternalClientsRequireSsl' = $false" in back  # as recorded
     (back,) = [c for c in _calls(rollback) if "'MB2\\Rpc (Default Web Site)'" in c]
     assert "'ExternalHostname' = $null" in back
 

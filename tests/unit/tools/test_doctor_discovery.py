@@ -20,7 +20,7 @@ from casarray.doctor.discovery import (
     srv_name,
 )
 from casarray.doctor.reply import Reply, offered_schemes
-from casarray.doctor.told import autoconfiguration, judge_reply, on_namespace, service_of
+from casarray.doctor.told import autoconfiguration, judge_reply, on_namespace, service_of, trailing_slash
 from casarray.exchange import catalog
 from tests.unit.tools.test_doctor_autodiscover import fixture
 
@@ -210,6 +210,25 @@ def test_the_vdirs_real_answer() -> None:
     assert "mb1.alwayshotcafe.com" in text
     assert judge_reply(ews, reply(421))[1].startswith("421: the balancer does not serve this name")
     assert judge_reply(ews, reply(503, reason="Service Unavailable")) == ("fail", "503 Service Unavailable")
+
+
+def test_a_redirect_to_the_url_with_a_trailing_slash_is_followed_and_nothing_else() -> None:
+    """IIS, and the l7 balancer for /owa, send a directory asked without its slash to itself with one."""
+    url = f"https://{NS}:8443/owa"
+    for location in (f"https://{NS}:8443/owa/", f"https://{NS.upper()}:8443/owa/", "/owa/"):
+        assert trailing_slash(url, reply(302, ("Location", location))) == "/owa/", location
+    assert trailing_slash(f"{url}?a=1", reply(301, ("Location", "/owa/?a=1"))) == "/owa/?a=1"
+    for location in (
+        f"https://{NS}/owa/",  # another port
+        f"http://{NS}:8443/owa/",  # another scheme
+        "https://mb1.alwayshotcafe.com:8443/owa/",  # another host
+        f"https://{NS}:8443/owa/auth/logon.aspx",  # somewhere else on the same host
+        "/owa/?b=2",  # another query
+        "",
+    ):
+        assert trailing_slash(url, reply(302, ("Location", location))) is None, location
+    assert trailing_slash(url, reply(200, ("Location", "/owa/"))) is None
+    assert trailing_slash(f"{url}/", reply(302, ("Location", f"{url}//"))) is None  # never twice
 
 
 @pytest.mark.parametrize(

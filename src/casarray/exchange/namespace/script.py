@@ -38,8 +38,10 @@ from casarray.exchange.namespace.plan import (
 from casarray.exchange.namespace.powershell import ps_bool, ps_comment, ps_string
 
 _OUTLOOK_ANYWHERE = catalog.get("rpc")
-# Set-OutlookAnywhere pairs each host name with its ClientsRequireSsl flag in Microsoft's examples; the
-# inventory's value is passed along so that nothing but the host name changes.
+# Set-OutlookAnywhere pairs each host name with its ClientsRequireSsl flag in Microsoft's examples. The
+# apply script sets it to $true: with $false Autodiscover tells Outlook `<SSL>Off</SSL>` and Outlook
+# Anywhere goes to http://<namespace>/rpc, which the VIP does not serve (it only redirects http; plan
+# rule 1). The rollback puts back the inventory's value.
 _REQUIRE_SSL = {
     INTERNAL_HOSTNAME: "InternalClientsRequireSsl",
     EXTERNAL_HOSTNAME: "ExternalClientsRequireSsl",
@@ -136,6 +138,9 @@ def _require_ssl(
 ) -> tuple[tuple[str, bool], ...]:
     flags = []
     for prop in properties:
+        if not rollback:
+            flags.append((_REQUIRE_SSL[prop], True))
+            continue
         recorded = None
         if oa is not None:
             recorded = (
@@ -143,9 +148,6 @@ def _require_ssl(
                 if prop == INTERNAL_HOSTNAME
                 else oa.external_clients_require_ssl
             )
-        if recorded is None and not rollback:
-            # Unknown: Microsoft's unified-namespace steps set it to $true with the host name.
-            recorded = True
         if recorded is not None:
             flags.append((_REQUIRE_SSL[prop], recorded))
     return tuple(flags)
