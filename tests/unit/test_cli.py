@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+import typer.core
 from typer.testing import CliRunner
 
 from casarray import __version__
-from casarray.cli import app
+from casarray.cli import app, root
 from casarray.cli.core import DEFAULT_CONFIGS, plural
 
 VALID = "namespace: outlook.alwayshotcafe.com\nservers:\n  - {name: MB1, address: 127.0.0.2}\n"
@@ -150,3 +153,30 @@ def test_ctl_finds_it_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     code, _, err = invoke("ctl", "status")
     assert code == 1
     assert f"cannot reach the admin API at http://127.0.0.1:{port}" in err
+
+
+def test_each_verb_is_registered_by_the_module_root_imports_for_it() -> None:
+    """`casarray VERB` imports only VERB's module (cli/root.py): the table must name every verb, and
+    that module alone must give the verb with the options the whole app gives it."""
+    whole = typer.main.get_command(app)
+    assert isinstance(whole, typer.core.TyperGroup)
+    assert set(whole.commands) == set(root.VERBS)
+    for verb in root.VERBS:
+        alone = typer.main.get_command(root.make_app(verb))
+        assert isinstance(alone, typer.core.TyperGroup)
+        assert verb in alone.commands, f"{verb}: not registered by cli/{root.VERBS[verb]}.py"
+        options = [p.opts for p in alone.commands[verb].params]
+        assert options == [p.opts for p in whole.commands[verb].params]
+
+
+def test_a_verb_does_not_import_the_other_verbs_modules() -> None:
+    """`casarray run` (and each worker) starts without the lab, the doctor or tree-sitter."""
+    code = (
+        "import sys; sys.argv = ['casarray', 'run', '--help']\n"
+        "from casarray.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('casarray.lab', 'casarray.doctor', "
+        "'casarray.cli.tools', 'aiohttp', 'tree_sitter'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

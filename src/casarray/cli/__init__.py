@@ -22,9 +22,11 @@ def main() -> None:
     code = fast_main(sys.argv[1:])
     if code is not None:
         sys.exit(code)
-    from casarray.cli.root import app
+    from casarray.cli.root import make_app
 
-    app()
+    # Only the module of the verb asked for is imported (cli/root.py); root options come first.
+    verb = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    make_app(verb)()
 
 
 def __getattr__(name: str) -> Any:

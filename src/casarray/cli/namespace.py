@@ -391,3 +391,7 @@ def _value(value: str | None) -> Text:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="namespace", short_help="Plan, script and verify the Exchange URLs.")

@@ -1,29 +1,37 @@
 """The `casarray` command line (typer). Thin: parses arguments, calls the library, prints, exits.
 
 Exit codes (DESIGN.md §4): 0 success, 1 failed check or bad input, 2 usage error.
+
+Each verb lives in one module of this package. `casarray run` (and every worker it starts) should not
+pay for importing the lab, the doctor's clients or tree-sitter, so `make_app(verb)` registers only the
+module that holds `verb`; with no known verb (`casarray`, `--help`, a typo) it registers them all.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import importlib
+from collections.abc import Iterable
+from typing import Annotated, Final
 
 import typer
 
 from casarray import __version__, compiled
-from casarray.cli import announce, core, ctl, lab, namespace, tools
 
-app = typer.Typer(
-    name="casarray",
-    help="Exchange client access behind one name: Layer-4/Layer-7 balancer and namespace toolkit.\n\n"
-    "Verbs that read the balancer's config (run, check, doctor, export, announce, ctl) take -c FILE; without it "
-    "they use ./casarray.yaml, else /etc/casarray/casarray.yaml.\n\n"
-    "Example: casarray check -c casarray.yaml && casarray run -c casarray.yaml",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain help (click's layout): flags show no "<bool>" type, and text wraps to any terminal.
-    rich_markup_mode=None,
-)
+# verb -> the module of casarray.cli that registers it (tests/unit/test_cli.py checks this is complete).
+VERBS: Final = {
+    "run": "core",
+    "check": "core",
+    "worker": "core",
+    "lab": "lab",
+    "sim-cas": "lab",
+    "doctor": "tools",
+    "init": "tools",
+    "export": "tools",
+    "announce": "announce",
+    "ctl": "ctl",
+    "namespace": "namespace",
+}
+MODULES: Final = ("core", "lab", "tools", "announce", "ctl", "namespace")
 
 
 def _version(value: bool) -> None:
@@ -32,7 +40,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -47,9 +54,31 @@ def _root(
     """Exchange client access behind one name: Layer-4/Layer-7 balancer and namespace toolkit."""
 
 
-core.register(app)
-lab.register(app)
-tools.register(app)
-announce.register(app)
-ctl.register(app)
-app.add_typer(namespace.app, name="namespace", short_help="Plan, script and verify the Exchange URLs.")
+def make_app(verb: str | None = None) -> typer.Typer:
+    """The typer app with every verb, or, when `verb` is one of VERBS, with that verb's module only."""
+    app = typer.Typer(
+        name="casarray",
+        help="Exchange client access behind one name: Layer-4/Layer-7 balancer and namespace toolkit.\n\n"
+        "Verbs that read the balancer's config (run, check, doctor, export, announce, ctl) take -c FILE; "
+        "without it they use ./casarray.yaml, else /etc/casarray/casarray.yaml.\n\n"
+        "Example: casarray check -c casarray.yaml && casarray run -c casarray.yaml",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        # Plain help (click's layout): flags show no "<bool>" type, and text wraps to any terminal.
+        rich_markup_mode=None,
+    )
+    app.callback()(_root)
+    modules: Iterable[str] = (VERBS[verb],) if verb in VERBS else MODULES
+    for name in modules:
+        importlib.import_module(f"casarray.cli.{name}").register(app)
+    return app
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # `casarray.cli.root.app`: the whole app, built on first use (tests, documentation tools).
+    if name == "app":
+        whole = make_app()
+        globals()["app"] = whole
+        return whole
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
