@@ -104,20 +104,52 @@ class Limits:
 Field = tuple[bytes, bytes, int, int]
 
 
-@dataclass(slots=True)
+# The per-message classes are plain classes, not dataclasses: compiled, a dataclass's __init__ is still
+# the Python function dataclasses generates, and these are made for every message.
 class RequestHead:
-    method: bytes
-    target: bytes
-    version: bytes  # b"1.1" or b"1.0"
-    line: bytes  # the request line, with the version as `version` says
-    block: bytes  # b"\r\n" + the header lines exactly as received, each ending in CRLF
-    fields: list[Field]
-    keep_alive: bool
-    length: int  # >= 0 Content-Length, CHUNKED, or NO_BODY
-    host: bytes  # lower-cased
-    expect_continue: bool
-    connection: frozenset[bytes]  # tokens of the Connection header, lower-cased (hop-by-hop names)
-    auth_scheme: bytes  # the scheme of the Authorization field, lower-cased ("ntlm", "basic"); b"" if none
+    __slots__ = (
+        "auth_scheme",
+        "block",
+        "connection",
+        "expect_continue",
+        "fields",
+        "host",
+        "keep_alive",
+        "length",
+        "line",
+        "method",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        line: bytes,
+        block: bytes,
+        fields: list[Field],
+        keep_alive: bool,
+        length: int,
+        host: bytes,
+        expect_continue: bool,
+        connection: frozenset[bytes],
+        auth_scheme: bytes,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version  # b"1.1" or b"1.0"
+        self.line = line  # the request line, with the version as `version` says
+        self.block = block  # b"\r\n" + the header lines exactly as received, each ending in CRLF
+        self.fields = fields
+        self.keep_alive = keep_alive
+        self.length = length  # >= 0 Content-Length, CHUNKED, or NO_BODY
+        self.host = host  # lower-cased
+        self.expect_continue = expect_continue
+        self.connection = connection  # tokens of the Connection header, lower-cased (hop-by-hop names)
+        # the scheme of the Authorization field, lower-cased ("ntlm", "basic"); b"" if none
+        self.auth_scheme = auth_scheme
 
     @property
     def headers(self) -> Headers:
@@ -125,17 +157,40 @@ class RequestHead:
         return _HEADER_LINE.findall(self.block, 2)
 
 
-@dataclass(slots=True)
 class ResponseHead:
-    status: int
-    reason: bytes
-    version: bytes
-    line: bytes  # the status line as an HTTP/1.1 proxy sends it on
-    block: bytes  # as in RequestHead
-    fields: list[Field]
-    keep_alive: bool
-    length: int  # >= 0, CHUNKED, UNTIL_CLOSE or NO_BODY
-    connection: frozenset[bytes]
+    __slots__ = (
+        "block",
+        "connection",
+        "fields",
+        "keep_alive",
+        "length",
+        "line",
+        "reason",
+        "status",
+        "version",
+    )
+
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        version: bytes,
+        line: bytes,
+        block: bytes,
+        fields: list[Field],
+        keep_alive: bool,
+        length: int,
+        connection: frozenset[bytes],
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.line = line  # the status line as an HTTP/1.1 proxy sends it on
+        self.block = block  # as in RequestHead
+        self.fields = fields
+        self.keep_alive = keep_alive
+        self.length = length  # >= 0, CHUNKED, UNTIL_CLOSE or NO_BODY
+        self.connection = connection
 
     @property
     def headers(self) -> Headers:
@@ -145,14 +200,26 @@ class ResponseHead:
 Head = RequestHead | ResponseHead
 
 
-@dataclass(slots=True)
 class Body:
-    data: bytes  # raw bytes of the body as framed on the wire (chunk headers included when chunked)
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data  # raw bytes of the body as framed on the wire (chunk headers included when chunked)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Body) and other.data == self.data
+
+    def __repr__(self) -> str:
+        return f"Body({self.data!r})"
 
 
-@dataclass(slots=True)
 class End:
     """The message is complete. Bytes after it stay buffered until `next_message()`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
 
 
 END: Final = End()
