@@ -1,7 +1,9 @@
 # casarray — the two quick-start commands do all set-up themselves:
-#   make lab    venv + install casarray (runtime only) + run the lab (3 simulated Exchange servers
-#               behind the balancer); it prints commands as .venv/bin/casarray, which works as printed
+#   make lab    venv + install casarray (runtime only, its data plane compiled) + run the lab (3 simulated
+#               Exchange servers behind the balancer); it prints commands as .venv/bin/casarray, which
+#               works as printed
 #   make test   venv + install with the development tools + system packages + lint + types + tests
+#               (the whole suite on the compiled build, the unit tests once more on the pure one)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -13,14 +15,24 @@ SYSTEM_PACKAGES := curl haproxy nginx-light wrk chromium chromium-driver dovecot
 .PHONY: lab test lint types unit integration bench soak fuzz system-deps clean
 
 # The lab needs only the package and its runtime dependencies; tests, lint and types add the dev tools.
-$(RUNTIME): pyproject.toml
+# The install compiles the data plane with mypyc (setup.py, src/casarray/compiled.py), or falls back to
+# pure Python with a warning where it cannot; `casarray --version` says which. It is redone whenever a
+# source changes, so the compiled modules never lag behind their .py files.
+SOURCES := pyproject.toml setup.py $(shell find src/casarray -name '*.py')
+
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUNTIME): $(SOURCES) | $(PY)
 	$(PY) -m pip install --quiet -e .
+	$(VENV)/bin/casarray --version
 	touch $(RUNTIME)
 
-$(STAMP): $(RUNTIME)
-	$(PY) -m pip install --quiet -e '.[dev]'
+# The dev tools alone: installing '.[dev]' would build (and compile) casarray a second time.
+$(STAMP): pyproject.toml | $(RUNTIME)
+	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["dev"]))' > $(VENV)/dev-requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/dev-requirements.txt
 	touch $(STAMP)
 
 system-deps:
@@ -36,14 +48,20 @@ lab: $(RUNTIME)
 	$(VENV)/bin/casarray lab
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench fuzz
-	$(VENV)/bin/ruff format --check src tests bench fuzz
+	$(VENV)/bin/ruff check src tests bench fuzz setup.py
+	$(VENV)/bin/ruff format --check src tests bench fuzz setup.py
 
 types: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The whole suite against the compiled build (refused if it did not compile: `CASARRAY_PURE=1 make test`
+# tests the pure build), then the unit tests once more against the pure modules of the same install.
 test: $(STAMP) system-deps lint types
+	@$(PY) -c 'import os, sys; from casarray import compiled; build = compiled.current(); \
+	  sys.exit(None if build.compiled or compiled.pure_requested(os.environ) else \
+	  f"make test: the data plane is not compiled ({build.describe()}); pip install -v -e . shows why")'
 	$(VENV)/bin/pytest -q
+	CASARRAY_PURE=1 $(VENV)/bin/pytest -q tests/unit
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
@@ -65,3 +83,5 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache lab-run
+	find src -name '*.so' -delete
+	rm -f src/casarray/compiled.json

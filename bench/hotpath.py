@@ -1,12 +1,13 @@
-"""The Python cost of one proxied Layer-7 request, measured in-process: no sockets, no TLS, no load
+"""The CPU cost of casarray's own code for one proxied Layer-7 request, measured in-process: no sockets, no TLS, no load
 generator, so the number moves only when casarray's own per-request code does.
 
-    .venv/bin/python bench/hotpath.py [--requests N]
+    .venv/bin/python bench/hotpath.py [--requests N]                    # the build installed (compiled)
+    CASARRAY_PURE=1 .venv/bin/python bench/hotpath.py [--requests N]    # the same modules as Python
 
 A real L7Client and L7Upstream (the classes the balancer runs) are driven with fake transports: each
 round feeds a keep-alive `GET /owa/small.txt` to the client side and nginx's answer (a 100-byte body)
 to the upstream side, and checks that the client got the response. Prints the best of nine rounds in
-microseconds of CPU per request. On a machine shared with other work, the wrk-driven `bench/run.py`
+microseconds of CPU per request, and which build ran (compiled by mypyc, or pure Python). On a machine shared with other work, the wrk-driven `bench/run.py`
 numbers move by ±30 % between runs; this one moves by a few percent, so it is the figure to watch
 while working on the request path (parsing, routing, forwarding heads).
 """
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from casarray import compiled
 from casarray.balance.state import Member, ServerState
 from casarray.config.load import parse_config
 from casarray.engine.l7 import L7Client, L7Frontend, L7Upstream
@@ -112,7 +114,8 @@ def main() -> None:
     args = parser.parse_args()
     micros = asyncio.run(measure(args.requests))
     print(
-        f"{micros:.2f} µs of CPU per request in casarray's Python path (best of {ROUNDS} × {args.requests:,})"
+        f"{micros:.2f} µs of CPU per request in casarray's request path "
+        f"({compiled.current().describe()}; best of {ROUNDS} × {args.requests:,})"
     )
 
 

@@ -31,7 +31,12 @@ def versions(ctx: Context) -> dict[str, str]:
     except importlib.metadata.PackageNotFoundError:
         uvloop_version = "not installed"
     casarray = _first_line(
-        [ctx.python, "-c", "import casarray, importlib.metadata as m; print(m.version('casarray'))"],
+        # The version and the build that runs: compiled by mypyc, or pure Python (and why).
+        [
+            ctx.python,
+            "-c",
+            "from casarray import __version__, compiled; print(__version__, f'({compiled.current().describe()})')",
+        ],
         env=casarray_env(ctx),
     )
     return {

@@ -3,6 +3,7 @@ config found the same way by every verb that reads it, every problem of a config
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -43,7 +44,12 @@ VERBS = _verbs(typer.main.get_command(app))
 
 
 def test_version() -> None:
-    assert invoke("--version") == (0, f"casarray {__version__}\n", "")
+    # Which build runs is tested in test_compiled.py; here: the version, and the build in brackets.
+    code, out, err = invoke("--version")
+    assert (code, err) == (0, "")
+    assert re.fullmatch(
+        rf"casarray {re.escape(__version__)} \((compiled: mypyc \S+|pure Python(: .+)?)\)\n", out
+    )
 
 
 def test_every_verb_is_found() -> None:

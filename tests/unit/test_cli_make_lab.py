@@ -90,4 +90,7 @@ def test_make_lab_installs_only_the_runtime_package() -> None:
     assert "pip install --quiet -e .\n" in dry
     assert "[dev]" not in dry
     assert dry.rstrip().endswith(".venv/bin/casarray lab")
-    assert "-e '.[dev]'" in make_dry_run("unit")  # the development tools are still there for tests
+    unit = make_dry_run("unit")  # the development tools are still there for tests, installed on their own
+    assert '["optional-dependencies"]["dev"]' in unit
+    assert "pip install --quiet -r .venv/dev-requirements.txt\n" in unit
+    assert unit.count("pip install --quiet -e .\n") == 1  # casarray built (and compiled) once

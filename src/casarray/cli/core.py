@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from casarray import __version__, compiled
 from casarray.config import Config, ConfigErrors, load_config
 from casarray.config.secretfile import affinity_warnings
 from casarray.errors import CasarrayError
@@ -141,7 +142,16 @@ def run(
     cfg = load_or_exit(config)
     setup_logging(log_level or cfg.log.level)
     loop_name = use_uvloop()
-    logging.getLogger("casarray").info("starting on %s with %s", loop_name, config)
+    # Which data plane runs, once: a warning when compiled modules were installed and cannot run.
+    build = compiled.current()
+    logging.getLogger("casarray").log(
+        logging.WARNING if build.fallback else logging.INFO,
+        "casarray %s (%s) starting on %s with %s",
+        __version__,
+        build.describe(),
+        loop_name,
+        config,
+    )
     try:
         asyncio.run(_serve(cfg, config))
     except CasarrayError as exc:

@@ -15,7 +15,7 @@ from typing import Annotated, Final
 
 import typer
 
-from casarray import __version__
+from casarray import __version__, compiled
 
 # verb -> the module of casarray.cli that registers it (tests/unit/test_cli.py checks this is complete).
 VERBS: Final = {
@@ -36,14 +36,19 @@ MODULES: Final = ("core", "lab", "tools", "announce", "ctl", "namespace")
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"casarray {__version__}")
+        typer.echo(f"casarray {__version__} ({compiled.current().describe()})")
         raise typer.Exit()
 
 
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version, and whether the data plane runs compiled or as pure Python, and exit.",
+        ),
     ] = False,
 ) -> None:
     """Exchange client access behind one name: Layer-4/Layer-7 balancer and namespace toolkit."""

@@ -294,8 +294,6 @@ class L7Frontend(SiteSettings):
         self.lingering = [0]  # refused connections still open (engine/refusals.py Answered)
         self.accepted_total = 0
         self.tls_failures = 0  # client handshakes that failed or timed out
-        # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
-        self.statuses: dict[str, list[int]] = {}
         self.empty = asyncio.Event()  # set while no client connection is open
         self.empty.set()
 
@@ -311,12 +309,6 @@ class L7Frontend(SiteSettings):
 
     def refresh(self) -> None:
         """Nothing to recompute: the Router reads availability per request (engine/pools.py logs it)."""
-
-    def count(self, service: str, status: int) -> None:
-        counts = self.statuses.get(service)
-        if counts is None:
-            counts = self.statuses[service] = [0] * 6
-        counts[min(status // 100, 5)] += 1
 
     def status_counts(self) -> dict[str, dict[str, int]]:
         return {svc: {f"{i}xx": n for i, n in enumerate(c) if i and n} for svc, c in self.statuses.items()}

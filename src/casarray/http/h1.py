@@ -32,14 +32,38 @@ _VCHAR = rb"[^\x00-\x20\x7f]"  # a value byte that is not whitespace
 # no per-byte backtracking).
 _HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:" + _VALUE + rb"*" + _VCHAR + rb")?)[ \t]*\r\n")
 _HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":" + _VALUE + rb"*\r\n)*")
+# Bytes a field line may hold besides its CRLF: a value's (visible chars, SP, HTAB, obs-text, RFC 9110
+# §5.5), which include a name's. Deleting them from a valid block leaves its CRLFs and nothing else.
+_FIELD_BYTES: Final = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
+_NAME: Final = re.compile(_TOKEN)
 # The fields a proxy reads (framing, routing, connection-bound authentication) or drops (hop-by-hop,
-# forwarding), matched in the lower-cased block (same offsets as the original); each match is
-# "\n<name>:<value>\r" of one line.
-_SPECIAL = re.compile(
-    rb"\n(host|content-length|transfer-encoding|connection|expect|keep-alive|proxy-connection|te|upgrade"
-    rb"|trailer|proxy-authorization|proxy-authenticate|x-forwarded-for|x-forwarded-proto|x-forwarded-host"
-    rb"|forwarded|x-real-ip|authorization):[ \t]*((?:" + _VALUE + rb"*" + _VCHAR + rb")?)[ \t]*\r"
+# forwarding), by lower-cased name.
+SPECIAL: Final = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"expect",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"upgrade",
+        b"trailer",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"x-real-ip",
+        b"authorization",
+    }
 )
+# Field names as received, checked already: each one's lower-cased form when it is in SPECIAL, else b"".
+# Names repeat from message to message, so most lines cost one dict lookup; cleared when full.
+_NAMES: Final[dict[bytes, bytes]] = {}
+_NAMES_SIZE: Final = 512
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) ([1-5]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?")
@@ -80,20 +104,52 @@ class Limits:
 Field = tuple[bytes, bytes, int, int]
 
 
-@dataclass(slots=True)
+# The per-message classes are plain classes, not dataclasses: compiled, a dataclass's __init__ is still
+# the Python function dataclasses generates, and these are made for every message.
 class RequestHead:
-    method: bytes
-    target: bytes
-    version: bytes  # b"1.1" or b"1.0"
-    line: bytes  # the request line, with the version as `version` says
-    block: bytes  # b"\r\n" + the header lines exactly as received, each ending in CRLF
-    fields: list[Field]
-    keep_alive: bool
-    length: int  # >= 0 Content-Length, CHUNKED, or NO_BODY
-    host: bytes  # lower-cased
-    expect_continue: bool
-    connection: frozenset[bytes]  # tokens of the Connection header, lower-cased (hop-by-hop names)
-    auth_scheme: bytes  # the scheme of the Authorization field, lower-cased ("ntlm", "basic"); b"" if none
+    __slots__ = (
+        "auth_scheme",
+        "block",
+        "connection",
+        "expect_continue",
+        "fields",
+        "host",
+        "keep_alive",
+        "length",
+        "line",
+        "method",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        line: bytes,
+        block: bytes,
+        fields: list[Field],
+        keep_alive: bool,
+        length: int,
+        host: bytes,
+        expect_continue: bool,
+        connection: frozenset[bytes],
+        auth_scheme: bytes,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version  # b"1.1" or b"1.0"
+        self.line = line  # the request line, with the version as `version` says
+        self.block = block  # b"\r\n" + the header lines exactly as received, each ending in CRLF
+        self.fields = fields
+        self.keep_alive = keep_alive
+        self.length = length  # >= 0 Content-Length, CHUNKED, or NO_BODY
+        self.host = host  # lower-cased
+        self.expect_continue = expect_continue
+        self.connection = connection  # tokens of the Connection header, lower-cased (hop-by-hop names)
+        # the scheme of the Authorization field, lower-cased ("ntlm", "basic"); b"" if none
+        self.auth_scheme = auth_scheme
 
     @property
     def headers(self) -> Headers:
@@ -101,17 +157,40 @@ class RequestHead:
         return _HEADER_LINE.findall(self.block, 2)
 
 
-@dataclass(slots=True)
 class ResponseHead:
-    status: int
-    reason: bytes
-    version: bytes
-    line: bytes  # the status line as an HTTP/1.1 proxy sends it on
-    block: bytes  # as in RequestHead
-    fields: list[Field]
-    keep_alive: bool
-    length: int  # >= 0, CHUNKED, UNTIL_CLOSE or NO_BODY
-    connection: frozenset[bytes]
+    __slots__ = (
+        "block",
+        "connection",
+        "fields",
+        "keep_alive",
+        "length",
+        "line",
+        "reason",
+        "status",
+        "version",
+    )
+
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        version: bytes,
+        line: bytes,
+        block: bytes,
+        fields: list[Field],
+        keep_alive: bool,
+        length: int,
+        connection: frozenset[bytes],
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.line = line  # the status line as an HTTP/1.1 proxy sends it on
+        self.block = block  # as in RequestHead
+        self.fields = fields
+        self.keep_alive = keep_alive
+        self.length = length  # >= 0, CHUNKED, UNTIL_CLOSE or NO_BODY
+        self.connection = connection
 
     @property
     def headers(self) -> Headers:
@@ -121,14 +200,26 @@ class ResponseHead:
 Head = RequestHead | ResponseHead
 
 
-@dataclass(slots=True)
 class Body:
-    data: bytes  # raw bytes of the body as framed on the wire (chunk headers included when chunked)
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data  # raw bytes of the body as framed on the wire (chunk headers included when chunked)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Body) and other.data == self.data
+
+    def __repr__(self) -> str:
+        return f"Body({self.data!r})"
 
 
-@dataclass(slots=True)
 class End:
     """The message is complete. Bytes after it stay buffered until `next_message()`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
 
 
 END: Final = End()
@@ -139,24 +230,45 @@ _NO_TOKENS: Final[frozenset[bytes]] = frozenset()
 
 
 def _parse_block(block: bytes, limits: Limits) -> tuple[list[Field], dict[bytes, list[bytes]]]:
-    """Validate a header block (b"\r\n" + lines) and find the fields a proxy acts on, in C-level passes:
-    one match of the whole block, one search of its lower-cased copy. Returns the fields and their
-    values by name."""
-    if _HEADER_BLOCK.fullmatch(block, 2) is None:
+    """Validate a header block (b"\r\n" + lines) and find the fields a proxy acts on: one C-level pass
+    over the whole block for the bytes of values, then one step per line for its name (a dict lookup
+    for a name seen before). Returns the fields and their values by name."""
+    # Every byte outside _FIELD_BYTES must be half of a CRLF: no other control character, no bare CR
+    # or LF (RFC 9112 §2.2), no NUL (RFC 9110 §5.5). (split() and partition() rather than find() with
+    # a start: CPython parses find()'s arguments the slow way, and this runs for every line.)
+    lines = block.split(b"\r\n")
+    if block.translate(None, _FIELD_BYTES) != b"\r\n" * (len(lines) - 1):
         raise ProtocolError(_header_problem(block[2:]))
-    if block.count(b"\n") - 1 > limits.max_headers:
-        raise ProtocolError(f"more than {limits.max_headers} header fields", 431)
     fields: list[Field] = []
     values: dict[bytes, list[bytes]] = {}
-    for match in _SPECIAL.finditer(block.lower()):
-        name, value = match.groups()
-        start, end = match.span()
-        fields.append((name, value, start - 1, end - 1))
-        found = values.get(name)
-        if found is None:
-            values[name] = [value]
-        else:
-            found.append(value)
+    start = 0  # where the CRLF before the line is
+    for i in range(1, len(lines) - 1):
+        line = lines[i]
+        name, colon, rest = line.partition(b":")
+        special = _NAMES.get(name) if colon else None
+        if special is None:
+            # A name is a token right up to its colon: no whitespace before the colon (RFC 9112 §5.1),
+            # no obsolete line folding (a line that starts with SP or HTAB, §5.2).
+            if not colon or _NAME.fullmatch(name) is None:
+                raise ProtocolError(_header_problem(block[2:]))
+            lowered = name.lower()
+            special = lowered if lowered in SPECIAL else b""
+            if len(_NAMES) >= _NAMES_SIZE:
+                _NAMES.clear()
+            _NAMES[name] = special
+        end = start + 2 + len(line)
+        if special:
+            # The value without the optional whitespace around it (RFC 9110 §5.5), lower-cased.
+            value = rest.strip(b" \t").lower()
+            fields.append((special, value, start, end))
+            found = values.get(special)
+            if found is None:
+                values[special] = [value]
+            else:
+                found.append(value)
+        start = end
+    if len(lines) - 2 > limits.max_headers:
+        raise ProtocolError(f"more than {limits.max_headers} header fields", 431)
     return fields, values
 
 
@@ -164,7 +276,7 @@ def connection_tokens(values: list[bytes] | None) -> frozenset[bytes]:
     """The lower-cased tokens of Connection fields (values already lower-cased and trimmed)."""
     if not values:
         return _NO_TOKENS
-    if len(values) == 1 and b"," not in values[0]:
+    if len(values) == 1 and values[0].find(b",") < 0:  # `in` on bytes raises and clears a TypeError
         return frozenset(values)
     return frozenset(t.strip() for value in values for t in value.split(b","))
 

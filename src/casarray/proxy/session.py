@@ -29,6 +29,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.exchange import catalog
@@ -124,45 +126,18 @@ class Shell(Protocol):
         """The session is closed: its slot is free."""
 
 
-class Site(Protocol):
-    """The listener's shared state as a session reads it (engine/l7.py L7Frontend is one)."""
-
-    refused: int  # requests the balancer answered itself
-    upstream_releases: int  # idle upstream connections closed after timeouts.upstream_release
-
-    @property
-    def router(self) -> Router: ...
-    @property
-    def config(self) -> Config: ...
-    @property
-    def limits(self) -> Limits: ...
-    @property
-    def request_header_timeout(self) -> float: ...
-    @property
-    def keepalive_timeout(self) -> float: ...
-    @property
-    def server_timeout(self) -> float: ...
-    @property
-    def body_idle(self) -> float: ...
-    @property
-    def upstream_release(self) -> float: ...  # 0: never
-    @property
-    def min_upload_rate(self) -> int: ...
-    @property
-    def access(self) -> AccessLog | None: ...
-    @property
-    def draining(self) -> bool: ...  # close each connection after its next response
-
-    def count(self, service: str, status: int) -> None: ...
-
-
+# Compiled by mypyc (casarray/compiled.py): the unit tests' site is a Python subclass.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SiteSettings:
-    """What a session reads of its listener's configuration, derived once per listener (not per
-    request): engine/l7.py's L7Frontend and the unit tests' site both start from it."""
+    """The listener's shared state as a session reads it, and what it reads of the configuration
+    derived once per listener: plain attributes of a compiled class, not the pydantic models (read per
+    request). engine/l7.py's L7Frontend and the unit tests' site both start from it."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.router: Router
+        self.retries = config.retries
+        self.host_check = config.host_check
         self.limits = Limits()
         t = config.timeouts
         self.request_header_timeout = t.request_header
@@ -175,6 +150,14 @@ class SiteSettings:
         self.draining = False  # the generation was replaced or is stopping: close after each response
         self.refused = 0  # requests the balancer answered itself
         self.upstream_releases = 0  # idle upstream connections closed after timeouts.upstream_release
+        # service -> counts per status class (index 1..5 for 1xx..5xx); "balancer" for our own answers
+        self.statuses: dict[str, list[int]] = {}
+
+    def count(self, service: str, status: int) -> None:
+        counts = self.statuses.get(service)
+        if counts is None:
+            counts = self.statuses[service] = [0] * 6
+        counts[min(status // 100, 5)] += 1
 
 
 class L7Session:
@@ -223,7 +206,7 @@ class L7Session:
         "upstream_keep",
     )
 
-    def __init__(self, site: Site, shell: Shell) -> None:
+    def __init__(self, site: SiteSettings, shell: Shell) -> None:
         self.site = site
         self.shell = shell
         self.client: ClientSide = None  # type: ignore[assignment]  # set by connected()
@@ -396,7 +379,7 @@ class L7Session:
         self.request_done = False
         self.set_cookie = None
         self.tried = _NO_SERVERS
-        self.retries_left = site.config.retries
+        self.retries_left = site.retries
         method, target = head.method, head.target
         if site.access is not None:
             self.t_start = self.now
@@ -417,7 +400,7 @@ class L7Session:
             host = host.lower()
             target = b"/" + path if slash else b"/"
         authority = None
-        if site.config.host_check:
+        if site.host_check:
             authority = router.authority(host)
             if authority is None:
                 self.refuse(
@@ -517,7 +500,7 @@ class L7Session:
             reason,
         )
         if not self.closed:
-            if len(self.tried) <= self.site.config.retries:
+            if len(self.tried) <= self.site.retries:
                 self.connect(head_bytes)
             else:
                 self.fail(502, f"no server of {self.service} accepted a connection")
