@@ -53,6 +53,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="l7: production (default) health-checks the origin every 2 s in both balancers, as a "
         "deployment does; bare runs without checks (the bench's shape before it measured production's)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="casarray workers and HAProxy nbthread (default 1); compare CPU s/1k req across N "
+        "(above 1 the idle-memory case is skipped: it reads one process's memory)",
+    )
     parser.add_argument("--duration", type=float, help="seconds per measurement (overrides --quick)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per target before measuring")
     parser.add_argument(
@@ -73,6 +81,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and not 0 <= value <= 300:
             parser.error(f"--{name} must be between 0 and 300 seconds, got {value:g}")
+    if not 1 <= args.workers <= 64:
+        parser.error(f"--workers must be between 1 and 64, got {args.workers}")
+    if args.workers > 1:
+        args.idle_connections = 0
     if args.idle_connections is not None and not 0 <= args.idle_connections <= 100_000:
         parser.error(f"--idle-connections must be between 0 and 100000, got {args.idle_connections}")
     if args.duration is not None and args.duration < 1:
@@ -112,6 +124,7 @@ def main(argv: list[str]) -> int:
                 haproxy=tools["haproxy"],
                 wrk=tools["wrk"],
                 shape=args.shape,
+                workers=args.workers,
             )
             found_versions = versions(ctx)
             result = run_suite(suite, ctx, stack, durations, idle_connections=args.idle_connections)

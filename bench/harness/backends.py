@@ -38,6 +38,9 @@ class Context:
     # "production": the balancers health-check the origin as a deployment does (every CHECK_INTERVAL);
     # "bare": no health checks, the shape of the bench before it measured production's (--shape bare).
     shape: str = "production"
+    # casarray's `workers` and HAProxy's `nbthread` (--workers): 1 compares one core with one core; with
+    # more, CPU s per 1 000 requests shows whether the per-request cost stays the same across workers.
+    workers: int = 1
 
 
 @dataclass(slots=True)
@@ -170,7 +173,7 @@ def start_haproxy_tcp(ctx: Context, stack: ExitStack, origin_port: int) -> Targe
         textwrap.dedent(
             f"""\
             global
-                nbthread 1
+                nbthread {ctx.workers}
                 maxconn 4096
 
             defaults
@@ -218,7 +221,7 @@ def casarray_unavailable(ctx: Context) -> str | None:
     return None
 
 
-def casarray_config(mode: str, port: int, origin_port: int) -> str:
+def casarray_config(mode: str, port: int, origin_port: int, workers: int = 1) -> str:
     """A casarray.yaml (DESIGN §3) with one server and health checks off (every server is up)."""
     return textwrap.dedent(
         f"""\
@@ -232,14 +235,14 @@ def casarray_config(mode: str, port: int, origin_port: int) -> str:
           - {{name: N1, address: {LOOPBACK}, port: {origin_port}}}
         health:
           enabled: false
-        workers: 1  # one worker against HAProxy's one thread; RSS and CPU are read off this process
+        workers: {workers}  # against HAProxy's nbthread; CPU is read off the process and its workers
         """
     )
 
 
 def start_casarray(ctx: Context, stack: ExitStack, mode: str, origin_port: int) -> Target:
     """casarray in `mode` (plain origin); a skipped Target (with the reason) when it cannot run yet."""
-    return launch_casarray(ctx, stack, lambda port: casarray_config(mode, port, origin_port))
+    return launch_casarray(ctx, stack, lambda port: casarray_config(mode, port, origin_port, ctx.workers))
 
 
 def launch_casarray(

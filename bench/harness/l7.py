@@ -136,7 +136,7 @@ def start_haproxy_http(
         textwrap.dedent(
             f"""\
             global
-                nbthread 1
+                nbthread {ctx.workers}
                 maxconn {maxconn}
                 ssl-server-verify required
 
@@ -187,7 +187,7 @@ def start_haproxy_http(
     return target
 
 
-def casarray_l7_config(port: int, pki: Pki, origin: Origin, shape: str) -> str:
+def casarray_l7_config(port: int, pki: Pki, origin: Origin, shape: str, workers: int = 1) -> str:
     """casarray.yaml (DESIGN §3): TLS to clients, re-encrypted to nginx, one server; its 9 services
     health-checked every CHECK_INTERVAL in the production shape, no checks in the bare one."""
     health = f"{{interval: {CHECK_INTERVAL}}}" if shape == "production" else "{enabled: false}"
@@ -208,7 +208,7 @@ def casarray_l7_config(port: int, pki: Pki, origin: Origin, shape: str) -> str:
         servers:
           - {{name: N1, address: {LOOPBACK}, port: {origin.tls_port}}}
         health: {health}
-        workers: 1  # one worker against HAProxy's one thread; RSS and CPU are read off this process
+        workers: {workers}  # against HAProxy's nbthread; CPU is read off the process and its workers
         """
     )
 
@@ -219,7 +219,7 @@ def start_casarray_l7(
     target = launch_casarray(
         ctx,
         stack,
-        lambda port: casarray_l7_config(port, pki, origin, ctx.shape),
+        lambda port: casarray_l7_config(port, pki, origin, ctx.shape, ctx.workers),
         ca=pki.ca,
         plain_skip=NO_PLAIN_MODE,
         label=label,

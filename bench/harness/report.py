@@ -185,7 +185,8 @@ def latency_rows(result: SuiteResult) -> list[Row]:
 def notes(result: SuiteResult, machine: dict[str, Any], duration_s: float) -> list[str]:
     lines = [
         *result.suite.notes,
-        f"wrk -t1, {duration_s:g}s per cell; nginx worker_processes 1; haproxy nbthread 1.",
+        f"wrk -t1, {duration_s:g}s per cell; nginx worker_processes 1; haproxy nbthread {result.workers}; "
+        f"casarray workers: {result.workers}.",
         f"Shape: {result.shape}"
         + (
             " (l7: both balancers health-check the origin every 2 s, as in a deployment)."

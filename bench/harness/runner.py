@@ -142,6 +142,7 @@ class SuiteResult:
     idle: list[IdleResult] = field(default_factory=list)
     idle_skipped: dict[str, str] = field(default_factory=dict)
     shape: str = "production"  # Context.shape: health checks on (production) or off (bare)
+    workers: int = 1  # Context.workers: casarray workers, HAProxy nbthread
 
     def idle_case(self, result: IdleResult) -> IdleCase:
         spec = self.suite.idle
@@ -301,7 +302,7 @@ def run_suite(
             outcome.measurements[target.name] = measurement
             log(_progress_line(suite, scenario, measurement))
         results.append(outcome)
-    result = SuiteResult(suite, targets, results, shape=ctx.shape)
+    result = SuiteResult(suite, targets, results, shape=ctx.shape, workers=ctx.workers)
     if suite.idle is not None:
         _measure_idle(suite, targets, result, durations, idle_connections)
     return result
