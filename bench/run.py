@@ -1,6 +1,6 @@
 """Benchmark casarray against HAProxy and a direct connection, with wrk as the load generator.
 
-    .venv/bin/python bench/run.py [--quick] [--only l4|l7]
+    .venv/bin/python bench/run.py [--quick] [--only l4|l7] [--scenario KEY ...]
 
 Starts nginx (origin), HAProxy (reference) and casarray (candidate) on 127.0.0.1, runs each scenario
 against each of them, prints a table with the targets and writes bench/results/<time>-<suite>.json.
@@ -27,7 +27,7 @@ from harness.machine import machine, versions
 from harness.procs import HAPROXY, NGINX, WRK, BenchError, find_tool, raise_fd_limit
 from harness.report import markdown, print_report, write_json
 from harness.runner import Durations, log, run_suite
-from harness.suites import SUITES
+from harness.suites import SUITES, scenario_keys, select
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -60,6 +60,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="N",
         help="casarray workers and HAProxy nbthread (default 1); compare CPU s/1k req across N "
         "(above 1 the idle-memory case is skipped: it reads one process's memory)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=scenario_keys(),
+        metavar="KEY",
+        help=(
+            "run only this scenario of the chosen suites (repeatable): a row's key, or idle (both idle-"
+            "memory cases), idle-pinned, idle-released; a suite with none of them is skipped; "
+            f"keys: {', '.join(scenario_keys())}"
+        ),
     )
     parser.add_argument("--duration", type=float, help="seconds per measurement (overrides --quick)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per target before measuring")
@@ -110,7 +121,10 @@ def main(argv: list[str]) -> int:
     raise_fd_limit()
     missed = False
     for name in args.only or list(SUITES):  # l4, then l7
-        suite = SUITES[name]
+        suite = select(SUITES[name], args.scenario)
+        if suite is None:
+            log(f"[{name}] skipped: none of the chosen scenarios ({', '.join(args.scenario)}) is in it")
+            continue
         started = datetime.now(UTC)
         info = machine()
         with ExitStack() as stack:

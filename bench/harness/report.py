@@ -223,11 +223,12 @@ def print_report(result: SuiteResult, machine: dict[str, Any], duration_s: float
         from rich.table import Table
     except ImportError:
         print(title)
-        print(render_plain(HEADERS, table))
-        print(f"ratio = {CANDIDATE} / {REFERENCE}")
-        print()
-        print(render_plain(LATENCY_HEADERS, latency))
-        print()
+        if table:  # none when --scenario chose only the idle measurement
+            print(render_plain(HEADERS, table))
+            print(f"ratio = {CANDIDATE} / {REFERENCE}")
+            print()
+            print(render_plain(LATENCY_HEADERS, latency))
+            print()
         if idle:
             print("Memory per idle keep-alive TLS connection")
             print(render_plain(IDLE_HEADERS, idle))
@@ -238,19 +239,22 @@ def print_report(result: SuiteResult, machine: dict[str, Any], duration_s: float
     console = Console()
     if not console.is_terminal:
         console.width = max(console.width, 140)  # piped to a file or make: do not squeeze the columns
-    main = Table(title=title, title_justify="left", caption=f"ratio = {CANDIDATE} / {REFERENCE}")
-    for i, header in enumerate(HEADERS):
-        main.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
-    for row in table:
-        style = {"PASS": "green", "FAIL": "bold red"}.get(row[HEADERS.index("result")])
-        main.add_row(*row, style=style)
-    console.print(main)
-    lat = Table(title="p99 latency (wrk --latency)", title_justify="left")
-    for i, header in enumerate(LATENCY_HEADERS):
-        lat.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
-    for row in latency:
-        lat.add_row(*row)
-    console.print(lat)
+    if not table:  # --scenario chose only the idle measurement
+        console.print(title)
+    else:
+        main = Table(title=title, title_justify="left", caption=f"ratio = {CANDIDATE} / {REFERENCE}")
+        for i, header in enumerate(HEADERS):
+            main.add_column(header, justify="left" if i < 2 else "right", no_wrap=True)
+        for row in table:
+            style = {"PASS": "green", "FAIL": "bold red"}.get(row[HEADERS.index("result")])
+            main.add_row(*row, style=style)
+        console.print(main)
+        lat = Table(title="p99 latency (wrk --latency)", title_justify="left")
+        for i, header in enumerate(LATENCY_HEADERS):
+            lat.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+        for row in latency:
+            lat.add_row(*row)
+        console.print(lat)
     if idle:
         mem = Table(title="Memory per idle keep-alive TLS connection", title_justify="left")
         for i, header in enumerate(IDLE_HEADERS):
@@ -279,15 +283,16 @@ def render_markdown(headers: Row, table: list[Row]) -> str:
 
 
 def markdown(result: SuiteResult) -> str:
-    text = (
-        render_markdown(HEADERS, rows(result))
-        + "\n\n"
-        + render_markdown(LATENCY_HEADERS, latency_rows(result))
-    )
+    parts = []
+    if result.scenarios:
+        parts += [
+            render_markdown(HEADERS, rows(result)),
+            render_markdown(LATENCY_HEADERS, latency_rows(result)),
+        ]
     idle = idle_rows(result)
     if idle:
-        text += "\n\n" + render_markdown(IDLE_HEADERS, idle)
-    return text
+        parts.append(render_markdown(IDLE_HEADERS, idle))
+    return "\n\n".join(parts)
 
 
 def write_json(

@@ -269,7 +269,7 @@ def run_suite(
             log(f"[{suite.name}] SKIPPING {target.name}: {target.skip_reason}")
 
     live = [t for t in targets if t.available]
-    if durations.warmup_s > 0:
+    if durations.warmup_s > 0 and suite.scenarios:  # the idle measurement starts fresh processes
         for target in live:
             log(f"[{suite.name}] warm-up {target.name} ({durations.warmup_s:g}s)")
             warm = suite.scenarios[0]

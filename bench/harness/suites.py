@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .backends import (
@@ -274,3 +274,31 @@ L7 = Suite(
 )
 
 SUITES: dict[str, Suite] = {suite.name: suite for suite in (L4, L7)}
+
+
+IDLE_KEY = "idle"  # --scenario: both idle-memory cases; "idle-<case>" picks one
+
+
+def scenario_keys() -> list[str]:
+    """What --scenario accepts: every suite's scenario keys, `idle` and `idle-<case>`."""
+    keys = {scenario.key for suite in SUITES.values() for scenario in suite.scenarios}
+    for suite in SUITES.values():
+        if suite.idle is not None:
+            keys.add(IDLE_KEY)
+            keys.update(f"{IDLE_KEY}-{case.key}" for case in suite.idle.cases)
+    return sorted(keys)
+
+
+def select(suite: Suite, keys: list[str] | None) -> Suite | None:
+    """`suite` with only the scenarios and idle cases named in `keys` (None: all of it); None when it
+    has none of them."""
+    if not keys:
+        return suite
+    scenarios = tuple(s for s in suite.scenarios if s.key in keys)
+    idle = suite.idle
+    if idle is not None:
+        cases = tuple(c for c in idle.cases if IDLE_KEY in keys or f"{IDLE_KEY}-{c.key}" in keys)
+        idle = replace(idle, cases=cases) if cases else None
+    if not scenarios and idle is None:
+        return None
+    return replace(suite, scenarios=scenarios, idle=idle)

@@ -252,11 +252,13 @@ class L7Client(asyncio.Protocol):
                 )
             else:
                 reason = str(exc)
+            self._connect_task = None  # done: a finished task (and its coroutine) is not kept
             self.session.upstream_failed(server, head, reason, self.clock())
             return
         except asyncio.CancelledError:
             server.closed(0, 0)
             raise
+        self._connect_task = None
         self.session.upstream_connected(cast(L7Upstream, protocol), head, self.clock())
 
 

@@ -61,6 +61,7 @@ class TlsTransport(asyncio.Transport):
         "_closing",
         "_discarded",
         "_fd",
+        "_first_read",
         "_high",
         "_linger",
         "_linger_timer",
@@ -99,6 +100,8 @@ class TlsTransport(asyncio.Transport):
         self._linger: float | None = None  # linger(): how long to read after close_notify
         self._linger_timer: asyncio.TimerHandle | None = None
         self._discarded = 0
+        # Client side (an upstream connection): see _release_write_buffer.
+        self._first_read = not sock.server_side
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -232,6 +235,8 @@ class TlsTransport(asyncio.Transport):
             if not data:  # close_notify, or the peer closed the socket
                 self._eof()
                 return
+            if self._first_read:
+                self._release_write_buffer()
             if len(data) == RECORD:
                 # A full record: a bulk transfer is likely under way. Read on (one protocol call per
                 # batch instead of per 16 KiB) until the socket is drained or the batch is full.
@@ -239,6 +244,23 @@ class TlsTransport(asyncio.Transport):
             self._protocol.data_received(data)
             if not sock.pending():
                 return  # the rest, if any, is still in the kernel: the loop calls again
+
+    def _release_write_buffer(self) -> None:
+        """After the first read of a client-side connection: give back the write buffer OpenSSL set
+        up to read what the server sent after the handshake.
+
+        A TLS 1.3 server sends its NewSessionTicket messages once the handshake is done (RFC 8446
+        §4.6.1; nginx and OpenSSL send two), so they arrive before the first response and this read
+        processed them. OpenSSL's handshake code allocates both record buffers to do that (16 KiB
+        each and more), and with SSL_MODE_RELEASE_BUFFERS (which Python sets) it frees the write
+        buffer only when a write completes. Nothing is written on an idle connection, so a pinned
+        upstream connection would keep 16 KiB for its whole life; a write of nothing completes at
+        once and frees it. Once per connection: later post-handshake messages (a KeyUpdate) are rare,
+        and the next request's write frees what they take."""
+        self._first_read = False
+        if self._pending is None and not self._closing:
+            with contextlib.suppress(ssl.SSLError, OSError):
+                self._sock.send(b"")
 
     def _read_more(self, first: bytes) -> bytes:
         chunks = [first]
