@@ -55,13 +55,19 @@ types: $(STAMP)
 	$(VENV)/bin/mypy
 
 # The whole suite against the compiled build (refused if it did not compile: `CASARRAY_PURE=1 make test`
-# tests the pure build), then the unit tests once more against the pure modules of the same install.
+# tests the pure build), the unit tests last, and at the same time once more against the pure modules of
+# the same install.
 test: $(STAMP) system-deps lint types
 	@$(PY) -c 'import os, sys; from casarray import compiled; build = compiled.current(); \
 	  sys.exit(None if build.compiled or compiled.pure_requested(os.environ) else \
 	  f"make test: the data plane is not compiled ({build.describe()}); pip install -v -e . shows why")'
-	$(VENV)/bin/pytest -q
-	CASARRAY_PURE=1 $(VENV)/bin/pytest -q tests/unit
+	$(VENV)/bin/pytest -q --ignore=tests/unit
+	@# The unit tests (no timing, no fixed ports) on both builds at once: one core each.
+	CASARRAY_PURE=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/unit > $(VENV)/unit-pure.log 2>&1 & pure=$$!; \
+	$(VENV)/bin/pytest -q tests/unit; compiled=$$?; \
+	wait $$pure; status=$$?; echo "unit tests on the pure build (CASARRAY_PURE=1):"; \
+	if [ $$status = 0 ]; then tail -n 1 $(VENV)/unit-pure.log; else cat $(VENV)/unit-pure.log; fi; \
+	test $$compiled = 0 && test $$status = 0
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
