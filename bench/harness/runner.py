@@ -12,7 +12,7 @@ from typing import Any
 from .backends import Context, Target, check_response
 from .idle import IdleResult, fd_budget, measure_idle
 from .procs import BenchError, cpu_seconds
-from .suites import CANDIDATE, REFERENCE, TARGET_ORDER, AlsoTarget, IdleCase, Scenario, Suite
+from .suites import CANDIDATE, REFERENCE, TARGET_ORDER, IdleCase, Scenario, Suite
 from .wrk import WrkResult, run_wrk
 
 
@@ -90,9 +90,8 @@ class ScenarioResult:
 
     @property
     def verdicts(self) -> list[bool | None]:
-        """One per goal (the scenario's own, each AlsoTarget, the p99 one); empty when it has none."""
+        """One per goal (the scenario's own, the p99 one); empty when it has none."""
         goals = [self.scenario.target_ratio] if self.scenario.target_ratio is not None else []
-        goals += [also.target_ratio for also in self.scenario.also]
         verdicts = [self.passes(goal) for goal in goals]
         if self.scenario.p99_target is not None:
             verdicts.append(self.p99_passed)
@@ -113,7 +112,6 @@ class ScenarioResult:
             "target_ratio": s.target_ratio,
             "ratio": self.ratio,
             "passed": self.passed,
-            "also": [_also_json(self, also) for also in s.also],
             "p99_target": None
             if s.p99_target is None
             else f"{CANDIDATE} p99 <= {s.p99_target:g} x {REFERENCE}",
@@ -122,16 +120,6 @@ class ScenarioResult:
             "results": {name: m.to_json(s) for name, m in self.measurements.items()},
             "skipped": self.skipped,
         }
-
-
-def _also_json(outcome: ScenarioResult, also: AlsoTarget) -> dict[str, Any]:
-    return {
-        "key": also.key,
-        "title": also.title,
-        "target": f"{CANDIDATE} >= {also.target_ratio:g} x {REFERENCE}",
-        "target_ratio": also.target_ratio,
-        "passed": outcome.passes(also.target_ratio),
-    }
 
 
 @dataclass(slots=True)

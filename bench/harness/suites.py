@@ -41,15 +41,6 @@ CANDIDATE = "casarray"
 
 
 @dataclass(frozen=True, slots=True)
-class AlsoTarget:
-    """A second goal judged on the same measurement (its own row in the report, no extra wrk run)."""
-
-    key: str
-    title: str
-    target_ratio: float
-
-
-@dataclass(frozen=True, slots=True)
 class Scenario:
     key: str
     title: str
@@ -61,7 +52,6 @@ class Scenario:
     target_ratio: float | None  # None: for information, no goal
     headers: tuple[str, ...] = ()
     plain: bool = False  # measured on each target's plain_port (no TLS anywhere)
-    also: tuple[AlsoTarget, ...] = ()
     p99_target: float | None = None  # casarray's p99 latency ÷ HAProxy's, at most; None: no goal
 
 
