@@ -616,25 +616,29 @@ def test_lab_starts_sims_and_balancer_and_stops_them(tmp_path: Path) -> None:
             s.listen()
 
 
+def lab_args(tmp_path: Path, sim_port: int, dns_port: int, *extra: str) -> list[str]:
+    """`casarray lab` in tmp_path on free ports, with the sims' and the lab DNS's port given."""
+    return casarray(
+        "lab",
+        "--dir",
+        str(tmp_path / "lab"),
+        "--port",
+        str(free_port()),
+        "--sim-port",
+        str(sim_port),
+        "--dns-port",
+        str(dns_port),
+        *extra,
+    )
+
+
 def test_lab_reports_a_child_that_dies(tmp_path: Path) -> None:
     port = free_port("127.0.0.2")
     blocker = socket.socket()
     blocker.bind(("127.0.0.3", port))  # MB2 cannot listen
     blocker.listen()
     proc = Proc(
-        casarray(
-            "lab",
-            "--dir",
-            str(tmp_path / "lab"),
-            "--port",
-            str(free_port()),
-            "--sim-port",
-            str(port),
-            "--no-ntlm",
-            "--dns-port",
-            str(free_port(kind=socket.SOCK_DGRAM)),
-        ),
-        tmp_path / "lab.log",
+        lab_args(tmp_path, port, free_port(kind=socket.SOCK_DGRAM), "--no-ntlm"), tmp_path / "lab.log"
     )
     try:
         assert proc.popen.wait(30) == 1
@@ -650,17 +654,7 @@ def test_lab_says_when_its_dns_port_is_taken(tmp_path: Path) -> None:
         blocker.bind(("127.0.0.1", 0))
         dns_port = blocker.getsockname()[1]
         done = subprocess.run(
-            casarray(
-                "lab",
-                "--dir",
-                str(tmp_path / "lab"),
-                "--port",
-                str(free_port()),
-                "--sim-port",
-                str(free_port("127.0.0.2")),
-                "--dns-port",
-                str(dns_port),
-            ),
+            lab_args(tmp_path, free_port("127.0.0.2"), dns_port),
             capture_output=True,
             text=True,
             timeout=60,
