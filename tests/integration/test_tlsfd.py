@@ -282,6 +282,26 @@ def test_eof_kept_open_lets_the_server_answer_after_the_client_finished(pki: Cer
     run(main())
 
 
+def test_a_peer_closing_without_close_notify_is_an_end_not_an_error(pki: CertFiles) -> None:
+    """A ragged EOF (the TCP connection closed with no close_notify, as many HTTP clients do) reaches
+    the protocol as eof_received, then connection_lost(None): the same as SSLSocket.recv reports it."""
+
+    async def main() -> None:
+        async with serving(pki) as served:
+            servers = served.recorders
+            raw = socket.create_connection(("127.0.0.1", served.port))
+            client = await asyncio.to_thread(tls_context(pki.ca).wrap_socket, raw, server_hostname=NAME)
+            client.sendall(b"request")
+            await until(lambda: bool(servers) and servers[0].data == b"request", servers)
+            raw_fd = client.detach()  # the TCP socket, without the TLS layer that would send close_notify
+            os.close(raw_fd)
+            server = servers[0]
+            assert await asyncio.wait_for(server.lost, 5) is None
+            assert server.events == ["made", "eof", "lost"]
+
+    run(main())
+
+
 def test_handshake_timeout_and_garbage_count_as_failures(pki: CertFiles) -> None:
     async def main() -> None:
         async with serving(pki, handshake_timeout=0.3) as served:

@@ -53,6 +53,22 @@ def _nodelay(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _tls_object(sock: ssl.SSLSocket) -> Any:
+    """The C object OpenSSL's connection lives in (`_ssl._SSLSocket`), under the `ssl.SSLSocket`.
+
+    The transport reads, writes and asks for pending bytes four or more times per request; through
+    `SSLSocket.recv`/`send`/`pending` each call runs two or three interpreted frames of ssl.py that
+    add nothing here (argument checks for flags this module never passes, and a closed-check that is
+    a no-op), so the hot path calls the object below them: `read(n)`, `write(data)`, `pending()`. The
+    one behaviour those frames add, a ragged EOF (the peer closed without close_notify) read as the
+    end instead of an SSLEOFError, is kept in `_read_ready`. The SSLSocket stays the owner of the
+    descriptor and does the handshake and the shutdown."""
+    tls = getattr(sock, "_sslobj", None)
+    if tls is None:
+        raise ValueError("the TLS socket has no connection (not wrapped, or already unwrapped)")
+    return tls
+
+
 class TlsTransport(asyncio.Transport):
     """One TLS connection whose records OpenSSL reads from and writes to the socket directly."""
 
@@ -73,6 +89,7 @@ class TlsTransport(asyncio.Transport):
         "_queue",
         "_reading",
         "_sock",
+        "_tls",
         "_write_paused",
     )
 
@@ -86,6 +103,7 @@ class TlsTransport(asyncio.Transport):
         super().__init__(extra)
         self._loop = loop
         self._sock = sock
+        self._tls = _tls_object(sock)
         self._fd = sock.fileno()
         self._protocol = protocol
         self._closing = False  # close() or abort() called (or a fatal error)
@@ -111,7 +129,7 @@ class TlsTransport(asyncio.Transport):
             return
         self._reading = True
         self._loop.add_reader(self._fd, self._read_ready)
-        if self._sock.pending():  # application data that arrived with the handshake's last flight
+        if self._tls.pending():  # application data that arrived with the handshake's last flight
             self._loop.call_soon(self._read_ready)
 
     def is_closing(self) -> bool:
@@ -214,7 +232,7 @@ class TlsTransport(asyncio.Transport):
             return
         self._reading = True
         self._loop.add_reader(self._fd, self._read_ready)
-        if self._sock.pending():  # decrypted bytes OpenSSL holds: the socket will not signal them
+        if self._tls.pending():  # decrypted bytes OpenSSL holds: the socket will not signal them
             self._loop.call_soon(self._read_ready)
 
     def _stop_reading(self) -> None:
@@ -223,12 +241,14 @@ class TlsTransport(asyncio.Transport):
             self._loop.remove_reader(self._fd)
 
     def _read_ready(self) -> None:
-        sock = self._sock
+        tls = self._tls
         while self._reading:
             try:
-                data = sock.recv(RECORD)
+                data = tls.read(RECORD)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
+            except ssl.SSLEOFError:
+                data = b""  # the peer closed without close_notify: an end, as SSLSocket.recv says
             except (ssl.SSLError, OSError) as exc:
                 self._fatal(exc)
                 return
@@ -242,7 +262,7 @@ class TlsTransport(asyncio.Transport):
                 # batch instead of per 16 KiB) until the socket is drained or the batch is full.
                 data = self._read_more(data)
             self._protocol.data_received(data)
-            if not sock.pending():
+            if not tls.pending():
                 return  # the rest, if any, is still in the kernel: the loop calls again
 
     def _release_write_buffer(self) -> None:
@@ -260,14 +280,14 @@ class TlsTransport(asyncio.Transport):
         self._first_read = False
         if self._pending is None and not self._closing:
             with contextlib.suppress(ssl.SSLError, OSError):
-                self._sock.send(b"")
+                self._tls.write(b"")
 
     def _read_more(self, first: bytes) -> bytes:
         chunks = [first]
         size = len(first)
         while size < BATCH:
             try:
-                data = self._sock.recv(RECORD)
+                data = self._tls.read(RECORD)
             except (ssl.SSLError, OSError):
                 break  # would block, or an error the next read reports
             if not data:
@@ -292,7 +312,7 @@ class TlsTransport(asyncio.Transport):
             self._check_high()
             return
         try:
-            self._sock.send(data)
+            self._tls.write(data)
             return
         except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
             self._pending = bytes(data)
@@ -309,7 +329,7 @@ class TlsTransport(asyncio.Transport):
     def _write_ready(self) -> None:
         while self._pending is not None:
             try:
-                self._sock.send(self._pending)
+                self._tls.write(self._pending)
             except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 return
             except (ssl.SSLError, OSError) as exc:
