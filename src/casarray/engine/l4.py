@@ -112,7 +112,7 @@ class L4Client(asyncio.Protocol):
         self.transport.pause_reading()  # nothing is read until a server is connected
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         if self.frontend.access is not None:
-            self.started = asyncio.get_running_loop().time()
+            self.started = self.frontend.loop.time()
         self.frontend.accepted(self)
 
     def data_received(self, data: bytes) -> None:
@@ -156,7 +156,7 @@ class L4Client(asyncio.Protocol):
             upstream.write_eof()
         else:
             self.transport.resume_reading()
-        self._quiet_in = self._quiet_out = asyncio.get_running_loop().time()
+        self._quiet_in = self._quiet_out = self.frontend.loop.time()
 
     def server_eof(self) -> None:
         self.eof_server = True
@@ -210,7 +210,7 @@ class L4Client(asyncio.Protocol):
                 self.server.name if self.server else "-",
                 self.bytes_in,
                 self.bytes_out,
-                asyncio.get_running_loop().time() - self.started,
+                self.frontend.loop.time() - self.started,
                 self.term,
             )
         self.transport.close()
@@ -225,6 +225,34 @@ class L4Client(asyncio.Protocol):
         self.close()
 
 
+class _ConnectDeadline:
+    """`timeouts.connect` for the connect under way in the current task: when it passes, the task is
+    cancelled, and passed() tells that cancellation from any other (asyncio.timeout's rule: ours only
+    if nobody else cancelled the task meanwhile). Made by hand because asyncio.timeout is interpreted
+    Python costing a dozen frames per connection, and Layer 4 makes one for every client."""
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        task = asyncio.current_task(loop)
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._expired = False
+        self._handle = loop.call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    def passed(self) -> bool:
+        """The task's cancellation came from this deadline alone (it is then withdrawn)."""
+        return self._expired and self._task.uncancel() <= self._cancelling
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class L4Frontend:
     """Accepts client connections on the listener and gives each one a server (or a queue slot)."""
 
@@ -236,6 +264,9 @@ class L4Frontend:
         required: tuple[str, ...] | None = None,
         name: str = "l4",
     ) -> None:
+        # Made in the running loop (a generation's start). Kept: on Python 3.11 every
+        # asyncio.get_running_loop() is a getpid() system call, and a connection would make seven.
+        self.loop = asyncio.get_running_loop()
         self.config = config
         self.name = name  # "l4", or "imap:993" for a mail listener (in log lines)
         self.servers = list(servers)
@@ -292,7 +323,7 @@ class L4Frontend:
         self.accepted_total += 1
         self.clients.add(client)
         self.empty.clear()
-        verdict = self.admission.admit(client, asyncio.get_running_loop().time())
+        verdict = self.admission.admit(client, self.loop.time())
         if verdict is Verdict.SERVE:
             self._dispatch(client)
         elif verdict is Verdict.QUEUE:
@@ -328,13 +359,13 @@ class L4Frontend:
     def _dispatch(self, client: L4Client) -> None:
         """A client that holds a slot: connect it (a task; its slot is released when it ends unserved)."""
         self._connecting.add(client)
-        task = asyncio.get_running_loop().create_task(self._connect(client))
+        task = self.loop.create_task(self._connect(client))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _connect(self, client: L4Client) -> None:
         """Connect to a server; on refusal, timeout or reset try the next one (`retries`)."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         tried: list[ServerState] = []
         # The picker keys by the address only when its algorithm hashes one (balance/algorithm.py).
         peername = client.transport.get_extra_info("peername")
@@ -346,12 +377,21 @@ class L4Frontend:
                     break
                 tried.append(server)
                 server.opened()
+                deadline = _ConnectDeadline(loop, self.config.timeouts.connect)
+                exc: OSError | None = None
                 try:
-                    async with asyncio.timeout(self.config.timeouts.connect):
-                        upstream, _ = await loop.create_connection(
-                            lambda: L4Upstream(client), server.address, server.port
-                        )
-                except (OSError, TimeoutError) as exc:
+                    upstream, _ = await loop.create_connection(
+                        lambda: L4Upstream(client), server.address, server.port
+                    )
+                except asyncio.CancelledError:
+                    if not deadline.passed():
+                        raise  # cancelled from outside (the generation stopped): not a timeout
+                    exc = TimeoutError()
+                except OSError as error:
+                    exc = error
+                finally:
+                    deadline.cancel()
+                if exc is not None:
                     server.closed(0, 0)
                     server.connect_errors += 1
                     reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
@@ -389,10 +429,10 @@ class L4Frontend:
         deadline = self.admission.next_deadline()
         self._queue_timer = None
         if deadline is not None:
-            self._queue_timer = asyncio.get_running_loop().call_at(deadline, self._queue_expired)
+            self._queue_timer = self.loop.call_at(deadline, self._queue_expired)
 
     def _queue_expired(self) -> None:
-        for client in self.admission.expired(asyncio.get_running_loop().time()):
+        for client in self.admission.expired(self.loop.time()):
             self._refuse_expired(client)
         self._arm_queue_timer()
 
@@ -407,7 +447,7 @@ class L4Frontend:
     def _serve_queue(self) -> None:
         if not self.queue:
             return
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         for client in self.admission.expired(now):  # due, its timer not run yet: refused all the same
             self._refuse_expired(client)
         while (waiting := self.admission.next_waiting()) is not None:
