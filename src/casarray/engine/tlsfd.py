@@ -216,6 +216,11 @@ class TlsTransport(asyncio.Transport):
         if self._lost:
             return
         self._lost = True
+        # The SSLSocket's close frees the connection's OpenSSL state at once, but only once nothing
+        # else holds it: kept here until the transport itself goes, the freed memory came back
+        # interleaved with new connections' and the heap stayed fragmented (+4 KiB of RSS for each
+        # aborted connection, tests/reliability/test_aborted_connections.py).
+        self._tls = None
         self._sock.close()
         self._loop.call_soon(self._protocol.connection_lost, exc)
 
