@@ -75,6 +75,9 @@ _NAMES_SIZE: Final = 512
 _LINES: Final[dict[bytes, tuple[bytes, bytes]]] = {}
 _LINES_SIZE: Final = 1024
 _LINE_MEMO_MAX: Final = 128
+# The tokens of a Connection field by its value (lower-cased and trimmed). Cleared when full.
+_TOKENS: Final[dict[bytes, frozenset[bytes]]] = {}
+_TOKENS_SIZE: Final = 64
 # Request methods checked already (a token, RFC 9110 §9.1): they repeat. Cleared when full.
 _METHODS: Final[dict[bytes, bool]] = {}
 _METHODS_SIZE: Final = 64
@@ -309,12 +312,21 @@ def _fields(block: bytes, lines: list[bytes], limits: Limits) -> tuple[list[Fiel
 
 
 def connection_tokens(values: list[bytes] | None) -> frozenset[bytes]:
-    """The lower-cased tokens of Connection fields (values already lower-cased and trimmed)."""
+    """The lower-cased tokens of Connection fields (values already lower-cased and trimmed); those of
+    one field from a memo (its value is most often "keep-alive" or "close")."""
     if not values:
         return _NO_TOKENS
-    if len(values) == 1 and values[0].find(b",") < 0:  # `in` on bytes raises and clears a TypeError
-        return frozenset(values)
-    return frozenset(t.strip() for value in values for t in value.split(b","))
+    if len(values) > 1:
+        return frozenset(t.strip() for value in values for t in value.split(b","))
+    value = values[0]
+    tokens = _TOKENS.get(value)
+    if tokens is None:
+        tokens = frozenset(t.strip() for t in value.split(b",")) if 44 in value else frozenset(values)
+        if len(value) <= _LINE_MEMO_MAX:
+            if len(_TOKENS) >= _TOKENS_SIZE:
+                _TOKENS.clear()
+            _TOKENS[value] = tokens
+    return tokens
 
 
 def _header_problem(block: bytes) -> str:
