@@ -289,3 +289,148 @@ def test_status_line_is_forwarded_as_http11() -> None:
         (head, _) = ResponseReader().feed(raw + b"Content-Length: 0\r\n\r\n")
         assert isinstance(head, ResponseHead)
         assert head.line == line
+
+
+@pytest.mark.parametrize(
+    ("line", "method", "target", "version", "forwarded"),
+    [
+        (b"GET /owa/ HTTP/1.1", b"GET", b"/owa/", b"1.1", b"GET /owa/ HTTP/1.1"),
+        (b"GET /owa/ HTTP/1.0", b"GET", b"/owa/", b"1.0", b"GET /owa/ HTTP/1.0"),
+        (b"GET /owa/ HTTP/1.2", b"GET", b"/owa/", b"1.1", b"GET /owa/ HTTP/1.1"),
+        (b"GET /owa/ HTTP/1.9", b"GET", b"/owa/", b"1.1", b"GET /owa/ HTTP/1.1"),
+        (
+            b"RPC_IN_DATA /rpc/rpcproxy.dll?a:6001 HTTP/1.1",
+            b"RPC_IN_DATA",
+            b"/rpc/rpcproxy.dll?a:6001",
+            b"1.1",
+            None,
+        ),
+        (b"X /\xc3\xa9 HTTP/1.1", b"X", b"/\xc3\xa9", b"1.1", None),  # obs-text in a target: passed on
+        (b"GET * HTTP/1.1", b"GET", b"*", b"1.1", None),
+        (b"A HTTP/1.1 HTTP/1.1", b"A", b"HTTP/1.1", b"1.1", None),
+    ],
+)
+def test_request_lines_read(
+    line: bytes, method: bytes, target: bytes, version: bytes, forwarded: bytes | None
+) -> None:
+    for _ in range(2):  # the second time from the memos
+        (head, _) = RequestReader().feed(line + b"\r\nHost: a.b\r\n\r\n")
+        assert isinstance(head, RequestHead)
+        assert (head.method, head.target, head.version, head.line) == (
+            method,
+            target,
+            version,
+            forwarded or line,
+        )
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        (b"GET / HTTP/2.0", 505),
+        (b"GET / HTTP/0.9", 505),
+        (b"GET / HTTP/11.1", 400),
+        (b"GET / HTTP/1.x", 400),
+        (b"GET / HTTP/1.", 400),
+        (b"GET / HTTP/1", 400),
+        (b"GET / http/1.1", 400),
+        (b"GET / HTTP/1.1 ", 400),
+        (b" GET / HTTP/1.1", 400),
+        (b"GET / HTTP/1.1\t", 400),
+        (b"GET /\ta HTTP/1.1", 400),
+        (b"GET\t/ HTTP/1.1", 400),
+        (b"GET /a\x01 HTTP/1.1", 400),
+        (b"GET /a\x7f HTTP/1.1", 400),
+        (b"GET /a\x00 HTTP/1.1", 400),
+        (b"GET /a\rb HTTP/1.1", 400),
+        (b"GET /a\nb HTTP/1.1", 400),
+        (b"GET /a b HTTP/1.1", 400),
+        (b"GET HTTP/1.1", 400),
+        (b"GET  HTTP/1.1", 400),
+        (b" / HTTP/1.1", 400),
+        (b"G(T / HTTP/1.1", 400),
+        (b"G\xc3\xa9T / HTTP/1.1", 400),
+        (b"HTTP/1.1", 400),
+        (b"", 400),
+    ],
+)
+def test_bad_request_lines_are_refused(line: bytes, status: int) -> None:
+    for _ in range(2):  # a bad method is memoised as bad
+        with pytest.raises(ProtocolError) as info:
+            RequestReader().feed(line + b"\r\nHost: a.b\r\n\r\n")
+        assert info.value.status == status
+        assert ("request line" if status == 400 else "not supported") in info.value.what
+
+
+@pytest.mark.parametrize(
+    ("line", "status", "reason", "version", "forwarded"),
+    [
+        (b"HTTP/1.1 200 OK", 200, b"OK", b"1.1", b"HTTP/1.1 200 OK"),
+        (b"HTTP/1.1 599 Odd", 599, b"Odd", b"1.1", b"HTTP/1.1 599 Odd"),
+        (b"HTTP/1.1 100 Continue", 100, b"Continue", b"1.1", b"HTTP/1.1 100 Continue"),
+        (b"HTTP/1.1 404 ", 404, b"", b"1.1", b"HTTP/1.1 404 "),
+        (b"HTTP/1.1 404", 404, b"", b"1.1", b"HTTP/1.1 404 "),
+        (b"HTTP/1.1 200 A\tB \xe9", 200, b"A\tB \xe9", b"1.1", b"HTTP/1.1 200 A\tB \xe9"),
+        (b"HTTP/1.0 200 OK", 200, b"OK", b"1.0", b"HTTP/1.1 200 OK"),
+        (b"HTTP/1.2 200 OK", 200, b"OK", b"1.1", b"HTTP/1.1 200 OK"),
+        (b"HTTP/2.0 200 OK", 200, b"OK", b"1.1", b"HTTP/1.1 200 OK"),
+    ],
+)
+def test_status_lines_read(line: bytes, status: int, reason: bytes, version: bytes, forwarded: bytes) -> None:
+    for _ in range(2):
+        (head, *_) = ResponseReader().feed(line + b"\r\nContent-Length: 0\r\n\r\n")
+        assert isinstance(head, ResponseHead)
+        assert (head.status, head.reason, head.version, head.line) == (status, reason, version, forwarded)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"HTTP/1.1 099 Low",
+        b"HTTP/1.1 000 Zero",
+        b"HTTP/1.1 600 High",
+        b"HTTP/1.1 999 High",
+        b"HTTP/1.1 20 Short",
+        b"HTTP/1.1 2000 Long",
+        b"HTTP/1.1 2x0 Letter",
+        b"HTTP/1.1 \xd9\xa200 Digit",  # not an ASCII digit
+        b"HTTP/1.1  200 Two spaces",
+        b"HTTP/1.1\t200 Tab",
+        b"HTTP/1.1 200\tTab",
+        b"HTTP/1.1 200 O\x01K",
+        b"HTTP/1.1 200 O\x7fK",
+        b"HTTP/1.1 200 O\rK",
+        b"HTTP/1.1 200 O\nK",
+        b"http/1.1 200 OK",
+        b"HTTP/1 200 OK",
+        b"HTTP/11.1 200 OK",
+        b" HTTP/1.1 200 OK",
+    ],
+)
+def test_bad_status_lines_are_502(line: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        ResponseReader().feed(line + b"\r\nContent-Length: 0\r\n\r\n")
+    assert info.value.status == 502
+    assert "status line" in info.value.what
+
+
+def test_a_header_problem_is_found_in_a_line_read_before() -> None:
+    """Field lines are memoised once checked: a bad line is never, and a good one reads the same in any
+    head; the head's other bytes are still checked each time."""
+    good = b"GET / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 2\r\n\r\nab"
+    for _ in range(2):
+        (head, *_) = RequestReader().feed(good)
+        assert isinstance(head, RequestHead)
+        assert (head.host, head.length) == (b"a.b", 2)
+    for bad, what in (
+        (
+            b"GET / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 2\r\nX\x01: 1\r\n\r\n",
+            "invalid character in header name",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 2\r\n folded\r\n\r\n", "folding"),
+        (b"GET / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", "Content-Length"),
+        (b"GET / HTTP/1.1\r\nHost: a.b\r\nContent-Length: 2\nX: 1\r\n\r\n", "control character"),
+    ):
+        for _ in range(2):
+            with pytest.raises(ProtocolError, match=what):
+                RequestReader().feed(bad)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from casarray.engine.l7 import _SKIP_REQUEST
+from casarray.http import h1
 from casarray.http.errors import ProtocolError
 from casarray.http.h1 import (
     END,
@@ -255,3 +256,59 @@ def test_fuzz_responses(data: bytes, sizes: list[int]) -> None:
 def test_fuzz_arbitrary_bytes(data: bytes, sizes: list[int]) -> None:
     outcome(RequestReader, data, sizes)
     outcome(ResponseReader, data, sizes)
+
+
+# The request and status lines are read by slicing where they are the usual HTTP/1.1 or 1.0 ones, and
+# by the regexes otherwise: wherever the fast reading accepts a line, it reads what the regex reads.
+LINE_BYTES = st.sampled_from(
+    [
+        b"GET",
+        b"RPC_IN_DATA",
+        b"/owa/",
+        b" ",
+        b"\t",
+        b"HTTP/",
+        b"1",
+        b"0",
+        b".",
+        b"2",
+        b"9",
+        b"x",
+        b"@",
+        b"\xe9",
+        b"\x00",
+        b"\x7f",
+        b"\r",
+        b"\n",
+        b" HTTP/1.1",
+        b" HTTP/1.0",
+        b"HTTP/1.1 ",
+        b"200",
+        b"099",
+        b"600",
+        b" OK",
+    ]
+)
+line_pieces = st.lists(LINE_BYTES, max_size=8).map(b"".join)
+
+
+@SHORT
+@given(line_pieces)
+def test_the_fast_request_line_reads_as_the_regex(line: bytes) -> None:
+    if not h1._clean([line]):
+        return
+    method, target, version = h1._request_line(line)
+    if not method:
+        return
+    assert h1._request_line_slowly(line) == (method, target, version, line)
+
+
+@SHORT
+@given(line_pieces)
+def test_the_fast_status_line_reads_as_the_regex(line: bytes) -> None:
+    if not h1._clean([line]):
+        return
+    status, reason = h1._status_line(line)
+    if not status:
+        return
+    assert h1._status_line_slowly(line, line) == (status, reason, b"1.1", line)

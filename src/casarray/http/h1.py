@@ -2,7 +2,8 @@
 
 Why not llhttp (httptools) here: llhttp accepts only a fixed list of methods and rejects Outlook
 Anywhere's RPC_IN_DATA / RPC_OUT_DATA ("Invalid method encountered"), which a proxy for Exchange must
-pass through. So heads are parsed here with one C-level regex per block, and bodies are *framed*, not
+pass through. So heads are parsed here: one C-level pass over a head's bytes, slices for its first line
+(the regexes read only unusual ones), a memo lookup per field line; and bodies are *framed*, not
 decoded: body events carry the raw bytes as received (chunked encoding included), so a body streams
 through with no per-chunk copy and no re-chunking. The health checks and doctor read responses with this
 framer too (http/decode.py strips the chunk framing for them).
@@ -36,6 +37,10 @@ _HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":" + _VALUE + rb"*\r\n)*")
 # §5.5), which include a name's. Deleting them from a valid block leaves its CRLFs and nothing else.
 _FIELD_BYTES: Final = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
 _NAME: Final = re.compile(_TOKEN)
+# The same bytes as a translation table: each to itself, any other byte (a control character, a bare CR
+# or LF) to a space, which it never is: translate() changes a head's bytes (CRLFs taken out) exactly
+# when one of them may not be in a head. A table, not deleted bytes: compiled, one C loop, no set-up.
+_FIELD_TABLE: Final = bytes(c if c in _FIELD_BYTES else 0x20 for c in range(256))
 # The fields a proxy reads (framing, routing, connection-bound authentication) or drops (hop-by-hop,
 # forwarding), by lower-cased name.
 SPECIAL: Final = frozenset(
@@ -64,6 +69,18 @@ SPECIAL: Final = frozenset(
 # Names repeat from message to message, so most lines cost one dict lookup; cleared when full.
 _NAMES: Final[dict[bytes, bytes]] = {}
 _NAMES_SIZE: Final = 512
+# Whole field lines as received, checked already: (name, value) as in a Field when the name is in
+# SPECIAL, else (b"", b""). A server's and a client's lines repeat from message to message (Server,
+# Content-Type, Host, Connection...): most cost one dict lookup. Short lines only; cleared when full.
+_LINES: Final[dict[bytes, tuple[bytes, bytes]]] = {}
+_LINES_SIZE: Final = 1024
+_LINE_MEMO_MAX: Final = 128
+# The tokens of a Connection field by its value (lower-cased and trimmed). Cleared when full.
+_TOKENS: Final[dict[bytes, frozenset[bytes]]] = {}
+_TOKENS_SIZE: Final = 64
+# Request methods checked already (a token, RFC 9110 §9.1): they repeat. Cleared when full.
+_METHODS: Final[dict[bytes, bool]] = {}
+_METHODS_SIZE: Final = 64
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) ([1-5]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?")
@@ -231,35 +248,57 @@ _NO_TOKENS: Final[frozenset[bytes]] = frozenset()
 
 def _parse_block(block: bytes, limits: Limits) -> tuple[list[Field], dict[bytes, list[bytes]]]:
     """Validate a header block (b"\r\n" + lines) and find the fields a proxy acts on: one C-level pass
-    over the whole block for the bytes of values, then one step per line for its name (a dict lookup
-    for a name seen before). Returns the fields and their values by name."""
+    over the whole block for the bytes of values, then `_fields`. Returns the fields and their values
+    by name."""
     # Every byte outside _FIELD_BYTES must be half of a CRLF: no other control character, no bare CR
     # or LF (RFC 9112 §2.2), no NUL (RFC 9110 §5.5). (split() and partition() rather than find() with
     # a start: CPython parses find()'s arguments the slow way, and this runs for every line.)
     lines = block.split(b"\r\n")
     if block.translate(None, _FIELD_BYTES) != b"\r\n" * (len(lines) - 1):
         raise ProtocolError(_header_problem(block[2:]))
+    return _fields(block, lines, limits)
+
+
+def _clean(lines: list[bytes]) -> bool:
+    """Whether a head split at its CRLFs holds only bytes a head may hold (_FIELD_BYTES) besides them:
+    what `_parse_block` checks of a block, for the whole head at once."""
+    joined = b"".join(lines)
+    return joined.translate(_FIELD_TABLE) == joined
+
+
+def _fields(block: bytes, lines: list[bytes], limits: Limits) -> tuple[list[Field], dict[bytes, list[bytes]]]:
+    """The fields a proxy acts on, from a block whose bytes are checked already, split at its CRLFs
+    (`lines[1:-1]` its field lines): one step per line, a dict lookup for a line or a name seen before.
+    Refuses a name that is not a token right up to its colon."""
     fields: list[Field] = []
     values: dict[bytes, list[bytes]] = {}
     start = 0  # where the CRLF before the line is
     for i in range(1, len(lines) - 1):
         line = lines[i]
-        name, colon, rest = line.partition(b":")
-        special = _NAMES.get(name) if colon else None
-        if special is None:
-            # A name is a token right up to its colon: no whitespace before the colon (RFC 9112 §5.1),
-            # no obsolete line folding (a line that starts with SP or HTAB, §5.2).
-            if not colon or _NAME.fullmatch(name) is None:
-                raise ProtocolError(_header_problem(block[2:]))
-            lowered = name.lower()
-            special = lowered if lowered in SPECIAL else b""
-            if len(_NAMES) >= _NAMES_SIZE:
-                _NAMES.clear()
-            _NAMES[name] = special
+        known = _LINES.get(line)
+        if known is None:
+            name, colon, rest = line.partition(b":")
+            special = _NAMES.get(name) if colon else None
+            if special is None:
+                # A name is a token right up to its colon: no whitespace before the colon (RFC 9112
+                # §5.1), no obsolete line folding (a line that starts with SP or HTAB, §5.2).
+                if not colon or _NAME.fullmatch(name) is None:
+                    raise ProtocolError(_header_problem(block[2:]))
+                lowered = name.lower()
+                special = lowered if lowered in SPECIAL else b""
+                if len(_NAMES) >= _NAMES_SIZE:
+                    _NAMES.clear()
+                _NAMES[name] = special
+            # The value without the optional whitespace around it (RFC 9110 §5.5), lower-cased.
+            value = rest.strip(b" \t").lower() if special else b""
+            if len(line) <= _LINE_MEMO_MAX:
+                if len(_LINES) >= _LINES_SIZE:
+                    _LINES.clear()
+                _LINES[line] = (special, value)
+        else:
+            special, value = known
         end = start + 2 + len(line)
         if special:
-            # The value without the optional whitespace around it (RFC 9110 §5.5), lower-cased.
-            value = rest.strip(b" \t").lower()
             fields.append((special, value, start, end))
             found = values.get(special)
             if found is None:
@@ -273,12 +312,21 @@ def _parse_block(block: bytes, limits: Limits) -> tuple[list[Field], dict[bytes,
 
 
 def connection_tokens(values: list[bytes] | None) -> frozenset[bytes]:
-    """The lower-cased tokens of Connection fields (values already lower-cased and trimmed)."""
+    """The lower-cased tokens of Connection fields (values already lower-cased and trimmed); those of
+    one field from a memo (its value is most often "keep-alive" or "close")."""
     if not values:
         return _NO_TOKENS
-    if len(values) == 1 and values[0].find(b",") < 0:  # `in` on bytes raises and clears a TypeError
-        return frozenset(values)
-    return frozenset(t.strip() for value in values for t in value.split(b","))
+    if len(values) > 1:
+        return frozenset(t.strip() for value in values for t in value.split(b","))
+    value = values[0]
+    tokens = _TOKENS.get(value)
+    if tokens is None:
+        tokens = frozenset(t.strip() for t in value.split(b",")) if 44 in value else frozenset(values)
+        if len(value) <= _LINE_MEMO_MAX:
+            if len(_TOKENS) >= _TOKENS_SIZE:
+                _TOKENS.clear()
+            _TOKENS[value] = tokens
+    return tokens
 
 
 def _header_problem(block: bytes) -> str:
@@ -334,6 +382,77 @@ def _transfer_chunked(values: list[bytes] | None) -> bool | None:
     if codings != [b"chunked"]:
         raise ProtocolError(f"unsupported transfer coding {b', '.join(codings).decode('latin-1')!r}", 501)
     return True
+
+
+_NO_REQUEST_LINE: Final = (b"", b"", b"")
+_NO_STATUS_LINE: Final = (0, b"")
+
+
+def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
+    """Method, target and version ("1.1" or "1.0") of a request line `_REQUEST_LINE` reads as HTTP/1.1
+    or HTTP/1.0, in a head `_clean` passed; empty for any other line: `_request_line_slowly` reads
+    or refuses those. Slices and a method memo instead of the regex and its groups."""
+    n = len(line)
+    if n < 12:
+        return _NO_REQUEST_LINE
+    tail = line[n - 9 :]
+    if tail == b" HTTP/1.1":
+        version = b"1.1"
+    elif tail == b" HTTP/1.0":
+        version = b"1.0"
+    else:
+        return _NO_REQUEST_LINE
+    method, _, target = line[: n - 9].partition(b" ")
+    # The target: one or more bytes, no SP or HTAB (_clean refused every other control character).
+    if not target or 32 in target or 9 in target:
+        return _NO_REQUEST_LINE
+    token = _METHODS.get(method)
+    if token is None:
+        token = _NAME.fullmatch(method) is not None
+        if len(_METHODS) >= _METHODS_SIZE:
+            _METHODS.clear()
+        _METHODS[method] = token
+    return (method, target, version) if token else _NO_REQUEST_LINE
+
+
+def _request_line_slowly(line: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """Method, target, version and the line as forwarded, read by `_REQUEST_LINE`; refused when it is
+    not a request line (400) or not HTTP/1 (505)."""
+    match = _REQUEST_LINE.fullmatch(line)
+    if match is None:
+        raise ProtocolError(f"malformed request line {line[:60]!r}")
+    method, target, major, minor = match.groups()
+    if major != b"1":
+        raise ProtocolError(f"HTTP version {major.decode()}.{minor.decode()} not supported", 505)
+    version = b"1.1" if minor != b"0" else b"1.0"
+    if minor > b"1":  # HTTP/1.2 and later minor versions are spoken as 1.1 (RFC 9110 §2.5)
+        line = method + b" " + target + b" HTTP/1.1"
+    return method, target, version, line
+
+
+def _status_line(line: bytes) -> tuple[int, bytes]:
+    """Status and reason of an "HTTP/1.1 ddd reason" line (status 100-599, the reason possibly empty),
+    in a head `_clean` passed; status 0 for any other line: `_status_line_slowly` reads or refuses
+    those. Bytes compared as numbers instead of the regex, its groups and int()."""
+    if len(line) < 13 or not line.startswith(b"HTTP/1.1 ") or line[12] != 32:
+        return _NO_STATUS_LINE
+    hundreds, tens, units = line[9], line[10], line[11]
+    if not (49 <= hundreds <= 53 and 48 <= tens <= 57 and 48 <= units <= 57):  # [1-5][0-9][0-9]
+        return _NO_STATUS_LINE
+    return (hundreds - 48) * 100 + (tens - 48) * 10 + units - 48, line[13:]
+
+
+def _status_line_slowly(line: bytes, head: bytes) -> tuple[int, bytes, bytes, bytes]:
+    """Status, reason, version and the line as forwarded (as HTTP/1.1), read by `_STATUS_LINE`;
+    refused (502) when it is not a status line."""
+    match = _STATUS_LINE.fullmatch(line)
+    if match is None:
+        raise ProtocolError(f"malformed status line {head[:60]!r}", 502)
+    major, minor, status_text, reason = match.groups()
+    version = b"1.1" if (major, minor) != (b"1", b"0") else b"1.0"
+    if minor != b"1" or major != b"1" or reason is None:
+        line = b"HTTP/1.1 " + status_text + b" " + (reason or b"")
+    return int(status_text), reason or b"", version, line
 
 
 class _Framer:
@@ -521,21 +640,20 @@ class RequestReader(_Framer):
     __slots__ = ()
 
     def _head(self, head: bytes) -> RequestHead:
-        line_end = head.find(b"\r\n")
-        line = head[:line_end]
-        if len(line) > self.limits.max_request_line:
-            raise ProtocolError(f"request line longer than {self.limits.max_request_line} bytes", 414)
-        match = _REQUEST_LINE.fullmatch(line)
-        if match is None:
-            raise ProtocolError(f"malformed request line {line[:60]!r}")
-        method, target, major, minor = match.groups()
-        if major != b"1":
-            raise ProtocolError(f"HTTP version {major.decode()}.{minor.decode()} not supported", 505)
-        version = b"1.1" if minor != b"0" else b"1.0"
-        if minor > b"1":  # HTTP/1.2 and later minor versions are spoken as 1.1 (RFC 9110 §2.5)
-            line = method + b" " + target + b" HTTP/1.1"
-        block = head[line_end:]
-        fields, values = _parse_block(block, self.limits)
+        limits = self.limits
+        lines = head.split(b"\r\n")
+        line = lines[0]
+        if len(line) > limits.max_request_line:
+            raise ProtocolError(f"request line longer than {limits.max_request_line} bytes", 414)
+        block = head[len(line) :]
+        method, target, version = _request_line(line) if _clean(lines) else _NO_REQUEST_LINE
+        if method:
+            fields, values = _fields(block, lines, limits)
+        else:
+            # Not the usual head: the line read by its regex, the block checked on its own, either
+            # refused with what is wrong with it.
+            method, target, version, line = _request_line_slowly(line)
+            fields, values = _parse_block(block, limits)
         hosts = values.get(b"host")
         if hosts is None:
             if version == b"1.1":
@@ -596,12 +714,13 @@ class ResponseReader(_Framer):
         self._interim = 0
 
     def _head(self, head: bytes) -> ResponseHead:
-        line_end = head.find(b"\r\n")
-        match = _STATUS_LINE.fullmatch(head[:line_end])
-        if match is None:
-            raise ProtocolError(f"malformed status line {head[:60]!r}", 502)
-        major, minor, status_text, reason = match.groups()
-        status = int(status_text)
+        lines = head.split(b"\r\n")
+        line = lines[0]
+        version = b"1.1"
+        status, reason = _status_line(line) if _clean(lines) else _NO_STATUS_LINE
+        usual = status != 0
+        if not usual:  # not the usual head: the line read by its regex (the block is checked below)
+            status, reason, version, line = _status_line_slowly(line, head)
         if status < 200:
             if status == 101:
                 # The proxy never forwards Upgrade (Exchange's client protocols do not switch), so a
@@ -610,13 +729,9 @@ class ResponseReader(_Framer):
             self._interim += 1
             if self._interim > MAX_INTERIM:
                 raise ProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses", 502)
-        version = b"1.1" if (major, minor) != (b"1", b"0") else b"1.0"
-        line = head[:line_end] if minor == b"1" and reason is not None else None
-        if line is None or major != b"1":
-            line = b"HTTP/1.1 " + status_text + b" " + (reason or b"")
-        block = head[line_end:]
+        block = head[len(lines[0]) :]
         try:
-            fields, values = _parse_block(block, self.limits)
+            fields, values = _fields(block, lines, self.limits) if usual else _parse_block(block, self.limits)
         except ProtocolError as exc:
             raise ProtocolError(f"bad response header: {exc.what}", 502) from None
         tokens = connection_tokens(values.get(b"connection"))
@@ -643,7 +758,7 @@ class ResponseReader(_Framer):
                 length = UNTIL_CLOSE
                 keep_alive = False
         self._length = length
-        return ResponseHead(status, reason or b"", version, line, block, fields, keep_alive, length, tokens)
+        return ResponseHead(status, reason, version, line, block, fields, keep_alive, length, tokens)
 
 
 def forward_block(head: Head, drop: frozenset[bytes]) -> bytes:
