@@ -675,10 +675,12 @@ class L7Session:
             site.request_header_timeout if self.reader.buffered else site.keepalive_timeout
         )
         try:
-            self.events = self.reader.next_message() + self.events
+            pipelined = self.reader.next_message()
         except ProtocolError as exc:
             self.refuse(exc.status, exc.what, log_level=logging.WARNING)
             return
+        if pipelined:
+            self.events = pipelined + self.events
         self.unpause()
         self.process()
 
