@@ -7,9 +7,11 @@ generator, so the number moves only when casarray's own per-request code does.
 A real L7Client and L7Upstream (the classes the balancer runs) are driven with fake transports: each
 round feeds a keep-alive `GET /owa/small.txt` to the client side and nginx's answer (a 100-byte body)
 to the upstream side, and checks that the client got the response. Prints the best of nine rounds in
-microseconds of CPU per request, and which build ran (compiled by mypyc, or pure Python). On a machine shared with other work, the wrk-driven `bench/run.py`
-numbers move by ±30 % between runs; this one moves by a few percent, so it is the figure to watch
-while working on the request path (parsing, routing, forwarding heads).
+microseconds of CPU per request, which build ran (compiled by mypyc, or pure Python) and on which event
+loop: uvloop when it is installed, as `casarray run` chooses (the shells read the loop's clock for each
+event). On a machine shared with other work, the wrk-driven `bench/run.py` numbers move by ±30 %
+between runs; this one moves by a few percent, so it is the figure to watch while working on the
+request path (parsing, routing, forwarding heads).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from casarray import compiled
 from casarray.balance.state import Member, ServerState
+from casarray.cli.core import use_uvloop
 from casarray.config.load import parse_config
 from casarray.engine.l7 import L7Client, L7Frontend, L7Upstream
 from casarray.health.state import HealthState
@@ -92,7 +95,7 @@ async def measure(requests: int) -> float:
     client.connection_made(to_client)
     upstream = L7Upstream(client, server)
     upstream.connection_made(FakeTransport())
-    client.upstream = upstream
+    client.upstream = upstream.side
     for _ in range(1000):  # warm up; and prove that each round is a whole exchange
         client.data_received(REQUEST)
         upstream.data_received(RESPONSE)
@@ -112,10 +115,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench/hotpath.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=30_000, help="requests per round (9 rounds)")
     args = parser.parse_args()
+    loop_name = use_uvloop()  # the loop `casarray run` runs on
     micros = asyncio.run(measure(args.requests))
     print(
         f"{micros:.2f} µs of CPU per request in casarray's request path "
-        f"({compiled.current().describe()}; best of {ROUNDS} × {args.requests:,})"
+        f"({compiled.current().describe()}; {loop_name}; best of {ROUNDS} × {args.requests:,})"
     )
 
 

@@ -20,9 +20,8 @@ from casarray.balance.state import Member, Operator, ServerState
 from casarray.config.load import parse_config
 from casarray.config.model import Config
 from casarray.health.state import HealthState
-from casarray.http.h1 import ResponseReader
 from casarray.proxy.router import Router
-from casarray.proxy.session import CLOSING, L7Session, SiteSettings
+from casarray.proxy.session import CLOSING, L7Session, SiteSettings, UpstreamSide
 
 NAMESPACE = b"outlook.alwayshotcafe.com"
 
@@ -74,15 +73,11 @@ class RecordingClient:
         return data
 
 
-class FakeUpstream:
+class FakeUpstream(UpstreamSide):
     """One upstream connection: what the session wrote to it; `bytes_out` counts what it answered."""
 
     def __init__(self, server: ServerState) -> None:
-        self.server = server
-        self.reader = ResponseReader()
-        self.closed = False
-        self.private = False
-        self.bytes_out = 0
+        super().__init__(server)
         self.data = bytearray()
 
     def write(self, data: bytes) -> None:

@@ -33,11 +33,11 @@ from casarray.engine.refusals import Answered, RefusalLog
 from casarray.engine.sweep import Sweeper
 from casarray.engine.tlsfd import open_tls_connection
 from casarray.http.errors import ProtocolError
-from casarray.http.h1 import RequestHead, RequestReader, ResponseReader
+from casarray.http.h1 import RequestHead, RequestReader
 from casarray.proxy.answers import error_response, https_redirect_target, moved_permanently
 from casarray.proxy.forwarding import HOP_BY_HOP, SKIP_REQUEST
 from casarray.proxy.router import REDIRECT, Router
-from casarray.proxy.session import CLOSING, IDLE, L7Session, SiteSettings
+from casarray.proxy.session import CLOSING, IDLE, L7Session, SiteSettings, UpstreamSide
 
 __all__ = [
     "CLOSING",
@@ -62,59 +62,43 @@ _SKIP_REQUEST = SKIP_REQUEST
 
 
 class L7Upstream(asyncio.Protocol):
-    """One TLS connection to one Exchange server, owned by exactly one client connection: the shell of
-    the session's `UpstreamSide`. `owner` is set here once and never reassigned: the NTLM rule."""
+    """One TLS connection to one Exchange server, owned by exactly one client connection: the asyncio
+    shell of the session's `UpstreamSide` (`side`, a compiled class the session reads and writes
+    through directly). `owner` is set here once and never reassigned: the NTLM rule."""
 
-    __slots__ = ("bytes_in", "bytes_out", "closed", "owner", "private", "reader", "server", "transport")
+    __slots__ = ("owner", "side")
 
     def __init__(self, owner: L7Client, server: ServerState) -> None:
         self.owner: Final = owner
-        self.server: Final = server
-        self.reader: Final = ResponseReader()
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.closed = False
-        self.private = False  # carried NTLM/Negotiate: never released when idle (proxy/session.py)
-        self.bytes_in = 0  # client -> server
-        self.bytes_out = 0  # server -> client
+        self.side: Final = UpstreamSide(server)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        connection = cast(asyncio.Transport, transport)
+        connection.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.side.connection = connection
 
     def data_received(self, data: bytes) -> None:
-        self.bytes_out += len(data)
+        side = self.side
+        side.bytes_out += len(data)
         owner = self.owner
-        owner.session.upstream_data(self, data, owner.clock())
+        owner.session.upstream_data(side, data, owner.clock())
 
     def eof_received(self) -> bool:
-        self.owner.session.upstream_eof(self, self.owner.clock())
+        self.owner.session.upstream_eof(self.side, self.owner.clock())
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            self.closed = True
-            self.server.closed(self.bytes_in, self.bytes_out)
-            self.owner.session.upstream_lost(self, self.owner.clock())
+        side = self.side
+        if not side.closed:
+            side.closed = True
+            side.server.closed(side.bytes_in, side.bytes_out)
+            self.owner.session.upstream_lost(side, self.owner.clock())
 
     def pause_writing(self) -> None:
         self.owner.session.upstream_paused_writing()
 
     def resume_writing(self) -> None:
         self.owner.session.upstream_resumed_writing()
-
-    def pause_reading(self) -> None:
-        self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self.transport.resume_reading()
-
-    def write(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        self.transport.write(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.transport.close()
 
 
 class L7Client(asyncio.Protocol):
@@ -161,11 +145,11 @@ class L7Client(asyncio.Protocol):
         self.session.deadline = value
 
     @property
-    def upstream(self) -> L7Upstream | None:
-        return cast("L7Upstream | None", self.session.upstream)
+    def upstream(self) -> UpstreamSide | None:
+        return self.session.upstream
 
     @upstream.setter
-    def upstream(self, value: L7Upstream | None) -> None:
+    def upstream(self, value: UpstreamSide | None) -> None:
         self.session.upstream = value
 
     @property
@@ -259,7 +243,7 @@ class L7Client(asyncio.Protocol):
             server.closed(0, 0)
             raise
         self._connect_task = None
-        self.session.upstream_connected(cast(L7Upstream, protocol), head, self.clock())
+        self.session.upstream_connected(cast(L7Upstream, protocol).side, head, self.clock())
 
 
 class L7Frontend(SiteSettings):

@@ -259,17 +259,18 @@ def _parse_block(block: bytes, limits: Limits) -> tuple[list[Field], dict[bytes,
     return _fields(block, lines, limits)
 
 
-def _clean(lines: list[bytes]) -> bool:
-    """Whether a head split at its CRLFs holds only bytes a head may hold (_FIELD_BYTES) besides them:
-    what `_parse_block` checks of a block, for the whole head at once."""
-    joined = b"".join(lines)
-    return joined.translate(_FIELD_TABLE) == joined
+def _clean(line: bytes) -> bool:
+    """Whether a line of a head (split at its CRLFs) holds only bytes a head may hold (_FIELD_BYTES):
+    what `_parse_block` checks of a block's bytes, for one line. The first line is checked so; a field
+    line when `_fields` has not seen it before (lines it memoises were checked)."""
+    return line.translate(_FIELD_TABLE) == line
 
 
 def _fields(block: bytes, lines: list[bytes], limits: Limits) -> tuple[list[Field], dict[bytes, list[bytes]]]:
-    """The fields a proxy acts on, from a block whose bytes are checked already, split at its CRLFs
-    (`lines[1:-1]` its field lines): one step per line, a dict lookup for a line or a name seen before.
-    Refuses a name that is not a token right up to its colon."""
+    """The fields a proxy acts on, from a block split at its CRLFs (`lines[1:-1]` its field lines): one
+    step per line, a dict lookup for a line or a name seen before. A line not seen before is checked
+    for bytes a head may not hold (`_clean`: a control character, a bare CR or LF), and refused with
+    what `_parse_block` says of it; so is a name that is not a token right up to its colon."""
     fields: list[Field] = []
     values: dict[bytes, list[bytes]] = {}
     start = 0  # where the CRLF before the line is
@@ -277,6 +278,8 @@ def _fields(block: bytes, lines: list[bytes], limits: Limits) -> tuple[list[Fiel
         line = lines[i]
         known = _LINES.get(line)
         if known is None:
+            if not _clean(line):
+                raise ProtocolError(_header_problem(block[2:]))
             name, colon, rest = line.partition(b":")
             special = _NAMES.get(name) if colon else None
             if special is None:
@@ -363,8 +366,17 @@ def _keep_alive(version: bytes, tokens: frozenset[bytes]) -> bool:
 def _content_length(values: list[bytes] | None) -> int | None:
     if not values:
         return None
-    if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 19:
-        return int(values[0])
+    value = values[0]
+    if len(values) == 1 and 0 < len(value) <= 19:
+        # Digits read one by one rather than isdigit() and int(): compiled, a loop that calls nothing.
+        number = 0
+        for i in range(len(value)):
+            digit = value[i] - 48
+            if not 0 <= digit <= 9:
+                break
+            number = number * 10 + digit
+        else:
+            return number
     if len(values) > 1 or b"," in values[0]:
         # RFC 9110 §8.6 lets a recipient refuse a repeated or listed Content-Length instead of picking
         # one value; no Exchange client or server sends one, and forwarding it could be read otherwise.
@@ -390,7 +402,7 @@ _NO_STATUS_LINE: Final = (0, b"")
 
 def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
     """Method, target and version ("1.1" or "1.0") of a request line `_REQUEST_LINE` reads as HTTP/1.1
-    or HTTP/1.0, in a head `_clean` passed; empty for any other line: `_request_line_slowly` reads
+    or HTTP/1.0, a line `_clean` passed; empty for any other line: `_request_line_slowly` reads
     or refuses those. Slices and a method memo instead of the regex and its groups."""
     n = len(line)
     if n < 12:
@@ -432,7 +444,7 @@ def _request_line_slowly(line: bytes) -> tuple[bytes, bytes, bytes, bytes]:
 
 def _status_line(line: bytes) -> tuple[int, bytes]:
     """Status and reason of an "HTTP/1.1 ddd reason" line (status 100-599, the reason possibly empty),
-    in a head `_clean` passed; status 0 for any other line: `_status_line_slowly` reads or refuses
+    a line `_clean` passed; status 0 for any other line: `_status_line_slowly` reads or refuses
     those. Bytes compared as numbers instead of the regex, its groups and int()."""
     if len(line) < 13 or not line.startswith(b"HTTP/1.1 ") or line[12] != 32:
         return _NO_STATUS_LINE
@@ -646,7 +658,7 @@ class RequestReader(_Framer):
         if len(line) > limits.max_request_line:
             raise ProtocolError(f"request line longer than {limits.max_request_line} bytes", 414)
         block = head[len(line) :]
-        method, target, version = _request_line(line) if _clean(lines) else _NO_REQUEST_LINE
+        method, target, version = _request_line(line) if _clean(line) else _NO_REQUEST_LINE
         if method:
             fields, values = _fields(block, lines, limits)
         else:
@@ -717,7 +729,7 @@ class ResponseReader(_Framer):
         lines = head.split(b"\r\n")
         line = lines[0]
         version = b"1.1"
-        status, reason = _status_line(line) if _clean(lines) else _NO_STATUS_LINE
+        status, reason = _status_line(line) if _clean(line) else _NO_STATUS_LINE
         usual = status != 0
         if not usual:  # not the usual head: the line read by its regex (the block is checked below)
             status, reason, version, line = _status_line_slowly(line, head)

@@ -4,7 +4,7 @@ Events come in as method calls, each with `now` (the loop time the shell read): 
 client, an upstream connection opened or failed, bytes, EOF or loss from the upstream, a member marked
 down, a sweep tick. Answers go out through narrow interfaces instead of action lists (the hot path
 allocates nothing for them): `ClientSide` (an asyncio.Transport satisfies it as it is), `UpstreamSide`
-(one upstream connection), and `Shell` (open an upstream to a member, cancel that, the session ended).
+(one upstream connection: a compiled class the shell holds, around its transport), and `Shell` (open an upstream to a member, cancel that, the session ended).
 The sweep reads `phase` and `deadline`: the next thing the session waits for and until when.
 engine/l7.py holds the asyncio shells; tests/unit/test_l7_session.py drives this core with bytes.
 
@@ -82,34 +82,52 @@ _CONNECTION_CHALLENGE: Final = re.compile(
 )
 
 
-class ClientSide(Protocol):
+class Connection(Protocol):
+    """A connection as the session writes to it (an asyncio.Transport is one)."""
+
+    def write(self, data: bytes) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class ClientSide(Connection, Protocol):
     """The client connection as the session writes to it (an asyncio.Transport is one)."""
 
-    def write(self, data: bytes) -> None: ...
     def writelines(self, list_of_data: Iterable[bytes]) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def close(self) -> None: ...
 
 
-class UpstreamSide(Protocol):
-    """One connection to one server, owned by this session alone (the NTLM rule)."""
+# Compiled by mypyc (casarray/compiled.py): the unit tests' upstream is a Python subclass.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class UpstreamSide:
+    """One connection to one server, owned by this session alone (the NTLM rule): its state as the
+    session reads it, and its transport (`connection`, set when it is made). A plain class, not a
+    Protocol: compiled, the session reads these attributes and calls these methods directly. The shell
+    (engine/l7.py `L7Upstream`) holds one per connection and counts what it receives in `bytes_out`."""
 
-    @property
-    def server(self) -> ServerState: ...
-    @property
-    def reader(self) -> ResponseReader: ...
-    @property
-    def closed(self) -> bool: ...
-    @property
-    def bytes_out(self) -> int: ...  # server -> client bytes received on it so far
+    def __init__(self, server: ServerState) -> None:
+        self.server: Final = server
+        self.reader: Final = ResponseReader()
+        self.connection: Connection = None  # type: ignore[assignment]  # set when it is made
+        self.closed = False
+        # Carried NTLM/Negotiate: stays with its client connection for life (CONNECTION_AUTH).
+        self.private = False
+        self.bytes_in = 0  # client -> server bytes sent on it
+        self.bytes_out = 0  # server -> client bytes received on it so far
 
-    private: bool  # carried NTLM/Negotiate: stays with its client connection for life (CONNECTION_AUTH)
+    def write(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.connection.write(data)
 
-    def write(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
+    def close(self) -> None:
+        if not self.closed:
+            self.connection.close()
+
+    def pause_reading(self) -> None:
+        self.connection.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.connection.resume_reading()
 
 
 class Shell(Protocol):
@@ -657,10 +675,12 @@ class L7Session:
             site.request_header_timeout if self.reader.buffered else site.keepalive_timeout
         )
         try:
-            self.events = self.reader.next_message() + self.events
+            pipelined = self.reader.next_message()
         except ProtocolError as exc:
             self.refuse(exc.status, exc.what, log_level=logging.WARNING)
             return
+        if pipelined:
+            self.events = pipelined + self.events
         self.unpause()
         self.process()
 
