@@ -247,22 +247,16 @@ _NO_TOKENS: Final[frozenset[bytes]] = frozenset()
 
 
 def _parse_block(block: bytes, limits: Limits) -> tuple[list[Field], dict[bytes, list[bytes]]]:
-    """Validate a header block (b"\r\n" + lines) and find the fields a proxy acts on: one C-level pass
-    over the whole block for the bytes of values, then `_fields`. Returns the fields and their values
-    by name."""
-    # Every byte outside _FIELD_BYTES must be half of a CRLF: no other control character, no bare CR
-    # or LF (RFC 9112 §2.2), no NUL (RFC 9110 §5.5). (split() and partition() rather than find() with
-    # a start: CPython parses find()'s arguments the slow way, and this runs for every line.)
-    lines = block.split(b"\r\n")
-    if block.translate(None, _FIELD_BYTES) != b"\r\n" * (len(lines) - 1):
-        raise ProtocolError(_header_problem(block[2:]))
-    return _fields(block, lines, limits)
+    """Validate a header block (b"\r\n" + lines, each ending in CRLF) and find the fields a proxy acts
+    on: `_fields` over its lines, which checks every byte of each line it has not seen before."""
+    return _fields(block, block.split(b"\r\n"), limits)
 
 
 def _clean(line: bytes) -> bool:
     """Whether a line of a head (split at its CRLFs) holds only bytes a head may hold (_FIELD_BYTES):
-    what `_parse_block` checks of a block's bytes, for one line. The first line is checked so; a field
-    line when `_fields` has not seen it before (lines it memoises were checked)."""
+    every byte outside them would be a control character, a bare CR or LF (RFC 9112 §2.2) or a NUL
+    (RFC 9110 §5.5). The first line is checked so, and a field line when `_fields` has not seen it
+    before (the lines it memoises were checked)."""
     return line.translate(_FIELD_TABLE) == line
 
 
@@ -270,7 +264,7 @@ def _fields(block: bytes, lines: list[bytes], limits: Limits) -> tuple[list[Fiel
     """The fields a proxy acts on, from a block split at its CRLFs (`lines[1:-1]` its field lines): one
     step per line, a dict lookup for a line or a name seen before. A line not seen before is checked
     for bytes a head may not hold (`_clean`: a control character, a bare CR or LF), and refused with
-    what `_parse_block` says of it; so is a name that is not a token right up to its colon."""
+    what is wrong with the block; so is a name that is not a token right up to its colon."""
     fields: list[Field] = []
     values: dict[bytes, list[bytes]] = {}
     start = 0  # where the CRLF before the line is

@@ -4,7 +4,8 @@ Events come in as method calls, each with `now` (the loop time the shell read): 
 client, an upstream connection opened or failed, bytes, EOF or loss from the upstream, a member marked
 down, a sweep tick. Answers go out through narrow interfaces instead of action lists (the hot path
 allocates nothing for them): `ClientSide` (an asyncio.Transport satisfies it as it is), `UpstreamSide`
-(one upstream connection: a compiled class the shell holds, around its transport), and `Shell` (open an upstream to a member, cancel that, the session ended).
+(one upstream connection: a compiled class the shell holds, around its transport), and `Shell` (open
+an upstream to a member, cancel that, the session ended).
 The sweep reads `phase` and `deadline`: the next thing the session waits for and until when.
 engine/l7.py holds the asyncio shells; tests/unit/test_l7_session.py drives this core with bytes.
 
