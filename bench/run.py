@@ -75,6 +75,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds per measurement (overrides --quick)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per target before measuring")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="measure every cell N times, the targets in turn, and report the medians (default 3; "
+        "1 with --quick)",
+    )
+    parser.add_argument(
         "--idle-connections",
         type=int,
         metavar="N",
@@ -98,6 +105,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.idle_connections = 0
     if args.idle_connections is not None and not 0 <= args.idle_connections <= 100_000:
         parser.error(f"--idle-connections must be between 0 and 100000, got {args.idle_connections}")
+    if args.rounds is not None and not 1 <= args.rounds <= 20:
+        parser.error(f"--rounds must be between 1 and 20, got {args.rounds}")
     if args.duration is not None and args.duration < 1:
         parser.error("--duration must be at least 1 second")
     return args
@@ -112,7 +121,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
     warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
-    durations = Durations(warmup_s=warmup, measure_s=duration, settle_s=0.5 if args.quick else 1.0)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    durations = Durations(
+        warmup_s=warmup, measure_s=duration, settle_s=0.5 if args.quick else 1.0, rounds=rounds
+    )
     # Also SIGINT: a shell may start a background job with SIGINT ignored, and Ctrl-C must still work.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
@@ -142,7 +154,7 @@ def main(argv: list[str]) -> int:
             )
             found_versions = versions(ctx)
             result = run_suite(suite, ctx, stack, durations, idle_connections=args.idle_connections)
-        print_report(result, info, duration)
+        print_report(result, info, duration, rounds)
         if args.markdown:
             print()
             print(markdown(result))
@@ -154,6 +166,7 @@ def main(argv: list[str]) -> int:
             quick=args.quick,
             duration_s=duration,
             warmup_s=warmup,
+            rounds=rounds,
             machine=info,
             versions=found_versions,
         )

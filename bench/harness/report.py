@@ -58,8 +58,7 @@ def _goal(target_ratio: float | None) -> str:
 
 
 def _cpu(outcome: ScenarioResult, target: str) -> str:
-    found = outcome.measurements.get(target)
-    per_1k = found.cpu_s_per_1k_requests if found else None
+    per_1k = outcome.cpu_s_per_1k_requests(target)
     return "—" if per_1k is None else f"{per_1k:.4f}"
 
 
@@ -169,8 +168,7 @@ def latency_rows(result: SuiteResult) -> list[Row]:
     for outcome in result.scenarios:
         cells = [outcome.scenario.key]
         for name in TARGET_ORDER:
-            found = outcome.measurements.get(name)
-            p99 = found.wrk.p99_ms if found else None
+            p99 = outcome.p99_ms(name)
             cells.append("—" if p99 is None else f"{p99:.2f} ms")
         ratio, goal, passed = outcome.p99_ratio, outcome.scenario.p99_target, outcome.p99_passed
         cells.append("—" if ratio is None else f"{ratio:.2f}")
@@ -180,9 +178,15 @@ def latency_rows(result: SuiteResult) -> list[Row]:
     return table
 
 
-def notes(result: SuiteResult, machine: dict[str, Any], duration_s: float) -> list[str]:
+def notes(result: SuiteResult, machine: dict[str, Any], duration_s: float, rounds: int) -> list[str]:
     lines = [
         *result.suite.notes,
+        (
+            f"Every cell measured {rounds} times, the targets in turn; the figures are the medians "
+            "(throughput, p99 and CPU each on its own)."
+            if rounds > 1
+            else "Every cell measured once (--rounds 1): expect ±30 % between runs on a shared machine."
+        ),
         f"wrk -t1, {duration_s:g}s per cell; nginx worker_processes 1; haproxy nbthread {result.workers}; "
         f"casarray workers: {result.workers}.",
         f"Shape: {result.shape}"
@@ -197,12 +201,13 @@ def notes(result: SuiteResult, machine: dict[str, Any], duration_s: float) -> li
         "MiB/s = wrk's Transfer/sec (1 MiB = 1 048 576 bytes, headers included).",
     ]
     for outcome in result.scenarios:
-        for name, m in outcome.measurements.items():
-            if m.wrk.error_count:
-                lines.append(
-                    f"{outcome.scenario.key} via {name}: socket errors {m.wrk.socket_errors}, "
-                    f"non-2xx/3xx {m.wrk.non_2xx_3xx}"
-                )
+        for name, taken in outcome.rounds.items():
+            for m in taken:
+                if m.wrk.error_count:
+                    lines.append(
+                        f"{outcome.scenario.key} via {name}: socket errors {m.wrk.socket_errors}, "
+                        f"non-2xx/3xx {m.wrk.non_2xx_3xx}"
+                    )
     lines += _idle_notes(result)
     for target in result.targets:
         if target.skip_reason:
@@ -212,10 +217,10 @@ def notes(result: SuiteResult, machine: dict[str, Any], duration_s: float) -> li
     return lines
 
 
-def print_report(result: SuiteResult, machine: dict[str, Any], duration_s: float) -> None:
+def print_report(result: SuiteResult, machine: dict[str, Any], duration_s: float, rounds: int) -> None:
     title = f"casarray bench — {result.suite.title}"
     table, latency, idle = rows(result), latency_rows(result), idle_rows(result)
-    extra = notes(result, machine, duration_s)
+    extra = notes(result, machine, duration_s, rounds)
     try:
         from rich.console import Console
         from rich.table import Table
@@ -301,6 +306,7 @@ def write_json(
     quick: bool,
     duration_s: float,
     warmup_s: float,
+    rounds: int,
     machine: dict[str, Any],
     versions: dict[str, str],
 ) -> None:
@@ -315,7 +321,8 @@ def write_json(
         "candidate": CANDIDATE,
         "machine": machine,
         "versions": versions,
-        "notes": notes(result, machine, duration_s),
+        "rounds": rounds,
+        "notes": notes(result, machine, duration_s, rounds),
         "targets": {
             t.name: {
                 "available": t.available,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 import sys
 import time
 from contextlib import ExitStack
@@ -21,6 +22,7 @@ class Durations:
     warmup_s: float
     measure_s: float
     settle_s: float
+    rounds: int = 1  # each cell measured this many times, targets interleaved; the medians are reported
 
 
 @dataclass(slots=True)
@@ -48,15 +50,41 @@ class Measurement:
         }
 
 
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 @dataclass(slots=True)
 class ScenarioResult:
+    """A scenario's measurements: `rounds` of them per target (taken in turn: round 1 of every target,
+    then round 2...), so a drift of the machine reaches every target alike. Every figure reported is
+    the median over the rounds: throughput, p99 latency and CPU per request each on its own."""
+
     scenario: Scenario
-    measurements: dict[str, Measurement] = field(default_factory=dict)
+    rounds: dict[str, list[Measurement]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
+    def add(self, measurement: Measurement) -> None:
+        self.rounds.setdefault(measurement.target, []).append(measurement)
+
+    @property
+    def measurements(self) -> dict[str, Measurement]:
+        """Per target, the round with the median throughput (the lower middle one of an even count)."""
+        chosen: dict[str, Measurement] = {}
+        for name, taken in self.rounds.items():
+            ordered = sorted(taken, key=lambda m: m.value(self.scenario))
+            chosen[name] = ordered[(len(ordered) - 1) // 2]
+        return chosen
+
     def value(self, target: str) -> float | None:
-        found = self.measurements.get(target)
-        return found.value(self.scenario) if found else None
+        return _median([m.value(self.scenario) for m in self.rounds.get(target, [])])
+
+    def p99_ms(self, target: str) -> float | None:
+        return _median([p for m in self.rounds.get(target, []) if (p := m.wrk.p99_ms) is not None])
+
+    def cpu_s_per_1k_requests(self, target: str) -> float | None:
+        taken = self.rounds.get(target, [])
+        return _median([c for m in taken if (c := m.cpu_s_per_1k_requests) is not None])
 
     @property
     def ratio(self) -> float | None:
@@ -77,8 +105,7 @@ class ScenarioResult:
     @property
     def p99_ratio(self) -> float | None:
         """casarray's p99 latency ÷ HAProxy's; None without both."""
-        found = [self.measurements.get(name) for name in (REFERENCE, CANDIDATE)]
-        reference, candidate = (m.wrk.p99_ms if m is not None else None for m in found)
+        reference, candidate = self.p99_ms(REFERENCE), self.p99_ms(CANDIDATE)
         if reference is None or candidate is None or reference == 0:
             return None
         return candidate / reference
@@ -117,7 +144,16 @@ class ScenarioResult:
             else f"{CANDIDATE} p99 <= {s.p99_target:g} x {REFERENCE}",
             "p99_ratio": self.p99_ratio,
             "p99_passed": self.p99_passed,
-            "results": {name: m.to_json(s) for name, m in self.measurements.items()},
+            "results": {
+                name: {
+                    "value": self.value(name),
+                    "unit": s.unit,
+                    "p99_ms": self.p99_ms(name),
+                    "cpu_s_per_1k_requests": self.cpu_s_per_1k_requests(name),
+                    "rounds": [m.to_json(s) for m in taken],
+                }
+                for name, taken in self.rounds.items()
+            },
             "skipped": self.skipped,
         }
 
@@ -272,23 +308,26 @@ def run_suite(
     results: list[ScenarioResult] = []
     for scenario in suite.scenarios:
         outcome = ScenarioResult(scenario)
-        for target in targets:
-            if not target.available:
-                outcome.skipped[target.name] = target.skip_reason or "not available"
-                continue
-            if scenario.plain and target.plain_port is None:
-                outcome.skipped[target.name] = target.plain_skip or "no plain-HTTP mode"
-                continue
-            time.sleep(durations.settle_s)
-            measurement = _measure(ctx, target, scenario, durations.measure_s)
-            lost = _lost(target)
-            if lost is not None:
-                target.skip_reason = lost
-                outcome.skipped[target.name] = lost
-                log(f"[{suite.name}] {target.name} is gone: {lost}")
-                continue
-            outcome.measurements[target.name] = measurement
-            log(_progress_line(suite, scenario, measurement))
+        for round_number in range(1, durations.rounds + 1):
+            for target in targets:
+                if not target.available:
+                    outcome.skipped[target.name] = target.skip_reason or "not available"
+                    continue
+                if scenario.plain and target.plain_port is None:
+                    outcome.skipped[target.name] = target.plain_skip or "no plain-HTTP mode"
+                    continue
+                time.sleep(durations.settle_s)
+                measurement = _measure(ctx, target, scenario, durations.measure_s)
+                lost = _lost(target)
+                if lost is not None:
+                    target.skip_reason = lost
+                    outcome.skipped[target.name] = lost
+                    outcome.rounds.pop(target.name, None)
+                    log(f"[{suite.name}] {target.name} is gone: {lost}")
+                    continue
+                outcome.add(measurement)
+                label = f" (round {round_number}/{durations.rounds})" if durations.rounds > 1 else ""
+                log(_progress_line(suite, scenario, measurement) + label)
         results.append(outcome)
     result = SuiteResult(suite, targets, results, shape=ctx.shape, workers=ctx.workers)
     if suite.idle is not None:
