@@ -24,7 +24,7 @@ import pytest
 import uvloop
 
 from casarray.engine import tlsfd
-from casarray.engine.tlsfd import TlsServer, TlsTransport, open_tls_connection
+from casarray.engine.tlsfd import TlsServer, TlsTransport, UpstreamSessions, open_tls_connection
 from casarray.lab.pki import CertFiles
 from tests.support import tls_context
 
@@ -114,7 +114,7 @@ class Served:
 
 @asynccontextmanager
 async def serving(
-    pki: CertFiles, make: Callable[[], Recorder] = Recorder, handshake_timeout: float = 5.0
+    pki: CertFiles, make: Callable[[], Recorder] = Recorder, handshake_timeout: float = 5.0, port: int = 0
 ) -> AsyncIterator[Served]:
     served = Served(0, [], [])
 
@@ -123,7 +123,8 @@ async def serving(
         return served.recorders[-1]
 
     listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
     listener.listen(16)
     served.port = listener.getsockname()[1]
     server = TlsServer(factory, listener, server_context(pki), handshake_timeout, served.failures.append)
@@ -480,5 +481,112 @@ def test_an_idle_upstream_connection_keeps_no_write_buffer_after_the_session_tic
             for client in clients:
                 assert client.transport is not None
                 client.transport.close()
+
+    run(main())
+
+
+async def _exchange(port: int, context: ssl.SSLContext, sessions: UpstreamSessions | None) -> bool:
+    """One upstream connection: a ping answered, then closed; whether its handshake resumed a session."""
+    transport, protocol = await open_tls_connection(Recorder, "127.0.0.1", port, context, NAME, 5.0, sessions)
+    assert isinstance(protocol, Recorder)
+    transport.write(b"ping\n")
+    await asyncio.wait_for(protocol.got.wait(), 5)
+    assert bytes(protocol.data) == b"pong\n"
+    resumed = bool(transport.get_extra_info("ssl_object").session_reused)
+    transport.close()
+    assert await asyncio.wait_for(protocol.lost, 5) is None
+    return resumed
+
+
+def test_upstream_connections_resume_the_session_of_a_full_handshake(pki: CertFiles) -> None:
+    """The first connection to a server makes a full handshake and its session is kept; the next ones
+    resume it. Another server (another port) is not offered it, nor a connection in another context;
+    without UpstreamSessions, nothing is resumed."""
+
+    async def main() -> None:
+        context = tls_context(pki.ca)
+        sessions = UpstreamSessions(context)
+        async with (
+            serving(pki, lambda: Recorder(echo=True)) as one,
+            serving(pki, lambda: Recorder(echo=True)) as two,
+        ):
+            assert not await _exchange(one.port, context, sessions)
+            assert [await _exchange(one.port, context, sessions) for _ in range(3)] == [True, True, True]
+            assert not await _exchange(two.port, context, sessions)
+            assert await _exchange(two.port, context, sessions)
+            assert not await _exchange(one.port, tls_context(pki.ca), None)
+            # Another context (a reload's) is never offered a session from this one.
+            assert not await _exchange(one.port, tls_context(pki.ca), sessions)
+            assert await _exchange(one.port, context, sessions)
+
+    run(main())
+
+
+def test_a_session_is_resumed_for_max_age_then_the_certificate_is_checked_again(pki: CertFiles) -> None:
+    """A session is offered for `max_age` seconds after the full handshake that verified the server's
+    certificate, however often it is resumed meanwhile; then a full handshake verifies it again."""
+
+    async def main() -> None:
+        context = tls_context(pki.ca)
+        sessions = UpstreamSessions(context, max_age=0.5)
+        async with serving(pki, lambda: Recorder(echo=True)) as served:
+            assert not await _exchange(served.port, context, sessions)
+            assert await _exchange(served.port, context, sessions)
+            await asyncio.sleep(0.6)
+            assert not await _exchange(served.port, context, sessions)
+            assert await _exchange(served.port, context, sessions)
+
+    run(main())
+
+
+def test_a_session_the_server_no_longer_knows_is_dropped(pki: CertFiles) -> None:
+    """A server restarted (new ticket keys) refuses the kept session: that connection makes a full
+    handshake, its session replaces the refused one, and the next connection resumes again."""
+
+    async def main() -> None:
+        context = tls_context(pki.ca)
+        sessions = UpstreamSessions(context)
+        async with serving(pki, lambda: Recorder(echo=True)) as before:
+            port = before.port
+            assert not await _exchange(port, context, sessions)
+            assert await _exchange(port, context, sessions)
+        async with serving(pki, lambda: Recorder(echo=True), port=port):
+            assert not await _exchange(port, context, sessions)
+            assert await _exchange(port, context, sessions)
+            assert await _exchange(port, context, sessions)
+
+    run(main())
+
+
+def test_a_connection_that_fails_after_offering_a_session_drops_it(pki: CertFiles) -> None:
+    """A server that breaks the handshake when offered a session (here: one that closes every
+    connection at once) costs one failed connect: the session is not offered again."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        context = tls_context(pki.ca)
+        sessions = UpstreamSessions(context)
+        async with serving(pki, lambda: Recorder(echo=True)) as served:
+            port = served.port
+            assert not await _exchange(port, context, sessions)
+        assert sessions.offer(("127.0.0.1", port), context, loop.time()) is not None
+        slammer = socket.socket()
+        slammer.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        slammer.bind(("127.0.0.1", port))
+        slammer.listen(4)
+        slammer.setblocking(False)
+
+        def slam() -> None:
+            with contextlib.suppress(BlockingIOError):
+                slammer.accept()[0].close()
+
+        loop.add_reader(slammer.fileno(), slam)
+        try:
+            with pytest.raises((ssl.SSLError, OSError)):
+                await open_tls_connection(Recorder, "127.0.0.1", port, context, NAME, 5.0, sessions)
+        finally:
+            loop.remove_reader(slammer.fileno())
+            slammer.close()
+        assert sessions.offer(("127.0.0.1", port), context, loop.time()) is None
 
     run(main())

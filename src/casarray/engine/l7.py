@@ -31,7 +31,7 @@ from casarray.config.model import Config
 from casarray.engine.counters import Counters
 from casarray.engine.refusals import Answered, RefusalLog
 from casarray.engine.sweep import Sweeper
-from casarray.engine.tlsfd import open_tls_connection
+from casarray.engine.tlsfd import UpstreamSessions, open_tls_connection
 from casarray.http.errors import ProtocolError
 from casarray.http.h1 import RequestHead, RequestReader
 from casarray.proxy.answers import error_response, https_redirect_target, moved_permanently
@@ -224,6 +224,7 @@ class L7Client(asyncio.Protocol):
                     fe.upstream_ssl,
                     fe.server_name,
                     t.upstream_handshake,
+                    fe.upstream_sessions,
                 )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             server.closed(0, 0)
@@ -260,6 +261,8 @@ class L7Frontend(SiteSettings):
         self.servers = list(servers)
         self.router = Router(config, servers, cookie_secrets)
         self.upstream_ssl = upstream_ssl
+        # Sessions resumed by the upstream connections; with the context, per generation (engine/tlsfd.py).
+        self.upstream_sessions = UpstreamSessions(upstream_ssl)
         self.server_name = config.check_server_name
         t = config.timeouts
         bounds = [t.request_header, t.keepalive, t.body_idle, t.server, t.client_idle, t.server_idle]
