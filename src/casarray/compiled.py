@@ -57,6 +57,7 @@ MODULES: Final = (
     "casarray.balance.rendezvous",
     "casarray.balance.roundrobin",
     "casarray.balance.state",
+    "casarray.engine.deadline",
     "casarray.engine.l4",
     "casarray.engine.l7",
     "casarray.engine.sweep",

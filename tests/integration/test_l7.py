@@ -102,6 +102,37 @@ def test_upstream_closing_before_answering_is_502_for_post(l7: L7Lab, pki: CertF
     listener.close()
 
 
+def test_a_server_that_never_answers_the_connect_times_out_and_the_next_one_serves(l7: L7Lab) -> None:
+    """The upstream connect is bounded (timeouts.connect + timeouts.upstream_handshake): a server whose
+    connects neither succeed nor fail costs each request that meets it that long, then another serves."""
+    l7.start_sims(1)
+    # A listener whose accept queue is full drops every further SYN (the kernel's listen overflow):
+    # connects to it neither succeed nor fail, like a server behind a dead link.
+    silent = socket.socket()
+    silent.bind(("127.0.0.3", 0))
+    silent.listen(0)
+    fillers = [socket.create_connection(silent.getsockname(), timeout=5)]  # the queue holds one
+    servers = (
+        f"  - {{name: SILENT, address: 127.0.0.3, port: {silent.getsockname()[1]}}}\n" + l7.servers_yaml()
+    )
+    try:
+        proc, port = l7.balancer(
+            "timeouts: {connect: 400ms, upstream_handshake: 400ms}\n",
+            servers=servers,
+            health="{enabled: false}",
+        )
+        started = time.monotonic()
+        served = Counter(get(l7, port, "/owa/").server for _ in range(4))
+        assert served == {"MB1": 4}
+        assert time.monotonic() - started < 8.0
+        proc.wait_log("timed out (timeouts.connect)")
+        assert "SILENT" in proc.log
+    finally:
+        for filler in fillers:
+            filler.close()
+        silent.close()
+
+
 def test_response_not_started_in_time_is_504(l7: L7Lab) -> None:
     l7.start_sims(1)
     proc, port = l7.balancer("timeouts: {server: 500ms}\n")

@@ -23,6 +23,7 @@ from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
 from casarray.engine.counters import Counters
+from casarray.engine.deadline import Deadline
 from casarray.engine.refusals import RefusalLog
 from casarray.engine.sweep import Sweeper
 
@@ -225,34 +226,6 @@ class L4Client(asyncio.Protocol):
         self.close()
 
 
-class _ConnectDeadline:
-    """`timeouts.connect` for the connect under way in the current task: when it passes, the task is
-    cancelled, and passed() tells that cancellation from any other (asyncio.timeout's rule: ours only
-    if nobody else cancelled the task meanwhile). Made by hand because asyncio.timeout is interpreted
-    Python costing a dozen frames per connection, and Layer 4 makes one for every client."""
-
-    __slots__ = ("_cancelling", "_expired", "_handle", "_task")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        task = asyncio.current_task(loop)
-        assert task is not None
-        self._task = task
-        self._cancelling = task.cancelling()
-        self._expired = False
-        self._handle = loop.call_later(delay, self._expire)
-
-    def _expire(self) -> None:
-        self._expired = True
-        self._task.cancel()
-
-    def passed(self) -> bool:
-        """The task's cancellation came from this deadline alone (it is then withdrawn)."""
-        return self._expired and self._task.uncancel() <= self._cancelling
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-
-
 class L4Frontend:
     """Accepts client connections on the listener and gives each one a server (or a queue slot)."""
 
@@ -377,7 +350,7 @@ class L4Frontend:
                     break
                 tried.append(server)
                 server.opened()
-                deadline = _ConnectDeadline(loop, self.config.timeouts.connect)
+                deadline = Deadline(loop, self.config.timeouts.connect)
                 exc: OSError | None = None
                 try:
                     upstream, _ = await loop.create_connection(

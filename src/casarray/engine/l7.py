@@ -29,6 +29,7 @@ from typing import Final, cast
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.counters import Counters
+from casarray.engine.deadline import Deadline
 from casarray.engine.refusals import Answered, RefusalLog
 from casarray.engine.sweep import Sweeper
 from casarray.engine.tlsfd import UpstreamSessions, open_tls_connection
@@ -106,11 +107,12 @@ class L7Client(asyncio.Protocol):
     transport's callbacks with the loop time, opens upstream connections when the session asks, and
     tells the listener when the session ends. The listener reads the session's state through it."""
 
-    __slots__ = ("_connect_task", "clock", "frontend", "session", "transport")
+    __slots__ = ("_connect_task", "clock", "frontend", "loop", "session", "transport")
 
     def __init__(self, frontend: L7Frontend) -> None:
         self.frontend = frontend
-        self.clock = asyncio.get_running_loop().time
+        self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.session = L7Session(frontend, self)
         self._connect_task: asyncio.Task[None] | None = None
@@ -199,7 +201,7 @@ class L7Client(asyncio.Protocol):
 
     # --- the session's Shell -------------------------------------------------------------------------
     def open_upstream(self, server: ServerState, head: bytes) -> None:
-        self._connect_task = asyncio.get_running_loop().create_task(self._connect(server, head))
+        self._connect_task = self.loop.create_task(self._connect(server, head))
 
     def cancel_open(self) -> None:
         if self._connect_task is not None and not self._connect_task.done():
@@ -212,11 +214,12 @@ class L7Client(asyncio.Protocol):
         fe = self.frontend
         server.opened()
         t = fe.config.timeouts
+        # The TCP connect within timeouts.connect (the outer bound is their sum), the TLS handshake
+        # within its own, shorter timeouts.upstream_handshake: a frozen server's kernel completes the
+        # TCP handshake for it, and only the TLS bound lets the request move on quickly.
+        deadline = Deadline(self.loop, t.connect + t.upstream_handshake)
         try:
-            # The TCP connect within timeouts.connect (the outer bound is their sum), the TLS handshake
-            # within its own, shorter timeouts.upstream_handshake: a frozen server's kernel completes
-            # the TCP handshake for it, and only the TLS bound lets the request move on quickly.
-            async with asyncio.timeout(t.connect + t.upstream_handshake):
+            try:
                 _transport, protocol = await open_tls_connection(
                     lambda: L7Upstream(self, server),
                     server.address,
@@ -226,6 +229,12 @@ class L7Client(asyncio.Protocol):
                     t.upstream_handshake,
                     fe.upstream_sessions,
                 )
+            except asyncio.CancelledError:
+                if not deadline.passed():
+                    raise  # cancelled from outside (the client went, the generation stopped)
+                raise TimeoutError() from None
+            finally:
+                deadline.cancel()
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             server.closed(0, 0)
             server.connect_errors += 1

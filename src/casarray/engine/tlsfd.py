@@ -392,7 +392,7 @@ class TlsTransport(asyncio.Transport):
 class _Handshake:
     """Drives a non-blocking handshake with the loop's reader/writer callbacks, under a deadline."""
 
-    __slots__ = ("_done", "_fd", "_loop", "_sock", "_timer", "_want")
+    __slots__ = ("_done", "_fd", "_loop", "_sock", "_timer", "_tls", "_want")
 
     def __init__(
         self,
@@ -403,6 +403,9 @@ class _Handshake:
     ) -> None:
         self._loop = loop
         self._sock = sock
+        # Each step on the `_ssl` object itself: `SSLSocket.do_handshake` adds interpreted frames and a
+        # settimeout() (an ioctl system call) per step, for a socket that is already non-blocking.
+        self._tls = _tls_object(sock)
         self._fd = sock.fileno()
         self._done: Callable[[ssl.SSLSocket, Exception | None], None] | None = done
         self._want = 0  # 1 reading, 2 writing
@@ -411,7 +414,7 @@ class _Handshake:
 
     def _step(self) -> None:
         try:
-            self._sock.do_handshake()
+            self._tls.do_handshake()
         except ssl.SSLWantReadError:
             self._wait(1)
             return
