@@ -128,12 +128,16 @@ class TlsTransport(asyncio.Transport):
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """The handshake is done: hand the connection to the protocol and start reading."""
-        self._protocol.connection_made(self)
-        if self._closing:
-            return
+        """The handshake is done: start reading and hand the connection to the protocol (which may
+        pause reading or close at once). The reader is registered first: it takes over the
+        handshake's registration of the socket (`_Handshake` leaves it in place; add_reader only
+        replaces the callback), where removing and registering it again would cost uvloop a new
+        poll handle — an ioctl and three epoll_ctl calls per connection."""
         self._reading = True
         self._loop.add_reader(self._fd, self._read_ready)
+        self._protocol.connection_made(self)
+        if self._closing or not self._reading:
+            return
         if self._tls.pending():  # application data that arrived with the handshake's last flight
             self._loop.call_soon(self._read_ready)
 
@@ -413,6 +417,8 @@ class _Handshake:
         self._step()
 
     def _step(self) -> None:
+        if self._done is None:
+            return  # finished: readable again before the transport took the socket over
         try:
             self._tls.do_handshake()
         except ssl.SSLWantReadError:
@@ -453,7 +459,10 @@ class _Handshake:
 
     def _end(self, exc: Exception | None) -> None:
         done, self._done = self._done, None
-        self._unregister()
+        if exc is not None or self._want != 1:
+            self._unregister()
+        # Done and waiting to read: the reader stays registered for the transport to take over (see
+        # TlsTransport.start); cancel() still removes it if no transport comes.
         self._timer.cancel()
         if done is not None:
             done(self._sock, exc)
@@ -649,9 +658,16 @@ async def open_tls_connection(
 
         handshake = _Handshake(loop, tls, handshake_timeout, finished)
         failure = await done
-        handshake = None
         if failure is not None:
+            handshake = None  # a failed handshake unregistered itself
             raise failure
+        protocol = factory()
+        extra = {
+            "peername": tls.getpeername(),
+            "socket": tls,
+            "ssl_object": tls,
+            "sslcontext": context,
+        }
     except BaseException:
         if handshake is not None:
             handshake.cancel()
@@ -661,13 +677,6 @@ async def open_tls_connection(
             # resumption costs one failed connect, not every one.
             sessions.refused(key, offered)
         raise
-    protocol = factory()
-    extra = {
-        "peername": tls.getpeername(),
-        "socket": tls,
-        "ssl_object": tls,
-        "sslcontext": context,
-    }
     transport = TlsTransport(loop, tls, protocol, extra)
     if sessions is not None and sessions.context is context and not tls.session_reused:
         if offered is not None:
