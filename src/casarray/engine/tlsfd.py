@@ -609,7 +609,8 @@ class UpstreamSessions:
         return kept[0]
 
     def refused(self, key: tuple[str, int], session: ssl.SSLSession) -> None:
-        """The server made a full handshake instead of resuming `session`: not offered again."""
+        """`session` was refused (the server made a full handshake instead) or a connection that offered
+        it failed: not offered again."""
         kept = self._kept.get(key)
         if kept is not None and kept[0] is session:
             del self._kept[key]
