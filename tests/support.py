@@ -27,6 +27,17 @@ def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STR
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def unanswered_port(host: str) -> Iterator[int]:
+    """A port on `host` whose connects neither succeed nor fail, like a server behind a dead link: a
+    listener whose accept queue is full, so the kernel drops every further SYN (listen overflow)."""
+    with socket.socket() as listener:
+        listener.bind((host, 0))
+        listener.listen(0)
+        with socket.create_connection(listener.getsockname(), timeout=5):  # the queue holds one
+            yield int(listener.getsockname()[1])
+
+
 def wait_until(
     predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
 ) -> None:

@@ -67,15 +67,6 @@ class ScenarioResult:
     def add(self, measurement: Measurement) -> None:
         self.rounds.setdefault(measurement.target, []).append(measurement)
 
-    @property
-    def measurements(self) -> dict[str, Measurement]:
-        """Per target, the round with the median throughput (the lower middle one of an even count)."""
-        chosen: dict[str, Measurement] = {}
-        for name, taken in self.rounds.items():
-            ordered = sorted(taken, key=lambda m: m.value(self.scenario))
-            chosen[name] = ordered[(len(ordered) - 1) // 2]
-        return chosen
-
     def value(self, target: str) -> float | None:
         return _median([m.value(self.scenario) for m in self.rounds.get(target, [])])
 

@@ -12,7 +12,16 @@ from collections import Counter
 import pytest
 
 from tests.integration.conftest import Lab
-from tests.support import Proc, casarray, free_port, https_request, rss_kib, tls_connection, wait_until
+from tests.support import (
+    Proc,
+    casarray,
+    free_port,
+    https_request,
+    rss_kib,
+    tls_connection,
+    unanswered_port,
+    wait_until,
+)
 
 HEALTH = "/owa/healthcheck.htm"
 
@@ -122,26 +131,16 @@ def test_refused_connect_is_retried_on_the_next_server(lab: Lab) -> None:
 
 def test_a_server_that_never_answers_the_connect_times_out_and_the_next_one_serves(lab: Lab) -> None:
     lab.sim("MB1", "127.0.0.2")
-    # A listener whose accept queue is full drops every further SYN (the kernel's listen overflow):
-    # connects to it neither succeed nor fail, like a server behind a dead link.
-    silent = socket.socket()
-    silent.bind(("127.0.0.3", 0))
-    silent.listen(0)
-    fillers = [socket.create_connection(silent.getsockname(), timeout=5)]  # the queue holds one
     address, sim_port, _ = lab.sims["MB1"]
-    servers = (
-        f"  - {{name: SILENT, address: 127.0.0.3, port: {silent.getsockname()[1]}}}\n"
-        f"  - {{name: MB1, address: {address}, port: {sim_port}}}"
-    )
-    try:
+    with unanswered_port("127.0.0.3") as silent:
+        servers = (
+            f"  - {{name: SILENT, address: 127.0.0.3, port: {silent}}}\n"
+            f"  - {{name: MB1, address: {address}, port: {sim_port}}}"
+        )
         proc, port = lab.balancer("timeouts: {connect: 500ms}\n", servers=servers, health="{enabled: false}")
         assert spread(lab, port, 4) == {"MB1": 4}
         assert "connect to SILENT (127.0.0.3:" in proc.log
         assert "failed: timeout" in proc.log
-    finally:
-        for filler in fillers:
-            filler.close()
-        silent.close()
 
 
 def test_no_server_up_closes_new_connections_at_once(lab: Lab) -> None:

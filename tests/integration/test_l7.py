@@ -23,6 +23,7 @@ from tests.support import (
     read_response,
     rss_kib,
     tls_connection,
+    unanswered_port,
 )
 
 
@@ -106,16 +107,8 @@ def test_a_server_that_never_answers_the_connect_times_out_and_the_next_one_serv
     """The upstream connect is bounded (timeouts.connect + timeouts.upstream_handshake): a server whose
     connects neither succeed nor fail costs each request that meets it that long, then another serves."""
     l7.start_sims(1)
-    # A listener whose accept queue is full drops every further SYN (the kernel's listen overflow):
-    # connects to it neither succeed nor fail, like a server behind a dead link.
-    silent = socket.socket()
-    silent.bind(("127.0.0.3", 0))
-    silent.listen(0)
-    fillers = [socket.create_connection(silent.getsockname(), timeout=5)]  # the queue holds one
-    servers = (
-        f"  - {{name: SILENT, address: 127.0.0.3, port: {silent.getsockname()[1]}}}\n" + l7.servers_yaml()
-    )
-    try:
+    with unanswered_port("127.0.0.3") as silent:
+        servers = f"  - {{name: SILENT, address: 127.0.0.3, port: {silent}}}\n" + l7.servers_yaml()
         proc, port = l7.balancer(
             "timeouts: {connect: 400ms, upstream_handshake: 400ms}\n",
             servers=servers,
@@ -127,10 +120,6 @@ def test_a_server_that_never_answers_the_connect_times_out_and_the_next_one_serv
         assert time.monotonic() - started < 8.0
         proc.wait_log("timed out (timeouts.connect)")
         assert "SILENT" in proc.log
-    finally:
-        for filler in fillers:
-            filler.close()
-        silent.close()
 
 
 def test_response_not_started_in_time_is_504(l7: L7Lab) -> None:

@@ -569,7 +569,7 @@ def test_a_connection_that_fails_after_offering_a_session_drops_it(pki: CertFile
         async with serving(pki, lambda: Recorder(echo=True)) as served:
             port = served.port
             assert not await _exchange(port, context, sessions)
-        assert sessions.offer(("127.0.0.1", port), context, loop.time()) is not None
+        assert sessions.offer(("127.0.0.1", port), loop.time()) is not None
         slammer = socket.socket()
         slammer.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         slammer.bind(("127.0.0.1", port))
@@ -587,6 +587,6 @@ def test_a_connection_that_fails_after_offering_a_session_drops_it(pki: CertFile
         finally:
             loop.remove_reader(slammer.fileno())
             slammer.close()
-        assert sessions.offer(("127.0.0.1", port), context, loop.time()) is None
+        assert sessions.offer(("127.0.0.1", port), loop.time()) is None
 
     run(main())

@@ -592,14 +592,11 @@ class UpstreamSessions:
 
     def __init__(self, context: ssl.SSLContext, max_age: float = 60.0) -> None:
         self._kept: dict[tuple[str, int], tuple[ssl.SSLSession, float]] = {}
-        self.context = context  # a session resumes only in the context it came from (CPython checks)
+        self.context = context  # the only context its sessions resume in (open_tls_connection checks)
         self.max_age = max_age
 
-    def offer(self, key: tuple[str, int], context: ssl.SSLContext, now: float) -> ssl.SSLSession | None:
-        """The session to resume with the server at `key` (address, port) in `context`, if one is
-        young enough."""
-        if context is not self.context:
-            return None
+    def offer(self, key: tuple[str, int], now: float) -> ssl.SSLSession | None:
+        """The session to resume with the server at `key` (address, port), if one is young enough."""
         kept = self._kept.get(key)
         if kept is None:
             return None
@@ -637,6 +634,8 @@ async def open_tls_connection(
     the TCP connect with its own timeout; the handshake has `handshake_timeout`. With `sessions`, the
     handshake resumes the server's kept session when there is one (all from the same `context`)."""
     loop = asyncio.get_running_loop()
+    if sessions is not None and sessions.context is not context:
+        sessions = None  # its sessions cannot resume in this context (CPython refuses them)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     key = (host, port)
@@ -647,7 +646,7 @@ async def open_tls_connection(
         sock.setblocking(False)
         await loop.sock_connect(sock, (host, port))
         _nodelay(sock)
-        offered = sessions.offer(key, context, loop.time()) if sessions is not None else None
+        offered = sessions.offer(key, loop.time()) if sessions is not None else None
         tls = context.wrap_socket(
             sock, server_hostname=server_hostname, do_handshake_on_connect=False, session=offered
         )
@@ -679,7 +678,7 @@ async def open_tls_connection(
             sessions.refused(key, offered)
         raise
     transport = TlsTransport(loop, tls, protocol, extra)
-    if sessions is not None and sessions.context is context and not tls.session_reused:
+    if sessions is not None and not tls.session_reused:
         if offered is not None:
             sessions.refused(key, offered)
         if sessions.wanted(key):
