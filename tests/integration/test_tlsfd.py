@@ -24,9 +24,9 @@ import pytest
 import uvloop
 
 from casarray.engine import tlsfd
-from casarray.engine.tlsfd import TlsServer, TlsTransport, UpstreamSessions, open_tls_connection
+from casarray.engine.tlsfd import TlsServer, TlsTransport, UpstreamOpen, UpstreamSessions, open_tls_connection
 from casarray.lab.pki import CertFiles
-from tests.support import tls_context
+from tests.support import tls_context, unanswered_port
 
 NAME = "outlook.alwayshotcafe.com"
 
@@ -588,5 +588,164 @@ def test_a_connection_that_fails_after_offering_a_session_drops_it(pki: CertFile
             loop.remove_reader(slammer.fileno())
             slammer.close()
         assert sessions.offer(("127.0.0.1", port), loop.time()) is None
+
+    run(main())
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_upstream_open_reports_a_refused_connect_later_never_from_the_constructor(pki: CertFiles) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        before = _open_fds()
+        with socket.socket() as closed_port:  # bound, not listening: connects are refused
+            closed_port.bind(("127.0.0.1", 0))
+            port = closed_port.getsockname()[1]
+            outcome: asyncio.Future[tuple[object, BaseException | None]] = loop.create_future()
+            UpstreamOpen(
+                loop,
+                Recorder,
+                "127.0.0.1",
+                port,
+                tls_context(pki.ca),
+                NAME,
+                5.0,
+                5.0,
+                None,
+                lambda transport, exc: outcome.set_result((transport, exc)),
+            )
+            assert not outcome.done()  # the caller is never called back from inside its own call
+            transport, exc = await asyncio.wait_for(outcome, 5)
+        assert transport is None
+        assert isinstance(exc, ConnectionRefusedError)
+        assert f"127.0.0.1:{port}" in str(exc)
+        assert _open_fds() == before  # the socket is closed
+
+    run(main())
+
+
+def test_upstream_open_bounds_the_connect_and_the_handshake_separately(pki: CertFiles) -> None:
+    """A connect nobody answers fails after the connect bound with a bare TimeoutError; a server
+    that accepts and says nothing fails after the handshake bound, saying so."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        context = tls_context(pki.ca)
+
+        async def attempt(
+            port: int, connect_s: float, handshake_s: float
+        ) -> tuple[BaseException | None, float]:
+            outcome: asyncio.Future[BaseException | None] = loop.create_future()
+            started = loop.time()
+            UpstreamOpen(
+                loop,
+                Recorder,
+                "127.0.0.1",
+                port,
+                context,
+                NAME,
+                connect_s,
+                handshake_s,
+                None,
+                lambda _transport, exc: outcome.set_result(exc),
+            )
+            exc = await asyncio.wait_for(outcome, 10)
+            return exc, loop.time() - started
+
+        before = _open_fds()
+        with unanswered_port("127.0.0.1") as port:
+            exc, took = await attempt(port, 0.3, 5.0)
+        assert isinstance(exc, TimeoutError)
+        assert not str(exc)
+        assert 0.25 < took < 3
+        with socket.socket() as silent:  # accepts (the kernel does) and never answers the ClientHello
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(4)
+            exc, took = await attempt(silent.getsockname()[1], 5.0, 0.3)
+        assert isinstance(exc, TimeoutError)
+        assert str(exc) == "TLS handshake timed out"
+        assert 0.25 < took < 3
+        assert _open_fds() == before
+
+    run(main())
+
+
+def test_upstream_open_cancelled_while_connecting_or_in_the_handshake_calls_nobody_back(
+    pki: CertFiles,
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        context = tls_context(pki.ca)
+        called: list[object] = []
+        before = _open_fds()
+        with unanswered_port("127.0.0.1") as port:
+            opener = UpstreamOpen(
+                loop, Recorder, "127.0.0.1", port, context, NAME, 0.2, 0.2, None, lambda *a: called.append(a)
+            )
+            await asyncio.sleep(0.05)
+            opener.cancel()
+            opener.cancel()  # twice: nothing more happens
+            await asyncio.sleep(0.4)  # past both bounds: no timer is left to fire
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(4)
+            opener = UpstreamOpen(
+                loop,
+                Recorder,
+                "127.0.0.1",
+                silent.getsockname()[1],
+                context,
+                NAME,
+                0.2,
+                0.2,
+                None,
+                lambda *a: called.append(a),
+            )
+            await asyncio.sleep(0.1)  # connected: the ClientHello is out, the handshake waits
+            opener.cancel()
+            await asyncio.sleep(0.4)
+        assert called == []
+        assert _open_fds() == before
+
+    run(main())
+
+
+def test_upstream_open_hands_over_a_started_transport(pki: CertFiles) -> None:
+    """The whole way (connect, handshake on the connect's registration, transport): data flows at
+    once, and a second connection resumes the first one's session."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        context = tls_context(pki.ca)
+        sessions = UpstreamSessions(context)
+        async with serving(pki, lambda: Recorder(echo=True)) as served:
+            for resumed in (False, True):
+                outcome: asyncio.Future[TlsTransport | None] = loop.create_future()
+                UpstreamOpen(
+                    loop,
+                    lambda: Recorder(),
+                    "127.0.0.1",
+                    served.port,
+                    context,
+                    NAME,
+                    5.0,
+                    5.0,
+                    sessions,
+                    lambda transport, _exc, outcome=outcome: outcome.set_result(transport),
+                )
+                transport = await asyncio.wait_for(outcome, 5)
+                assert transport is not None
+                protocol = transport.get_protocol()
+                assert isinstance(protocol, Recorder)
+                assert protocol.events == ["made"]
+                assert transport.get_extra_info("ssl_object").session_reused is resumed
+                assert transport.get_extra_info("peername") == ("127.0.0.1", served.port)
+                transport.write(b"ping")
+                await asyncio.wait_for(protocol.got.wait(), 5)
+                assert bytes(protocol.data) == b"pong"
+                transport.close()
+                assert await asyncio.wait_for(protocol.lost, 5) is None
 
     run(main())

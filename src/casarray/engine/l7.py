@@ -29,10 +29,9 @@ from typing import Final, cast
 from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.counters import Counters
-from casarray.engine.deadline import Deadline
 from casarray.engine.refusals import Answered, RefusalLog
 from casarray.engine.sweep import Sweeper
-from casarray.engine.tlsfd import UpstreamSessions, open_tls_connection
+from casarray.engine.tlsfd import TlsTransport, UpstreamOpen, UpstreamSessions
 from casarray.http.errors import ProtocolError
 from casarray.http.h1 import RequestHead, RequestReader
 from casarray.proxy.answers import error_response, https_redirect_target, moved_permanently
@@ -107,7 +106,16 @@ class L7Client(asyncio.Protocol):
     transport's callbacks with the loop time, opens upstream connections when the session asks, and
     tells the listener when the session ends. The listener reads the session's state through it."""
 
-    __slots__ = ("_connect_task", "clock", "frontend", "loop", "session", "transport")
+    __slots__ = (
+        "_opening",
+        "_opening_head",
+        "_opening_server",
+        "clock",
+        "frontend",
+        "loop",
+        "session",
+        "transport",
+    )
 
     def __init__(self, frontend: L7Frontend) -> None:
         self.frontend = frontend
@@ -115,7 +123,10 @@ class L7Client(asyncio.Protocol):
         self.clock = self.loop.time
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.session = L7Session(frontend, self)
-        self._connect_task: asyncio.Task[None] | None = None
+        # The upstream connection being opened (one at a time), for which server and request head.
+        self._opening: UpstreamOpen | None = None
+        self._opening_server: ServerState | None = None
+        self._opening_head = b""
 
     # --- the session's state, as the listener (and the hot-path bench) reads it ---------------------
     @property
@@ -201,41 +212,48 @@ class L7Client(asyncio.Protocol):
 
     # --- the session's Shell -------------------------------------------------------------------------
     def open_upstream(self, server: ServerState, head: bytes) -> None:
-        self._connect_task = self.loop.create_task(self._connect(server, head))
+        fe = self.frontend
+        server.opened()
+        t = fe.config.timeouts
+        self._opening_server = server
+        self._opening_head = head
+        # The TCP connect within timeouts.connect, the TLS handshake within its own, shorter
+        # timeouts.upstream_handshake: a frozen server's kernel completes the TCP handshake for it,
+        # and only the TLS bound lets the request move on quickly.
+        self._opening = UpstreamOpen(
+            self.loop,
+            lambda: L7Upstream(self, server),
+            server.address,
+            server.port,
+            fe.upstream_ssl,
+            fe.server_name,
+            t.connect,
+            t.upstream_handshake,
+            fe.upstream_sessions,
+            self._opened,
+        )
 
     def cancel_open(self) -> None:
-        if self._connect_task is not None and not self._connect_task.done():
-            self._connect_task.cancel()
+        opening = self._opening
+        if opening is not None:
+            self._opening = None
+            opening.cancel()
+            server = self._opening_server
+            self._opening_server = None
+            self._opening_head = b""
+            if server is not None:
+                server.closed(0, 0)
 
     def finished(self) -> None:
         self.frontend.finished(self)
 
-    async def _connect(self, server: ServerState, head: bytes) -> None:
-        fe = self.frontend
-        server.opened()
-        t = fe.config.timeouts
-        # The TCP connect within timeouts.connect (the outer bound is their sum), the TLS handshake
-        # within its own, shorter timeouts.upstream_handshake: a frozen server's kernel completes the
-        # TCP handshake for it, and only the TLS bound lets the request move on quickly.
-        deadline = Deadline(self.loop, t.connect + t.upstream_handshake)
-        try:
-            try:
-                _transport, protocol = await open_tls_connection(
-                    lambda: L7Upstream(self, server),
-                    server.address,
-                    server.port,
-                    fe.upstream_ssl,
-                    fe.server_name,
-                    t.upstream_handshake,
-                    fe.upstream_sessions,
-                )
-            except asyncio.CancelledError:
-                if not deadline.passed():
-                    raise  # cancelled from outside (the client went, the generation stopped)
-                raise TimeoutError() from None
-            finally:
-                deadline.cancel()
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
+    def _opened(self, transport: TlsTransport | None, exc: BaseException | None) -> None:
+        server, head = self._opening_server, self._opening_head
+        self._opening = None  # done: nothing of the attempt is kept
+        self._opening_server = None
+        self._opening_head = b""
+        assert server is not None
+        if transport is None:
             server.closed(0, 0)
             server.connect_errors += 1
             if isinstance(exc, TimeoutError):
@@ -246,14 +264,10 @@ class L7Client(asyncio.Protocol):
                 )
             else:
                 reason = str(exc)
-            self._connect_task = None  # done: a finished task (and its coroutine) is not kept
             self.session.upstream_failed(server, head, reason, self.clock())
             return
-        except asyncio.CancelledError:
-            server.closed(0, 0)
-            raise
-        self._connect_task = None
-        self.session.upstream_connected(cast(L7Upstream, protocol).side, head, self.clock())
+        upstream = cast(L7Upstream, transport.get_protocol())
+        self.session.upstream_connected(upstream.side, head, self.clock())
 
 
 class L7Frontend(SiteSettings):

@@ -396,7 +396,7 @@ class TlsTransport(asyncio.Transport):
 class _Handshake:
     """Drives a non-blocking handshake with the loop's reader/writer callbacks, under a deadline."""
 
-    __slots__ = ("_done", "_fd", "_loop", "_sock", "_timer", "_tls", "_want")
+    __slots__ = ("_done", "_fd", "_foreign", "_loop", "_sock", "_timer", "_tls", "_want")
 
     def __init__(
         self,
@@ -404,6 +404,8 @@ class _Handshake:
         sock: ssl.SSLSocket,
         timeout: float,
         done: Callable[[ssl.SSLSocket, Exception | None], None],
+        *,
+        writing: bool = False,
     ) -> None:
         self._loop = loop
         self._sock = sock
@@ -412,7 +414,10 @@ class _Handshake:
         self._tls = _tls_object(sock)
         self._fd = sock.fileno()
         self._done: Callable[[ssl.SSLSocket, Exception | None], None] | None = done
-        self._want = 0  # 1 reading, 2 writing
+        # What is registered for the socket: 1 a reader, 2 a writer. `writing`: the caller's writer
+        # (a connect's) is registered and is taken over, not removed and registered again.
+        self._want = 2 if writing else 0
+        self._foreign = writing  # the registered callback is the caller's, not _step
         self._timer = loop.call_later(timeout, self._expire)
         self._step()
 
@@ -433,14 +438,19 @@ class _Handshake:
         self._end(None)
 
     def _wait(self, want: int) -> None:
-        if want == self._want:
+        if want == self._want and not self._foreign:
             return
-        self._unregister()
-        self._want = want
+        # The new registration first, then the old one's removal: uvloop drops a descriptor's poll
+        # handle the moment it has neither reader nor writer, and would make a new one.
+        old, self._want, self._foreign = self._want, want, False
         if want == 1:
             self._loop.add_reader(self._fd, self._step)
+            if old == 2:
+                self._loop.remove_writer(self._fd)
         else:
             self._loop.add_writer(self._fd, self._step)
+            if old == 1:
+                self._loop.remove_reader(self._fd)
 
     def _unregister(self) -> None:
         if self._want == 1:
@@ -621,6 +631,169 @@ class UpstreamSessions:
             self._kept.setdefault(key, (session, now))
 
 
+Opened = Callable[["TlsTransport | None", BaseException | None], None]
+
+
+class UpstreamOpen:
+    """Opens one upstream TLS connection with the loop's callbacks, no task or coroutine: a
+    non-blocking connect, the handshake on the same registration of the socket, then `factory()`'s
+    protocol on a started TlsTransport. `done(transport, None)` or `done(None, error)` is called once,
+    never from the constructor, unless `cancel()` came first.
+
+    The connect is bounded by `connect_timeout` (its error: `TimeoutError()`), the handshake by
+    `handshake_timeout` (`TimeoutError("TLS handshake timed out")`). `host` is an IP address (the
+    balancer resolves server names when a generation starts). Against a connect through
+    `loop.sock_connect` and a task: no coroutine, future or task per connection, and the socket stays
+    registered from the connect to the transport (uvloop makes a new poll handle, an ioctl and three
+    epoll_ctl calls, each time a descriptor's last reader or writer goes)."""
+
+    __slots__ = (
+        "_context",
+        "_done",
+        "_factory",
+        "_fd",
+        "_handshake",
+        "_handshake_timeout",
+        "_key",
+        "_loop",
+        "_offered",
+        "_server_hostname",
+        "_sessions",
+        "_sock",
+        "_timer",
+        "_tls",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        factory: ProtocolFactory,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        server_hostname: str | None,
+        connect_timeout: float,
+        handshake_timeout: float,
+        sessions: UpstreamSessions | None,
+        done: Opened,
+    ) -> None:
+        self._loop = loop
+        self._factory = factory
+        self._context = context
+        self._server_hostname = server_hostname
+        self._handshake_timeout = handshake_timeout
+        if sessions is not None and sessions.context is not context:
+            sessions = None  # its sessions cannot resume in this context (CPython refuses them)
+        self._sessions = sessions
+        self._key = (host, port)
+        self._offered: ssl.SSLSession | None = None
+        self._done: Opened | None = done
+        self._handshake: _Handshake | None = None
+        self._tls: ssl.SSLSocket | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self._sock = sock
+        self._fd = sock.fileno()
+        try:
+            sock.setblocking(False)
+            error = sock.connect_ex(self._key)
+        except OSError as exc:
+            loop.call_soon(self._fail, exc)
+            return
+        if error not in (0, errno.EINPROGRESS):
+            loop.call_soon(
+                self._fail, OSError(error, f"connect to {host}:{port} failed: {os.strerror(error)}")
+            )
+            return
+        loop.add_writer(self._fd, self._connected)
+        self._timer = loop.call_later(connect_timeout, self._connect_expired)
+
+    def _connect_expired(self) -> None:
+        self._timer = None
+        self._loop.remove_writer(self._fd)
+        self._fail(TimeoutError())
+
+    def _connected(self) -> None:
+        if self._done is None or self._handshake is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        sock = self._sock
+        try:
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                host, port = self._key
+                raise OSError(error, f"connect to {host}:{port} failed: {os.strerror(error)}")
+            _nodelay(sock)
+            sessions = self._sessions
+            offered = sessions.offer(self._key, self._loop.time()) if sessions is not None else None
+            self._offered = offered
+            self._tls = self._context.wrap_socket(
+                sock, server_hostname=self._server_hostname, do_handshake_on_connect=False, session=offered
+            )
+        except (OSError, ValueError) as exc:
+            self._loop.remove_writer(self._fd)
+            self._fail(exc)
+            return
+        # The handshake takes over the writer registered for the connect (the same descriptor).
+        handshake = _Handshake(self._loop, self._tls, self._handshake_timeout, self._handshaken, writing=True)
+        if self._done is not None:  # not already over (an error at the first step)
+            self._handshake = handshake
+
+    def _handshaken(self, tls: ssl.SSLSocket, exc: Exception | None) -> None:
+        self._handshake = (
+            None  # a finished handshake unregistered itself, or left its reader for the transport
+        )
+        if exc is not None:
+            self._fail(exc)
+            return
+        protocol = self._factory()
+        # The peer's address is the one connected to (a getpeername() would ask the kernel again).
+        extra = {"peername": self._key, "socket": tls, "ssl_object": tls, "sslcontext": self._context}
+        transport = TlsTransport(self._loop, tls, protocol, extra)
+        sessions = self._sessions
+        if sessions is not None and not tls.session_reused:
+            if self._offered is not None:
+                sessions.refused(self._key, self._offered)
+            if sessions.wanted(self._key):
+                transport._resumable = (sessions, self._key)
+        done, self._done = self._done, None
+        transport.start()
+        if done is not None:
+            done(transport, None)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._release()
+        done, self._done = self._done, None
+        if done is not None:
+            done(None, exc)
+
+    def _release(self) -> None:
+        """Close the socket (the SSLSocket owns the descriptor once it exists) and, whatever failed,
+        drop the session offered: the next connection makes a full handshake, so a server that breaks
+        on resumption costs one failed connect, not every one."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        (self._tls or self._sock).close()
+        if self._offered is not None and self._sessions is not None:
+            self._sessions.refused(self._key, self._offered)
+            self._offered = None
+
+    def cancel(self) -> None:
+        """Give up (the client went, the generation stopped): nothing is called back, the socket closes."""
+        if self._done is None:
+            return
+        self._done = None
+        if self._handshake is not None:
+            self._handshake.cancel()
+            self._handshake = None
+        elif self._timer is not None:  # still connecting
+            self._loop.remove_writer(self._fd)
+        self._release()
+
+
 async def open_tls_connection(
     factory: ProtocolFactory,
     host: str,
@@ -629,59 +802,36 @@ async def open_tls_connection(
     server_hostname: str | None,
     handshake_timeout: float,
     sessions: UpstreamSessions | None = None,
+    connect_timeout: float = 30.0,
 ) -> tuple[TlsTransport, asyncio.Protocol]:
-    """Connect, handshake (verified per `context`), then start `factory()`'s protocol. The caller bounds
-    the TCP connect with its own timeout; the handshake has `handshake_timeout`. With `sessions`, the
-    handshake resumes the server's kept session when there is one (all from the same `context`)."""
+    """UpstreamOpen for a coroutine: the transport and the protocol, or the error raised."""
     loop = asyncio.get_running_loop()
-    if sessions is not None and sessions.context is not context:
-        sessions = None  # its sessions cannot resume in this context (CPython refuses them)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    key = (host, port)
-    offered: ssl.SSLSession | None = None
-    handshake: _Handshake | None = None
-    tls: ssl.SSLSocket | None = None
+    opened: asyncio.Future[TlsTransport] = loop.create_future()
+
+    def done(transport: TlsTransport | None, exc: BaseException | None) -> None:
+        if opened.done():
+            return
+        if exc is not None:
+            opened.set_exception(exc)
+        else:
+            assert transport is not None
+            opened.set_result(transport)
+
+    opener = UpstreamOpen(
+        loop,
+        factory,
+        host,
+        port,
+        context,
+        server_hostname,
+        connect_timeout,
+        handshake_timeout,
+        sessions,
+        done,
+    )
     try:
-        sock.setblocking(False)
-        await loop.sock_connect(sock, (host, port))
-        _nodelay(sock)
-        offered = sessions.offer(key, loop.time()) if sessions is not None else None
-        tls = context.wrap_socket(
-            sock, server_hostname=server_hostname, do_handshake_on_connect=False, session=offered
-        )
-        done: asyncio.Future[Exception | None] = loop.create_future()
-
-        def finished(_: ssl.SSLSocket, exc: Exception | None) -> None:
-            if not done.done():
-                done.set_result(exc)
-
-        handshake = _Handshake(loop, tls, handshake_timeout, finished)
-        failure = await done
-        if failure is not None:
-            handshake = None  # a failed handshake unregistered itself
-            raise failure
-        protocol = factory()
-        extra = {
-            "peername": tls.getpeername(),
-            "socket": tls,
-            "ssl_object": tls,
-            "sslcontext": context,
-        }
-    except BaseException:
-        if handshake is not None:
-            handshake.cancel()
-        (tls or sock).close()  # the SSLSocket owns the descriptor once it exists
-        if offered is not None and sessions is not None:
-            # Whatever failed, the next connection makes a full handshake: a server that breaks on
-            # resumption costs one failed connect, not every one.
-            sessions.refused(key, offered)
+        transport = await opened
+    except asyncio.CancelledError:
+        opener.cancel()
         raise
-    transport = TlsTransport(loop, tls, protocol, extra)
-    if sessions is not None and not tls.session_reused:
-        if offered is not None:
-            sessions.refused(key, offered)
-        if sessions.wanted(key):
-            transport._resumable = (sessions, key)
-    transport.start()
-    return transport, protocol
+    return transport, transport._protocol
