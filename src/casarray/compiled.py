@@ -57,9 +57,9 @@ MODULES: Final = (
     "casarray.balance.rendezvous",
     "casarray.balance.roundrobin",
     "casarray.balance.state",
-    "casarray.engine.deadline",
     "casarray.engine.l4",
     "casarray.engine.l7",
+    "casarray.engine.sockets",
     "casarray.engine.sweep",
     "casarray.engine.tlsfd",
 )

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from casarray.engine import tlsfd
+from casarray.engine import sockets, tlsfd
 from casarray.engine.tlsfd import TlsServer, TlsTransport, UpstreamOpen, UpstreamSessions, open_tls_connection
 from casarray.lab.pki import CertFiles
 from tests.support import tls_context, unanswered_port
@@ -394,7 +394,7 @@ def listening() -> FlakyListener:
 def test_accept_pauses_after_running_out_of_resources_then_goes_on(
     pki: CertFiles, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, code: int
 ) -> None:
-    monkeypatch.setattr(tlsfd, "ACCEPT_RETRY_S", 0.2)
+    monkeypatch.setattr(sockets, "ACCEPT_RETRY_S", 0.2)
     with caplog.at_level(logging.ERROR, logger="casarray.tls"):
         run(ping_through(listening(), pki, [code], within=5))
     assert [r.getMessage() for r in caplog.records] == [
@@ -407,7 +407,7 @@ def test_a_failed_accept_of_one_connection_does_not_stall_the_others(
 ) -> None:
     # The client reset before accept() (ECONNABORTED), a firewall hook refused it (EPERM), a protocol
     # error (EPROTO): that connection is gone, the next one is accepted at once, not a pause later.
-    monkeypatch.setattr(tlsfd, "ACCEPT_RETRY_S", 30.0)
+    monkeypatch.setattr(sockets, "ACCEPT_RETRY_S", 30.0)
     failures = [errno.ECONNABORTED, errno.EPERM, errno.EPROTO]
     with caplog.at_level(logging.DEBUG, logger="casarray.tls"):
         run(ping_through(listening(), pki, list(failures), within=3))

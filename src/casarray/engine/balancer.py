@@ -43,9 +43,11 @@ from casarray.engine.control import ServerView as ServerViewData
 from casarray.engine.counters import Counters, ServerCounters
 from casarray.engine.frontend import Frontend
 from casarray.engine.l4 import L4Frontend
+from casarray.engine.l4 import log as l4_log
 from casarray.engine.l7 import HttpRedirector, L7Frontend
 from casarray.engine.messages import Drained
 from casarray.engine.pools import ServerPoolLog, ServicePoolLog
+from casarray.engine.sockets import TcpServer
 from casarray.engine.tls import server_context, upstream_context
 from casarray.engine.tlsfd import TlsServer
 from casarray.errors import CasarrayError, StartupError
@@ -57,7 +59,7 @@ from casarray.netaddr import join_host_port
 
 log = logging.getLogger("casarray")
 
-Serving = asyncio.Server | TlsServer  # what a generation starts, stops and waits for
+Serving = asyncio.Server | TlsServer | TcpServer  # what a generation starts, stops and waits for
 
 # Old generations left draining at once; a reload beyond it closes the oldest one's connections.
 # HAProxy bounds its old processes the same way (mworker-max-reloads).
@@ -438,7 +440,8 @@ class Generation:
         else:
             l4 = L4Frontend(config, self.servers, Picker.of(config.balance, config.affinity.mode))
             self.frontends.append(l4)
-            self.asyncio_servers.append(await self._serve(l4.protocol_factory, sock))
+            # Plain TCP on the socket itself (engine/sockets.py), not the loop's transports.
+            self.asyncio_servers.append(TcpServer(l4.protocol_factory, sock.dup(), l4_log))
         for mail in self.mail:
             # IMAP and POP3 sessions are long and uneven: least connections spreads them better.
             balance = mail.settings.balance or ("roundrobin" if mail.protocol == "smtp" else "leastconn")
@@ -447,7 +450,7 @@ class Generation:
             )
             self.frontends.append(frontend)
             mail_sock = listeners.get(listen.address, mail.port)
-            self.asyncio_servers.append(await self._serve(frontend.protocol_factory, mail_sock))
+            self.asyncio_servers.append(TcpServer(frontend.protocol_factory, mail_sock.dup(), l4_log))
         for fe in self.frontends:
             fe.access = access
             fe.start()

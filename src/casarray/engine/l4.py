@@ -1,10 +1,11 @@
 """Layer 4: TCP pass-through. The client's TLS goes through untouched to an Exchange server.
 
-Hot path: two asyncio Protocols per connection writing straight into each other's transport; no
-streams, no per-chunk allocation beyond what the loop hands us, no per-connection timer (one sweep per
-listener checks idleness from byte counters). TCP_NODELAY: both uvloop and asyncio set it on every TCP
-transport (interactive RPC/HTTP and MAPI PENDING chunks must not wait for Nagle's algorithm); the
-integration tests check it on the relayed sockets. Backpressure: when one side's write
+Hot path: two asyncio Protocols per connection writing straight into each other's transport (both
+`TcpTransport`s on the sockets themselves, engine/sockets.py); no streams, no per-chunk allocation
+beyond what a read returns, no task or coroutine per connection (the connect to a server is a
+callback), no per-connection timer (one sweep per listener checks idleness from byte counters).
+TCP_NODELAY is set on both sockets (interactive RPC/HTTP and MAPI PENDING chunks must not wait for
+Nagle's algorithm); the integration tests check it on the relayed sockets. Backpressure: when one side's write
 buffer passes the high-water mark, reading from the other side pauses (pause_writing/resume_writing),
 so memory per connection stays bounded whatever the peers do.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 from typing import cast
 
@@ -23,8 +25,8 @@ from casarray.balance.state import ServerState
 from casarray.config.model import Config
 from casarray.engine.accesslog import AccessLog
 from casarray.engine.counters import Counters
-from casarray.engine.deadline import Deadline
 from casarray.engine.refusals import RefusalLog
+from casarray.engine.sockets import Connect, TcpTransport
 from casarray.engine.sweep import Sweeper
 
 log = logging.getLogger("casarray.l4")
@@ -75,6 +77,7 @@ class L4Client(asyncio.Protocol):
         "bytes_in",
         "bytes_out",
         "closed",
+        "connecting",
         "eof_client",
         "eof_server",
         "frontend",
@@ -83,6 +86,7 @@ class L4Client(asyncio.Protocol):
         "started",
         "term",
         "transport",
+        "tried",
         "upstream",
     )
 
@@ -99,6 +103,8 @@ class L4Client(asyncio.Protocol):
         self.closed = False
         self.started = 0.0
         self.term = "--"  # HAProxy-style termination code for the access log
+        self.connecting: Connect | None = None  # the connect under way, to tried[-1]
+        self.tried: list[ServerState] = []  # the servers tried for this connection, in order
         self._seen_in = self._seen_out = 0
         self._quiet_in = self._quiet_out = 0.0
 
@@ -158,6 +164,9 @@ class L4Client(asyncio.Protocol):
         else:
             self.transport.resume_reading()
         self._quiet_in = self._quiet_out = self.frontend.loop.time()
+
+    def connected(self, sock: socket.socket | None, exc: BaseException | None) -> None:
+        self.frontend.connected(self, sock, exc)
 
     def server_eof(self) -> None:
         self.eof_server = True
@@ -250,7 +259,6 @@ class L4Frontend:
             config.limits.maxconn, config.limits.queue, config.timeouts.queue, config.retries
         )
         self.clients: set[L4Client] = set()
-        self._connecting: set[L4Client] = set()
         self.accepted_total = 0
         self.access: AccessLog | None = None
         self.refused = 0  # connections closed by the balancer (no server, queue full or timed out)
@@ -266,7 +274,6 @@ class L4Frontend:
         self.server_idle = config.timeouts.server_idle
         self.sweeper = Sweeper(max(0.05, min(self.client_idle, self.server_idle) / 8))
         self._queue_timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self.empty = asyncio.Event()  # set while no client connection is open
         self.empty.set()
         self.refresh()
@@ -321,8 +328,9 @@ class L4Frontend:
             client.server.closed(client.bytes_in, client.bytes_out)
             client.server = None
             self.admission.release()
-        elif client in self._connecting:
-            pass  # the connect task notices client.closed and releases its slot
+        elif client.connecting is not None:  # gone while its server was being connected
+            self._give_up(client)
+            self.admission.release()
         else:
             self.admission.forget(client)
         if not self.clients:
@@ -330,73 +338,72 @@ class L4Frontend:
         self._serve_queue()
 
     def _dispatch(self, client: L4Client) -> None:
-        """A client that holds a slot: connect it (a task; its slot is released when it ends unserved)."""
-        self._connecting.add(client)
-        task = self.loop.create_task(self._connect(client))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """A client that holds a slot: connect it to a server (its slot is released if none takes it)."""
+        self._attempt(client)
 
-    async def _connect(self, client: L4Client) -> None:
-        """Connect to a server; on refusal, timeout or reset try the next one (`retries`)."""
-        loop = self.loop
-        tried: list[ServerState] = []
+    def _attempt(self, client: L4Client) -> None:
+        """Connect to the next server; on refusal, timeout or reset the next one is tried (`retries`)."""
         # The picker keys by the address only when its algorithm hashes one (balance/algorithm.py).
         peername = client.transport.get_extra_info("peername")
         address = str(peername[0]) if peername else ""
-        try:
-            while not client.closed:
-                server = self.admission.next_server(self.picker, address, tried)
-                if server is None:
-                    break
-                tried.append(server)
-                server.opened()
-                deadline = Deadline(loop, self.config.timeouts.connect)
-                exc: OSError | None = None
-                try:
-                    upstream, _ = await loop.create_connection(
-                        lambda: L4Upstream(client), server.address, server.port
-                    )
-                except asyncio.CancelledError:
-                    if not deadline.passed():
-                        raise  # cancelled from outside (the generation stopped): not a timeout
-                    exc = TimeoutError()
-                except OSError as error:
-                    exc = error
-                finally:
-                    deadline.cancel()
-                if exc is not None:
-                    server.closed(0, 0)
-                    server.connect_errors += 1
-                    reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-                    log.warning(
-                        "connect to %s (%s:%d) for %s failed: %s",
-                        server.name,
-                        server.address,
-                        server.port,
-                        client.peer,
-                        reason,
-                    )
-                    continue
-                if client.closed:
-                    upstream.close()
-                    server.closed(0, 0)
-                    return
-                client.attach(server, upstream)
-                return
-            if not client.closed:
-                log.warning(
-                    "refused %s: no server accepted the connection (tried %s)",
-                    client.peer,
-                    ", ".join(s.name for s in tried) or "none: every server is full or down",
-                )
-                client.term = "SC"
-                self.refused += 1
-                client.close()
-        finally:
-            self._connecting.discard(client)
-            if client.server is None:
-                self.admission.release()
-                self._serve_queue()
+        server = self.admission.next_server(self.picker, address, client.tried)
+        if server is None:
+            log.warning(
+                "refused %s: no server accepted the connection (tried %s)",
+                client.peer,
+                ", ".join(s.name for s in client.tried) or "none: every server is full or down",
+            )
+            client.term = "SC"
+            self.refused += 1
+            self.admission.release()  # its slot, before close() tells the listener it went
+            client.tried = []
+            client.close()
+            return
+        client.tried.append(server)
+        server.opened()
+        client.connecting = Connect(
+            self.loop, server.address, server.port, self.config.timeouts.connect, client.connected
+        )
+
+    def connected(self, client: L4Client, sock: socket.socket | None, exc: BaseException | None) -> None:
+        """The connect to `client.tried[-1]` ended: relay, or try the next server."""
+        client.connecting = None
+        server = client.tried[-1]
+        if sock is None:
+            server.closed(0, 0)
+            server.connect_errors += 1
+            reason = (
+                "timeout"
+                if isinstance(exc, TimeoutError)
+                else (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+            )
+            log.warning(
+                "connect to %s (%s:%d) for %s failed: %s",
+                server.name,
+                server.address,
+                server.port,
+                client.peer,
+                reason,
+            )
+            self._attempt(client)
+            return
+        client.tried = []
+        upstream = L4Upstream(client)
+        # Its peer is the address connected to: no getpeername() system call.
+        transport = TcpTransport(
+            self.loop, sock, upstream, {"peername": (server.address, server.port), "socket": sock}
+        )
+        transport.start(writer_registered=True)
+        client.attach(server, transport)
+
+    def _give_up(self, client: L4Client) -> None:
+        """Stop connecting `client` (it went, or the generation stopped)."""
+        connecting = client.connecting
+        if connecting is not None:
+            client.connecting = None
+            connecting.cancel()
+            client.tried[-1].closed(0, 0)
+        client.tried = []
 
     def _arm_queue_timer(self) -> None:
         deadline = self.admission.next_deadline()
@@ -476,5 +483,7 @@ class L4Frontend:
         self.sweeper.stop()
         self.queue_full.flush()
         self.queue_expired.flush()
-        for task in list(self._tasks):
-            task.cancel()
+        for client in list(self.clients):
+            if client.connecting is not None:
+                self._give_up(client)
+                self.admission.release()

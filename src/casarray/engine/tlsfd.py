@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -29,28 +28,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from casarray.engine.sockets import CLOSE_FLUSH_S, Acceptor, Connect, ProtocolFactory, nodelay
+
 log = logging.getLogger("casarray.tls")
 
 RECORD = 16 * 1024  # the largest TLS record's plaintext: OpenSSL returns at most one record per read
 BATCH = 256 * 1024  # records read back to back are handed to the protocol together, up to this much
-# After close(), buffered bytes still go out; a peer that reads nothing for this long is cut off
-# (asyncio's own transports would wait for ever).
-CLOSE_FLUSH_S = 30.0
 LINGER_BYTES = 64 * 1024  # what linger() reads and throws away at most before it closes
-ACCEPT_BATCH = 64  # connections accepted per readiness event of the listening socket
-ACCEPT_RETRY_S = 1.0  # pause after accept() fails for lack of descriptors or memory
-# accept() failures that say the process or the kernel is out of a resource: the next accept() would
-# fail the same way, so accepting pauses (asyncio's selector_events and trio do the same). Any other
-# failure (ECONNABORTED: the client reset before accept; EPERM: a firewall rule; EPROTO ...) concerns
-# that one connection only, and the next one in the backlog is accepted at once.
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-ProtocolFactory = Callable[[], asyncio.Protocol]
-
-
-def _nodelay(sock: socket.socket) -> None:
-    # Requests and responses are small and latency matters (DESIGN.md §6): no Nagle delay.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _tls_object(sock: ssl.SSLSocket) -> Any:
@@ -478,7 +462,7 @@ class _Handshake:
             done(self._sock, exc)
 
 
-class TlsServer:
+class TlsServer(Acceptor):
     """Accepts TLS connections on a listening socket: handshake first, then a protocol from `factory`
     with a TlsTransport. Provides the parts of asyncio.Server a generation uses."""
 
@@ -490,73 +474,29 @@ class TlsServer:
         handshake_timeout: float,
         on_failure: Callable[[Exception], None],
     ) -> None:
+        super().__init__(sock, log)
         self._factory = factory
-        self._sock = sock
         self._context = context
         self._timeout = handshake_timeout
         self._on_failure = on_failure
-        self._loop = asyncio.get_running_loop()
-        self._serving = False
-        self._closed = False
         # Connections accepted whose handshake is under way: a draining generation waits for them too
         # (they were accepted before it stopped accepting, so they are its to serve).
         self.handshaking = 0
         self.handshakes_done = asyncio.Event()
         self.handshakes_done.set()
-        sock.setblocking(False)
 
-    async def start_serving(self) -> None:
-        if not self._serving and not self._closed:
-            self._serving = True
-            self._loop.add_reader(self._sock.fileno(), self._accept)
-
-    def is_serving(self) -> bool:
-        return self._serving
-
-    def close(self) -> None:
-        """Stop accepting (connections already accepted go on)."""
-        if self._closed:
+    def accepted(self, conn: socket.socket, address: Any) -> None:
+        try:
+            conn.setblocking(False)
+            nodelay(conn)
+            tls = self._context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ValueError) as exc:
+            conn.close()
+            self._on_failure(exc)
             return
-        self._closed = True
-        if self._serving:
-            self._serving = False
-            self._loop.remove_reader(self._sock.fileno())
-        self._sock.close()
-
-    async def wait_closed(self) -> None:
-        return None
-
-    def _accept(self) -> None:
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, address = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno not in _OUT_OF_RESOURCES:
-                    log.debug("accept() failed for one connection: %s; accepting the next", exc)
-                    continue
-                # EMFILE and friends: the backlog keeps the rest. The listening socket stays
-                # readable: stop watching it for a while instead of spinning on the same error.
-                log.error("cannot accept a connection: %s; accepting again in %gs", exc, ACCEPT_RETRY_S)
-                self._loop.remove_reader(self._sock.fileno())
-                self._loop.call_later(ACCEPT_RETRY_S, self._resume_accepting)
-                return
-            try:
-                conn.setblocking(False)
-                _nodelay(conn)
-                tls = self._context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-            except (OSError, ValueError) as exc:
-                conn.close()
-                self._on_failure(exc)
-                continue
-            self.handshaking += 1
-            self.handshakes_done.clear()
-            _Handshake(self._loop, tls, self._timeout, partial(self._handshaken, address))
-
-    def _resume_accepting(self) -> None:
-        if self._serving and not self._closed:
-            self._loop.add_reader(self._sock.fileno(), self._accept)
+        self.handshaking += 1
+        self.handshakes_done.clear()
+        _Handshake(self._loop, tls, self._timeout, partial(self._handshaken, address))
 
     def _handshaken(self, address: Any, tls: ssl.SSLSocket, exc: Exception | None) -> None:
         self.handshaking -= 1
@@ -636,22 +576,18 @@ Opened = Callable[["TlsTransport | None", BaseException | None], None]
 
 class UpstreamOpen:
     """Opens one upstream TLS connection with the loop's callbacks, no task or coroutine: a
-    non-blocking connect, the handshake on the same registration of the socket, then `factory()`'s
-    protocol on a started TlsTransport. `done(transport, None)` or `done(None, error)` is called once,
-    never from the constructor, unless `cancel()` came first.
+    non-blocking connect (engine/sockets.py Connect), the handshake on the connect's registration of
+    the socket, then `factory()`'s protocol on a started TlsTransport. `done(transport, None)` or
+    `done(None, error)` is called once, never from the constructor, unless `cancel()` came first.
 
     The connect is bounded by `connect_timeout` (its error: `TimeoutError()`), the handshake by
-    `handshake_timeout` (`TimeoutError("TLS handshake timed out")`). `host` is an IP address (the
-    balancer resolves server names when a generation starts). Against a connect through
-    `loop.sock_connect` and a task: no coroutine, future or task per connection, and the socket stays
-    registered from the connect to the transport (uvloop makes a new poll handle, an ioctl and three
-    epoll_ctl calls, each time a descriptor's last reader or writer goes)."""
+    `handshake_timeout` (`TimeoutError("TLS handshake timed out")`)."""
 
     __slots__ = (
+        "_connect",
         "_context",
         "_done",
         "_factory",
-        "_fd",
         "_handshake",
         "_handshake_timeout",
         "_key",
@@ -659,8 +595,6 @@ class UpstreamOpen:
         "_offered",
         "_server_hostname",
         "_sessions",
-        "_sock",
-        "_timer",
         "_tls",
     )
 
@@ -690,53 +624,27 @@ class UpstreamOpen:
         self._done: Opened | None = done
         self._handshake: _Handshake | None = None
         self._tls: ssl.SSLSocket | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        self._sock = sock
-        self._fd = sock.fileno()
-        try:
-            sock.setblocking(False)
-            error = sock.connect_ex(self._key)
-        except OSError as exc:
-            loop.call_soon(self._fail, exc)
-            return
-        if error not in (0, errno.EINPROGRESS):
-            loop.call_soon(
-                self._fail, OSError(error, f"connect to {host}:{port} failed: {os.strerror(error)}")
-            )
-            return
-        loop.add_writer(self._fd, self._connected)
-        self._timer = loop.call_later(connect_timeout, self._connect_expired)
+        self._connect: Connect | None = Connect(loop, host, port, connect_timeout, self._connected)
 
-    def _connect_expired(self) -> None:
-        self._timer = None
-        self._loop.remove_writer(self._fd)
-        self._fail(TimeoutError())
-
-    def _connected(self) -> None:
-        if self._done is None or self._handshake is not None:
+    def _connected(self, sock: socket.socket | None, exc: BaseException | None) -> None:
+        self._connect = None
+        if sock is None:
+            assert exc is not None
+            self._fail(exc)
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        sock = self._sock
+        sessions = self._sessions
+        offered = sessions.offer(self._key, self._loop.time()) if sessions is not None else None
+        self._offered = offered
         try:
-            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if error:
-                host, port = self._key
-                raise OSError(error, f"connect to {host}:{port} failed: {os.strerror(error)}")
-            _nodelay(sock)
-            sessions = self._sessions
-            offered = sessions.offer(self._key, self._loop.time()) if sessions is not None else None
-            self._offered = offered
             self._tls = self._context.wrap_socket(
                 sock, server_hostname=self._server_hostname, do_handshake_on_connect=False, session=offered
             )
-        except (OSError, ValueError) as exc:
-            self._loop.remove_writer(self._fd)
-            self._fail(exc)
+        except (OSError, ValueError) as error:
+            self._loop.remove_writer(sock.fileno())
+            sock.close()
+            self._fail(error)
             return
-        # The handshake takes over the writer registered for the connect (the same descriptor).
+        # The handshake takes over the writer the connect left registered (the same descriptor).
         handshake = _Handshake(self._loop, self._tls, self._handshake_timeout, self._handshaken, writing=True)
         if self._done is not None:  # not already over (an error at the first step)
             self._handshake = handshake
@@ -770,13 +678,11 @@ class UpstreamOpen:
             done(None, exc)
 
     def _release(self) -> None:
-        """Close the socket (the SSLSocket owns the descriptor once it exists) and, whatever failed,
+        """Close the TLS socket if there is one (the connect closes its own) and, whatever failed,
         drop the session offered: the next connection makes a full handshake, so a server that breaks
         on resumption costs one failed connect, not every one."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        (self._tls or self._sock).close()
+        if self._tls is not None:
+            self._tls.close()
         if self._offered is not None and self._sessions is not None:
             self._sessions.refused(self._key, self._offered)
             self._offered = None
@@ -786,11 +692,12 @@ class UpstreamOpen:
         if self._done is None:
             return
         self._done = None
+        if self._connect is not None:
+            self._connect.cancel()
+            self._connect = None
         if self._handshake is not None:
             self._handshake.cancel()
             self._handshake = None
-        elif self._timer is not None:  # still connecting
-            self._loop.remove_writer(self._fd)
         self._release()
 
 
