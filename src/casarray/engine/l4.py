@@ -33,6 +33,12 @@ log = logging.getLogger("casarray.l4")
 
 HIGH_WATER = 256 * 1024  # bytes buffered towards one peer before reading from the other pauses
 LOW_WATER = 64 * 1024
+# What a client may send before its server is connected (or while it waits in the queue) is kept up
+# to this much, then reading pauses. A TLS ClientHello is at most 16 KiB. Reading is not paused from
+# the start: pausing and resuming would make the loop drop and make again the socket's registration
+# (uvloop: an ioctl and four epoll_ctl calls) on every connection, for a request that is usually
+# already there.
+PENDING_LIMIT = 64 * 1024
 
 
 class L4Upstream(asyncio.Protocol):
@@ -45,7 +51,7 @@ class L4Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         client = self.client
@@ -82,6 +88,7 @@ class L4Client(asyncio.Protocol):
         "eof_server",
         "frontend",
         "pending",
+        "pending_bytes",
         "server",
         "started",
         "term",
@@ -96,6 +103,7 @@ class L4Client(asyncio.Protocol):
         self.upstream: asyncio.Transport | None = None
         self.server: ServerState | None = None
         self.pending: list[bytes] = []
+        self.pending_bytes = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.eof_client = False
@@ -115,8 +123,7 @@ class L4Client(asyncio.Protocol):
 
     # client transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        self.transport.pause_reading()  # nothing is read until a server is connected
+        self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         if self.frontend.access is not None:
             self.started = self.frontend.loop.time()
@@ -129,6 +136,9 @@ class L4Client(asyncio.Protocol):
             upstream.write(data)
         else:
             self.pending.append(data)
+            self.pending_bytes += len(data)
+            if self.pending_bytes >= PENDING_LIMIT:
+                self.transport.pause_reading()  # attach() resumes it
 
     def eof_received(self) -> bool:
         self.eof_client = True
@@ -159,6 +169,7 @@ class L4Client(asyncio.Protocol):
         for chunk in self.pending:
             upstream.write(chunk)
         self.pending.clear()
+        self.pending_bytes = 0
         if self.eof_client and upstream.can_write_eof():
             upstream.write_eof()
         else:
