@@ -254,6 +254,48 @@ def test_memory_stays_bounded_when_the_server_does_not_read(lab: Lab) -> None:
     assert grown < 32 * 1024, grown
 
 
+def test_a_queued_client_that_keeps_sending_is_paused_not_buffered(lab: Lab) -> None:
+    """What a client sends before it has a server (here: waiting in the queue) is kept up to a small
+    bound, then the balancer stops reading it: the kernel's buffers fill, the client's sends block,
+    and the balancer's memory does not grow with what it sends. Once served, all of it arrives."""
+    backend = socket.create_server(("127.0.0.2", 0))
+    backend_port = backend.getsockname()[1]
+    proc, port = lab.balancer(
+        "limits: {maxconn: 1}\ntimeouts: {queue: 30s}\n",
+        servers=f"  - {{name: RAW, address: 127.0.0.2, port: {backend_port}}}",
+        health="{enabled: false}",
+    )
+    holder = socket.create_connection(("127.0.0.1", port))  # takes the only slot
+    held, _ = backend.accept()
+    before = rss_kib(proc.popen.pid)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.settimeout(0.5)
+        chunk = b"q" * 65536
+        deadline = time.monotonic() + 5
+        try:
+            while time.monotonic() < deadline and sent < 512 * 1024 * 1024:
+                sent += client.send(chunk)
+        except TimeoutError:
+            pass  # the balancer stopped reading the queued client
+        grown = rss_kib(proc.popen.pid) - before
+        assert sent < 64 * 1024 * 1024, sent
+        assert grown < 16 * 1024, grown
+        holder.close()  # the slot frees: the queued client is served, from its first byte
+        held.close()
+        conn, _ = backend.accept()
+        client.settimeout(10)
+        client.shutdown(socket.SHUT_WR)
+        conn.settimeout(10)
+        received = 0
+        while data := conn.recv(1 << 20):
+            assert set(data) == {ord("q")}
+            received += len(data)
+        conn.close()
+    backend.close()
+    assert received == sent
+
+
 def test_client_idle_timeout_closes_silent_connections(lab: Lab) -> None:
     lab.sims3()
     proc, port = lab.balancer("timeouts: {client_idle: 500ms}\n")

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from casarray.engine.sockets import CLOSE_FLUSH_S, Acceptor, Connect, ProtocolFactory, nodelay
+from casarray.engine.sockets import CLOSE_FLUSH_S, GONE, Acceptor, Connect, ProtocolFactory, nodelay
 
 log = logging.getLogger("casarray.tls")
 
@@ -215,7 +215,12 @@ class TlsTransport(asyncio.Transport):
         # aborted connection, tests/reliability/test_aborted_connections.py).
         self._tls = None
         self._sock.close()
-        self._loop.call_soon(self._protocol.connection_lost, exc)
+        self._loop.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        protocol = self._protocol
+        self._protocol = GONE  # no cycle left for the garbage collector (engine/sockets.py)
+        protocol.connection_lost(exc)
 
     # --- reading -----------------------------------------------------------------------------------
     def is_reading(self) -> bool:
