@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import ssl
@@ -229,6 +230,19 @@ def test_half_close_and_backpressure_with_a_raw_tcp_server(lab: Lab) -> None:
     assert reply == b"got 1000000 bytes"
 
 
+def send_until_blocked(client: socket.socket, byte: bytes) -> int:
+    """Send `byte` over and over until a send blocks for half a second (nobody reads: backpressure
+    reached the client), 5 s or 512 MiB; how many bytes were sent."""
+    client.settimeout(0.5)
+    chunk = byte * 65536
+    sent = 0
+    deadline = time.monotonic() + 5
+    with contextlib.suppress(TimeoutError):
+        while time.monotonic() < deadline and sent < 512 * 1024 * 1024:
+            sent += client.send(chunk)
+    return sent
+
+
 def test_memory_stays_bounded_when_the_server_does_not_read(lab: Lab) -> None:
     backend = socket.create_server(("127.0.0.2", 0))
     backend_port = backend.getsockname()[1]
@@ -236,17 +250,9 @@ def test_memory_stays_bounded_when_the_server_does_not_read(lab: Lab) -> None:
         servers=f"  - {{name: SLOW, address: 127.0.0.2, port: {backend_port}}}", health="{enabled: false}"
     )
     before = rss_kib(proc.popen.pid)
-    sent = 0
     with socket.create_connection(("127.0.0.1", port)) as client:
         conn, _ = backend.accept()  # accepted but never read
-        client.settimeout(0.5)
-        chunk = b"y" * 65536
-        deadline = time.monotonic() + 5
-        try:
-            while time.monotonic() < deadline and sent < 512 * 1024 * 1024:
-                sent += client.send(chunk)
-        except TimeoutError:
-            pass  # the balancer stopped reading: backpressure reached the client
+        sent = send_until_blocked(client, b"y")
         grown = rss_kib(proc.popen.pid) - before
         conn.close()
     backend.close()
@@ -268,16 +274,8 @@ def test_a_queued_client_that_keeps_sending_is_paused_not_buffered(lab: Lab) -> 
     holder = socket.create_connection(("127.0.0.1", port))  # takes the only slot
     held, _ = backend.accept()
     before = rss_kib(proc.popen.pid)
-    sent = 0
     with socket.create_connection(("127.0.0.1", port)) as client:
-        client.settimeout(0.5)
-        chunk = b"q" * 65536
-        deadline = time.monotonic() + 5
-        try:
-            while time.monotonic() < deadline and sent < 512 * 1024 * 1024:
-                sent += client.send(chunk)
-        except TimeoutError:
-            pass  # the balancer stopped reading the queued client
+        sent = send_until_blocked(client, b"q")
         grown = rss_kib(proc.popen.pid) - before
         assert sent < 64 * 1024 * 1024, sent
         assert grown < 16 * 1024, grown

@@ -15,8 +15,8 @@ import pytest
 import uvloop
 
 from casarray.engine import sockets
-from casarray.engine.sockets import Connect, TcpServer, TcpTransport
-from tests.support import unanswered_port
+from casarray.engine.sockets import Connect, TcpServer
+from tests.support import Recorder, unanswered_port, until
 
 
 def run(coro: object) -> None:
@@ -27,53 +27,13 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-class Recorder(asyncio.Protocol):
-    def __init__(self, keep_open_on_eof: bool = True) -> None:
-        self.keep_open_on_eof = keep_open_on_eof
-        self.transport: TcpTransport | None = None
-        self.data = bytearray()
-        self.events: list[str] = []
-        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
-        self.changed = asyncio.Event()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, TcpTransport)
-        self.transport = transport
-        self.events.append("made")
-
-    def data_received(self, data: bytes) -> None:
-        self.data += data
-        self.changed.set()
-
-    def eof_received(self) -> bool:
-        self.events.append("eof")
-        self.changed.set()
-        return self.keep_open_on_eof
-
-    def pause_writing(self) -> None:
-        self.events.append("pause_writing")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume_writing")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.events.append("lost")
-        self.lost.set_result(exc)
-
-    async def until(self, condition: object) -> None:
-        async with asyncio.timeout(5):
-            while not condition():  # type: ignore[operator]
-                self.changed.clear()
-                await self.changed.wait()
-
-
 @asynccontextmanager
 async def served(keep_open_on_eof: bool = True) -> AsyncIterator[tuple[int, list[Recorder]]]:
     """A TcpServer on loopback; the recorders of its accepted connections, in order."""
     recorders: list[Recorder] = []
 
     def factory() -> Recorder:
-        recorders.append(Recorder(keep_open_on_eof))
+        recorders.append(Recorder(keep_open_on_eof=keep_open_on_eof))
         return recorders[-1]
 
     listener = socket.socket()
@@ -113,7 +73,7 @@ def test_connect_sets_nodelay_and_reports_refusals_and_timeouts_later() -> None:
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             assert sock.getpeername() == ("127.0.0.1", port)
             sock.close()
-            await recorders[0].until(lambda: "eof" in recorders[0].events)
+            await until(lambda: bool(recorders) and "eof" in recorders[0].events, recorders)
             transport = recorders[0].transport
             assert transport is not None
             assert transport.get_extra_info("peername")[0] == "127.0.0.1"
@@ -161,7 +121,7 @@ def test_data_both_ways_half_close_after_the_buffer_and_one_connection_lost() ->
         async with served() as (port, recorders):
             client = await connect(port)
             client.setblocking(True)
-            await recorders[0].until(lambda: recorders[0].transport is not None)
+            await until(lambda: len(recorders) > 0, recorders)
             server = recorders[0]
             transport = server.transport
             assert transport is not None
@@ -180,9 +140,9 @@ def test_data_both_ways_half_close_after_the_buffer_and_one_connection_lost() ->
             assert bytes(received) == payload  # then the FIN, after the last byte
             assert "resume_writing" in server.events
             client.sendall(b"still reading after our FIN")
-            await server.until(lambda: server.data == b"still reading after our FIN")
+            await until(lambda: server.data == b"still reading after our FIN", [server])
             client.close()
-            await server.until(lambda: "eof" in server.events)
+            await until(lambda: "eof" in server.events, [server])
             transport.close()
             assert await asyncio.wait_for(server.lost, 5) is None
             transport.close()
@@ -202,7 +162,7 @@ def test_close_flushes_the_buffer_and_gives_up_on_a_peer_that_reads_nothing(
         async with served() as (port, recorders):
             reader = await connect(port)  # reads everything, after close() was called
             stuck = await connect(port)  # reads nothing
-            await recorders[1].until(lambda: recorders[1].transport is not None)
+            await until(lambda: len(recorders) > 1, recorders)
             payload = os.urandom(4 * 1024 * 1024)
             for recorder in recorders:
                 assert recorder.transport is not None
@@ -228,7 +188,7 @@ def test_paused_reading_holds_data_until_resumed_and_abort_drops_the_buffer() ->
     async def main() -> None:
         async with served() as (port, recorders):
             client = await connect(port)
-            await recorders[0].until(lambda: recorders[0].transport is not None)
+            await until(lambda: len(recorders) > 0, recorders)
             server = recorders[0]
             transport = server.transport
             assert transport is not None
@@ -238,7 +198,7 @@ def test_paused_reading_holds_data_until_resumed_and_abort_drops_the_buffer() ->
             await asyncio.sleep(0.1)
             assert server.data == b""
             transport.resume_reading()
-            await server.until(lambda: server.data == b"held")
+            await until(lambda: server.data == b"held", [server])
             transport.write(os.urandom(8 * 1024 * 1024))
             transport.abort()
             assert await asyncio.wait_for(server.lost, 5) is None

@@ -26,7 +26,7 @@ import uvloop
 from casarray.engine import sockets, tlsfd
 from casarray.engine.tlsfd import TlsServer, TlsTransport, UpstreamOpen, UpstreamSessions, open_tls_connection
 from casarray.lab.pki import CertFiles
-from tests.support import tls_context, unanswered_port
+from tests.support import Recorder, tls_context, unanswered_port, until
 
 NAME = "outlook.alwayshotcafe.com"
 
@@ -35,61 +35,6 @@ def server_context(pki: CertFiles) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pki.certificate, pki.key)
     return context
-
-
-class Recorder(asyncio.Protocol):
-    """Keeps what happens to it; answers b"ping" lines with b"pong" lines when `echo` is set."""
-
-    def __init__(self, echo: bool = False, keep_open_on_eof: bool = False) -> None:
-        self.echo = echo
-        self.keep_open_on_eof = keep_open_on_eof
-        self.transport: TlsTransport | None = None
-        self.data = bytearray()
-        self.events: list[str] = []
-        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
-        self.got: asyncio.Event = asyncio.Event()
-        self.changed: asyncio.Event = asyncio.Event()  # set on every callback
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, TlsTransport)
-        self.transport = transport
-        self.events.append("made")
-
-    def data_received(self, data: bytes) -> None:
-        self.data += data
-        self.got.set()
-        self.changed.set()
-        if self.echo:
-            assert self.transport is not None
-            self.transport.write(data.replace(b"ping", b"pong"))
-
-    def eof_received(self) -> bool:
-        self.events.append("eof")
-        self.changed.set()
-        return self.keep_open_on_eof
-
-    def pause_writing(self) -> None:
-        self.events.append("pause_writing")
-
-    def resume_writing(self) -> None:
-        self.events.append("resume_writing")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.events.append("lost")
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-
-async def until(condition: Callable[[], bool], recorders: list[Recorder]) -> None:
-    """Wait (5 s at most) for `condition`, re-checking whenever a recorder sees a callback."""
-    async with asyncio.timeout(5):
-        while not condition():
-            if recorders:
-                recorders[-1].changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(recorders[-1].changed.wait(), 0.05)
-            else:
-                await asyncio.sleep(0.01)
 
 
 @dataclass

@@ -218,24 +218,100 @@ class Connect:
         self._release()
 
 
-class TcpTransport(asyncio.Transport):
-    """One TCP connection read and written with the loop's reader/writer callbacks."""
+class SocketTransport(asyncio.Transport):
+    """What the transports on a socket share (TcpTransport here, TlsTransport in engine/tlsfd.py):
+    the protocol and its reading and writing state as the asyncio contract keeps them, and the
+    registration of the descriptor with the loop."""
 
     __slots__ = (
-        "_buffer",
         "_closing",
-        "_eof_wanted",
         "_fd",
-        "_flush_timer",
         "_high",
         "_loop",
         "_lost",
         "_low",
         "_protocol",
         "_reading",
-        "_sock",
         "_write_paused",
     )
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, fd: int, protocol: asyncio.Protocol, extra: dict[str, Any]
+    ) -> None:
+        super().__init__(extra)
+        self._loop = loop
+        self._fd = fd
+        self._protocol = protocol
+        self._closing = False  # close() or abort() called (or a fatal error)
+        self._lost = False  # connection_lost scheduled
+        self._reading = False
+        self._high = 64 * 1024
+        self._low = 16 * 1024
+        self._write_paused = False
+
+    def _read_ready(self) -> None:
+        raise NotImplementedError
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        protocol = self._protocol
+        self._protocol = GONE
+        protocol.connection_lost(exc)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def is_reading(self) -> bool:
+        return self._reading
+
+    def pause_reading(self) -> None:
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def _start_reading(self) -> bool:
+        """Register the reader; False when already reading or closing."""
+        if self._reading or self._closing:
+            return False
+        self._reading = True
+        self._loop.add_reader(self._fd, self._read_ready)
+        return True
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def _check_high(self, size: int) -> None:
+        if not self._write_paused and size > self._high:
+            self._write_paused = True
+            self._protocol.pause_writing()
+
+    def _check_low(self, size: int) -> None:
+        if self._write_paused and size <= self._low:
+            self._write_paused = False
+            self._protocol.resume_writing()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low, self._high
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._high = 64 * 1024 if high is None else high
+        self._low = self._high // 4 if low is None else low
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        assert isinstance(protocol, asyncio.Protocol)
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+
+class TcpTransport(SocketTransport):
+    """One TCP connection read and written with the loop's reader/writer callbacks."""
+
+    __slots__ = ("_buffer", "_eof_wanted", "_flush_timer", "_sock")
 
     def __init__(
         self,
@@ -244,34 +320,21 @@ class TcpTransport(asyncio.Transport):
         protocol: asyncio.Protocol,
         extra: dict[str, Any],
     ) -> None:
-        super().__init__(extra)
-        self._loop = loop
+        super().__init__(loop, sock.fileno(), protocol, extra)
         self._sock = sock
-        self._fd = sock.fileno()
-        self._protocol = protocol
-        self._closing = False  # close() or abort() called (or a fatal error)
-        self._lost = False  # connection_lost scheduled
-        self._reading = False
         self._buffer: bytearray | None = None  # what the socket did not take yet (None: nothing)
         self._eof_wanted = False  # write_eof() called: the FIN goes once the buffer is out
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._high = 64 * 1024
-        self._low = 16 * 1024
-        self._write_paused = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self, *, writer_registered: bool = False) -> None:
         """Start reading and hand the connection to the protocol (which may pause reading or close at
         once). `writer_registered`: a connect's writer is still registered for the socket; the reader
         is added before it is removed, so the loop keeps the socket's registration."""
-        self._reading = True
-        self._loop.add_reader(self._fd, self._read_ready)
+        self._start_reading()
         if writer_registered:
             self._loop.remove_writer(self._fd)
         self._protocol.connection_made(self)
-
-    def is_closing(self) -> bool:
-        return self._closing
 
     def close(self) -> None:
         """Send what is buffered, then close the socket."""
@@ -311,28 +374,9 @@ class TcpTransport(asyncio.Transport):
         self._sock.close()
         self._loop.call_soon(self._connection_lost, exc)
 
-    def _connection_lost(self, exc: Exception | None) -> None:
-        protocol = self._protocol
-        self._protocol = GONE
-        protocol.connection_lost(exc)
-
     # --- reading -----------------------------------------------------------------------------------
-    def is_reading(self) -> bool:
-        return self._reading
-
-    def pause_reading(self) -> None:
-        self._stop_reading()
-
     def resume_reading(self) -> None:
-        if self._reading or self._closing:
-            return
-        self._reading = True
-        self._loop.add_reader(self._fd, self._read_ready)
-
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._fd)
+        self._start_reading()
 
     def _read_ready(self) -> None:
         try:
@@ -374,10 +418,6 @@ class TcpTransport(asyncio.Transport):
         self._loop.add_writer(self._fd, self._write_ready)
         self._check_high(len(buffer))
 
-    def writelines(self, list_of_data: Any) -> None:
-        for data in list_of_data:
-            self.write(data)
-
     def _write_ready(self) -> None:
         buffer = self._buffer
         if buffer is None:
@@ -390,25 +430,15 @@ class TcpTransport(asyncio.Transport):
             self._fatal(exc)
             return
         del buffer[:sent]
+        self._check_low(len(buffer))
         if buffer:
-            if self._write_paused and len(buffer) <= self._low:
-                self._write_paused = False
-                self._protocol.resume_writing()
             return
         self._buffer = None
         self._loop.remove_writer(self._fd)
-        if self._write_paused:
-            self._write_paused = False
-            self._protocol.resume_writing()
         if self._closing:
             self._finish(None)
         elif self._eof_wanted:
             self._shutdown_write()
-
-    def _check_high(self, size: int) -> None:
-        if not self._write_paused and size > self._high:
-            self._write_paused = True
-            self._protocol.pause_writing()
 
     def can_write_eof(self) -> bool:
         return True
@@ -427,17 +457,3 @@ class TcpTransport(asyncio.Transport):
 
     def get_write_buffer_size(self) -> int:
         return 0 if self._buffer is None else len(self._buffer)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._low, self._high
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._high = 64 * 1024 if high is None else high
-        self._low = self._high // 4 if low is None else low
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        assert isinstance(protocol, asyncio.Protocol)
-        self._protocol = protocol
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol

@@ -28,7 +28,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from casarray.engine.sockets import CLOSE_FLUSH_S, GONE, Acceptor, Connect, ProtocolFactory, nodelay
+from casarray.engine.sockets import (
+    CLOSE_FLUSH_S,
+    Acceptor,
+    Connect,
+    ProtocolFactory,
+    SocketTransport,
+    nodelay,
+)
 
 log = logging.getLogger("casarray.tls")
 
@@ -53,29 +60,20 @@ def _tls_object(sock: ssl.SSLSocket) -> Any:
     return tls
 
 
-class TlsTransport(asyncio.Transport):
+class TlsTransport(SocketTransport):
     """One TLS connection whose records OpenSSL reads from and writes to the socket directly."""
 
     __slots__ = (
         "_buffered",
-        "_closing",
         "_discarded",
-        "_fd",
         "_first_read",
-        "_high",
         "_linger",
         "_linger_timer",
-        "_loop",
-        "_lost",
-        "_low",
         "_pending",
-        "_protocol",
         "_queue",
-        "_reading",
         "_resumable",
         "_sock",
         "_tls",
-        "_write_paused",
     )
 
     def __init__(
@@ -85,21 +83,12 @@ class TlsTransport(asyncio.Transport):
         protocol: asyncio.Protocol,
         extra: dict[str, Any],
     ) -> None:
-        super().__init__(extra)
-        self._loop = loop
+        super().__init__(loop, sock.fileno(), protocol, extra)
         self._sock = sock
         self._tls = _tls_object(sock)
-        self._fd = sock.fileno()
-        self._protocol = protocol
-        self._closing = False  # close() or abort() called (or a fatal error)
-        self._lost = False  # connection_lost delivered
-        self._reading = False
         self._pending: bytes | None = None  # the write OpenSSL must be given again (it would block)
         self._queue: list[bytes] = []  # writes behind the pending one
         self._buffered = 0
-        self._high = 64 * 1024
-        self._low = 16 * 1024
-        self._write_paused = False
         self._linger: float | None = None  # linger(): how long to read after close_notify
         self._linger_timer: asyncio.TimerHandle | None = None
         self._discarded = 0
@@ -117,16 +106,12 @@ class TlsTransport(asyncio.Transport):
         handshake's registration of the socket (`_Handshake` leaves it in place; add_reader only
         replaces the callback), where removing and registering it again would cost uvloop a new
         poll handle — an ioctl and three epoll_ctl calls per connection."""
-        self._reading = True
-        self._loop.add_reader(self._fd, self._read_ready)
+        self._start_reading()
         self._protocol.connection_made(self)
         if self._closing or not self._reading:
             return
         if self._tls.pending():  # application data that arrived with the handshake's last flight
             self._loop.call_soon(self._read_ready)
-
-    def is_closing(self) -> bool:
-        return self._closing
 
     def close(self) -> None:
         """Send what is buffered, then close_notify, then close the socket."""
@@ -217,31 +202,11 @@ class TlsTransport(asyncio.Transport):
         self._sock.close()
         self._loop.call_soon(self._connection_lost, exc)
 
-    def _connection_lost(self, exc: Exception | None) -> None:
-        protocol = self._protocol
-        self._protocol = GONE  # no cycle left for the garbage collector (engine/sockets.py)
-        protocol.connection_lost(exc)
-
     # --- reading -----------------------------------------------------------------------------------
-    def is_reading(self) -> bool:
-        return self._reading
-
-    def pause_reading(self) -> None:
-        if self._reading:
-            self._stop_reading()
-
     def resume_reading(self) -> None:
-        if self._reading or self._closing:
-            return
-        self._reading = True
-        self._loop.add_reader(self._fd, self._read_ready)
-        if self._tls.pending():  # decrypted bytes OpenSSL holds: the socket will not signal them
+        # Decrypted bytes OpenSSL holds: the socket will not signal them.
+        if self._start_reading() and self._tls.pending():
             self._loop.call_soon(self._read_ready)
-
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._fd)
 
     def _read_ready(self) -> None:
         tls = self._tls
@@ -317,7 +282,7 @@ class TlsTransport(asyncio.Transport):
         if self._pending is not None:
             self._queue.append(bytes(data))
             self._buffered += len(data)
-            self._check_high()
+            self._check_high(self._buffered)
             return
         try:
             self._tls.write(data)
@@ -326,13 +291,9 @@ class TlsTransport(asyncio.Transport):
             self._pending = bytes(data)
             self._buffered += len(data)
             self._loop.add_writer(self._fd, self._write_ready)
-            self._check_high()
+            self._check_high(self._buffered)
         except (ssl.SSLError, OSError) as exc:
             self._fatal(exc)
-
-    def writelines(self, list_of_data: Any) -> None:
-        for data in list_of_data:
-            self.write(data)
 
     def _write_ready(self) -> None:
         while self._pending is not None:
@@ -350,36 +311,15 @@ class TlsTransport(asyncio.Transport):
             else:
                 self._pending = None
         self._loop.remove_writer(self._fd)
-        if self._write_paused and self._buffered <= self._low:
-            self._write_paused = False
-            self._protocol.resume_writing()
+        self._check_low(self._buffered)
         if self._closing:
             self._shutdown(None)
-
-    def _check_high(self) -> None:
-        if not self._write_paused and self._buffered > self._high:
-            self._write_paused = True
-            self._protocol.pause_writing()
 
     def can_write_eof(self) -> bool:
         return False  # TLS has no half-close that clients honour
 
     def get_write_buffer_size(self) -> int:
         return self._buffered
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._low, self._high
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._high = 64 * 1024 if high is None else high
-        self._low = self._high // 4 if low is None else low
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        assert isinstance(protocol, asyncio.Protocol)
-        self._protocol = protocol
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol
 
 
 class _Handshake:
