@@ -6,6 +6,7 @@ import contextlib
 import signal
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import Counter
@@ -142,6 +143,29 @@ def test_a_server_that_never_answers_the_connect_times_out_and_the_next_one_serv
         assert spread(lab, port, 4) == {"MB1": 4}
         assert "connect to SILENT (127.0.0.3:" in proc.log
         assert "failed: timeout" in proc.log
+
+
+def test_a_client_gone_while_its_server_is_connected_frees_its_slot_at_once(lab: Lab) -> None:
+    """maxconn 1, a server whose connects hang for 10 s, a queue bound of 300 ms: a client that goes
+    (a reset; a FIN alone is a half-close, and the relay waits for the server's answer) while its
+    connect is under way must give its slot back at once, so the next client takes it (and waits for
+    its own connect) instead of being refused from the queue."""
+    with unanswered_port("127.0.0.3") as silent:
+        proc, port = lab.balancer(
+            "limits: {maxconn: 1}\ntimeouts: {connect: 10s, queue: 300ms}\n",
+            servers=f"  - {{name: SILENT, address: 127.0.0.3, port: {silent}}}",
+            health="{enabled: false}",
+        )
+        first = socket.create_connection(("127.0.0.1", port), timeout=5)  # takes the slot
+        time.sleep(0.2)
+        first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        first.close()  # goes: a reset
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as second:
+            second.settimeout(1.5)
+            with pytest.raises(TimeoutError):  # held (connecting), not closed by the queue bound
+                second.recv(1)
+        assert "in the queue" not in proc.log
 
 
 def test_no_server_up_closes_new_connections_at_once(lab: Lab) -> None:
