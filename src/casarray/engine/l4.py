@@ -33,11 +33,11 @@ log = logging.getLogger("casarray.l4")
 
 HIGH_WATER = 256 * 1024  # bytes buffered towards one peer before reading from the other pauses
 LOW_WATER = 64 * 1024
-# What a client may send before its server is connected (or while it waits in the queue) is kept up
-# to this much, then reading pauses. A TLS ClientHello is at most 16 KiB. Reading is not paused from
-# the start: pausing and resuming would make the loop drop and make again the socket's registration
-# (uvloop: an ioctl and four epoll_ctl calls) on every connection, for a request that is usually
-# already there.
+# What a client may send while its server is being connected is kept up to this much (plus at most
+# one read), then reading pauses until the server is connected. A TLS ClientHello is at most 16 KiB.
+# Reading is not paused from the start: pausing and resuming would make the loop drop and make again
+# the socket's registration (uvloop: an ioctl and four epoll_ctl calls) on every connection, for a
+# request that is usually already there. A client that waits in the queue is not read at all.
 PENDING_LIMIT = 64 * 1024
 
 
@@ -318,6 +318,9 @@ class L4Frontend:
         if verdict is Verdict.SERVE:
             self._dispatch(client)
         elif verdict is Verdict.QUEUE:
+            # Nothing is read from a waiting client (attach() resumes): the queue holds up to
+            # limits.queue clients for up to timeouts.queue, and none of them may cost a buffer.
+            client.transport.pause_reading()
             if self._queue_timer is None:
                 self._arm_queue_timer()
         elif verdict is Verdict.NO_SERVER:
