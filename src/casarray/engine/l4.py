@@ -5,9 +5,9 @@ Hot path: two asyncio Protocols per connection writing straight into each other'
 beyond what a read returns, no task or coroutine per connection (the connect to a server is a
 callback), no per-connection timer (one sweep per listener checks idleness from byte counters).
 TCP_NODELAY is set on both sockets (interactive RPC/HTTP and MAPI PENDING chunks must not wait for
-Nagle's algorithm); the integration tests check it on the relayed sockets. Backpressure: when one side's write
-buffer passes the high-water mark, reading from the other side pauses (pause_writing/resume_writing),
-so memory per connection stays bounded whatever the peers do.
+Nagle's algorithm); the integration tests check it on the relayed sockets. Backpressure: when one
+side's write buffer passes the high-water mark, reading from the other side pauses
+(pause_writing/resume_writing), so memory per connection stays bounded whatever the peers do.
 """
 
 from __future__ import annotations
@@ -352,11 +352,9 @@ class L4Frontend:
         self._serve_queue()
 
     def _dispatch(self, client: L4Client) -> None:
-        """A client that holds a slot: connect it to a server (its slot is released if none takes it)."""
-        self._attempt(client)
-
-    def _attempt(self, client: L4Client) -> None:
-        """Connect to the next server; on refusal, timeout or reset the next one is tried (`retries`)."""
+        """A client that holds a slot: connect it to the next server (`connected` tries the one after
+        on refusal, timeout or reset, within `retries`); refused, and its slot released, when none is
+        left."""
         # The picker keys by the address only when its algorithm hashes one (balance/algorithm.py).
         peername = client.transport.get_extra_info("peername")
         address = str(peername[0]) if peername else ""
@@ -399,7 +397,7 @@ class L4Frontend:
                 client.peer,
                 reason,
             )
-            self._attempt(client)
+            self._dispatch(client)
             return
         client.tried = []
         upstream = L4Upstream(client)

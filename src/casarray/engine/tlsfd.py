@@ -580,12 +580,13 @@ class UpstreamOpen:
         sessions = self._sessions
         offered = sessions.offer(self._key, self._loop.time()) if sessions is not None else None
         self._offered = offered
+        fd = sock.fileno()  # a failed wrap may have detached (and closed) it already
         try:
             self._tls = self._context.wrap_socket(
                 sock, server_hostname=self._server_hostname, do_handshake_on_connect=False, session=offered
             )
         except (OSError, ValueError) as error:
-            self._loop.remove_writer(sock.fileno())
+            self._loop.remove_writer(fd)
             sock.close()
             self._fail(error)
             return
