@@ -24,9 +24,10 @@ import pytest
 import uvloop
 
 from casarray.engine import sockets, tlsfd
-from casarray.engine.tlsfd import TlsServer, TlsTransport, UpstreamOpen, UpstreamSessions, open_tls_connection
+from casarray.engine.sockets import ProtocolFactory
+from casarray.engine.tlsfd import TlsServer, TlsTransport, UpstreamOpen, UpstreamSessions
 from casarray.lab.pki import CertFiles
-from tests.support import Recorder, tls_context, unanswered_port, until
+from tests.support import Recorder, open_fds, tls_context, unanswered_port, until
 
 NAME = "outlook.alwayshotcafe.com"
 
@@ -82,6 +83,49 @@ async def serving(
 
 def run(coro: object) -> None:
     uvloop.run(coro)  # type: ignore[arg-type]
+
+
+async def open_tls_connection(
+    factory: ProtocolFactory,
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    server_hostname: str | None,
+    handshake_timeout: float,
+    sessions: UpstreamSessions | None = None,
+    connect_timeout: float = 30.0,
+) -> tuple[TlsTransport, asyncio.Protocol]:
+    """UpstreamOpen as a coroutine, for these tests: the transport and the protocol, or the error raised."""
+    loop = asyncio.get_running_loop()
+    opened: asyncio.Future[TlsTransport] = loop.create_future()
+
+    def done(transport: TlsTransport | None, exc: BaseException | None) -> None:
+        if opened.done():
+            return
+        if exc is not None:
+            opened.set_exception(exc)
+        else:
+            assert transport is not None
+            opened.set_result(transport)
+
+    opener = UpstreamOpen(
+        loop,
+        factory,
+        host,
+        port,
+        context,
+        server_hostname,
+        connect_timeout,
+        handshake_timeout,
+        sessions,
+        done,
+    )
+    try:
+        transport = await opened
+    except asyncio.CancelledError:
+        opener.cancel()
+        raise
+    return transport, transport._protocol
 
 
 def test_data_both_ways_and_close_notify_on_close(pki: CertFiles) -> None:
@@ -537,14 +581,10 @@ def test_a_connection_that_fails_after_offering_a_session_drops_it(pki: CertFile
     run(main())
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 def test_upstream_open_reports_a_refused_connect_later_never_from_the_constructor(pki: CertFiles) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        before = _open_fds()
+        before = open_fds()
         with socket.socket() as closed_port:  # bound, not listening: connects are refused
             closed_port.bind(("127.0.0.1", 0))
             port = closed_port.getsockname()[1]
@@ -566,7 +606,7 @@ def test_upstream_open_reports_a_refused_connect_later_never_from_the_constructo
         assert transport is None
         assert isinstance(exc, ConnectionRefusedError)
         assert f"127.0.0.1:{port}" in str(exc)
-        assert _open_fds() == before  # the socket is closed
+        assert open_fds() == before  # the socket is closed
 
     run(main())
 
@@ -599,7 +639,7 @@ def test_upstream_open_bounds_the_connect_and_the_handshake_separately(pki: Cert
             exc = await asyncio.wait_for(outcome, 10)
             return exc, loop.time() - started
 
-        before = _open_fds()
+        before = open_fds()
         with unanswered_port("127.0.0.1") as port:
             exc, took = await attempt(port, 0.3, 5.0)
         assert isinstance(exc, TimeoutError)
@@ -612,7 +652,7 @@ def test_upstream_open_bounds_the_connect_and_the_handshake_separately(pki: Cert
         assert isinstance(exc, TimeoutError)
         assert str(exc) == "TLS handshake timed out"
         assert 0.25 < took < 3
-        assert _open_fds() == before
+        assert open_fds() == before
 
     run(main())
 
@@ -624,7 +664,7 @@ def test_upstream_open_cancelled_while_connecting_or_in_the_handshake_calls_nobo
         loop = asyncio.get_running_loop()
         context = tls_context(pki.ca)
         called: list[object] = []
-        before = _open_fds()
+        before = open_fds()
         with unanswered_port("127.0.0.1") as port:
             opener = UpstreamOpen(
                 loop, Recorder, "127.0.0.1", port, context, NAME, 0.2, 0.2, None, lambda *a: called.append(a)
@@ -648,11 +688,12 @@ def test_upstream_open_cancelled_while_connecting_or_in_the_handshake_calls_nobo
                 None,
                 lambda *a: called.append(a),
             )
-            await asyncio.sleep(0.1)  # connected: the ClientHello is out, the handshake waits
+            # Connected: the ClientHello is out, the handshake waits for an answer.
+            await until(lambda: opener._handshake is not None, [])
             opener.cancel()
             await asyncio.sleep(0.4)
         assert called == []
-        assert _open_fds() == before
+        assert open_fds() == before
 
     run(main())
 

@@ -368,7 +368,6 @@ class L4Frontend:
             client.term = "SC"
             self.refused += 1
             self.admission.release()  # its slot, before close() tells the listener it went
-            client.tried = []
             client.close()
             return
         client.tried.append(server)
@@ -399,7 +398,6 @@ class L4Frontend:
             )
             self._dispatch(client)
             return
-        client.tried = []
         upstream = L4Upstream(client)
         # Its peer is the address connected to: no getpeername() system call.
         transport = TcpTransport(
@@ -415,7 +413,6 @@ class L4Frontend:
             client.connecting = None
             connecting.cancel()
             client.tried[-1].closed(0, 0)
-        client.tried = []
 
     def _arm_queue_timer(self) -> None:
         deadline = self.admission.next_deadline()

@@ -487,7 +487,7 @@ class UpstreamSessions:
 
     def __init__(self, context: ssl.SSLContext, max_age: float = 60.0) -> None:
         self._kept: dict[tuple[str, int], tuple[ssl.SSLSession, float]] = {}
-        self.context = context  # the only context its sessions resume in (open_tls_connection checks)
+        self.context = context  # the only context its sessions resume in (UpstreamOpen checks)
         self.max_age = max_age
 
     def offer(self, key: tuple[str, int], now: float) -> ssl.SSLSession | None:
@@ -645,46 +645,3 @@ class UpstreamOpen:
             self._handshake.cancel()
             self._handshake = None
         self._release()
-
-
-async def open_tls_connection(
-    factory: ProtocolFactory,
-    host: str,
-    port: int,
-    context: ssl.SSLContext,
-    server_hostname: str | None,
-    handshake_timeout: float,
-    sessions: UpstreamSessions | None = None,
-    connect_timeout: float = 30.0,
-) -> tuple[TlsTransport, asyncio.Protocol]:
-    """UpstreamOpen for a coroutine: the transport and the protocol, or the error raised."""
-    loop = asyncio.get_running_loop()
-    opened: asyncio.Future[TlsTransport] = loop.create_future()
-
-    def done(transport: TlsTransport | None, exc: BaseException | None) -> None:
-        if opened.done():
-            return
-        if exc is not None:
-            opened.set_exception(exc)
-        else:
-            assert transport is not None
-            opened.set_result(transport)
-
-    opener = UpstreamOpen(
-        loop,
-        factory,
-        host,
-        port,
-        context,
-        server_hostname,
-        connect_timeout,
-        handshake_timeout,
-        sessions,
-        done,
-    )
-    try:
-        transport = await opened
-    except asyncio.CancelledError:
-        opener.cancel()
-        raise
-    return transport, transport._protocol
